@@ -372,6 +372,29 @@ impl Geometry {
     }
 }
 
+/// Where regions live unless configured otherwise: `$TTMEM_DIR`, else `/dev/shm/ttmem` where
+/// `/dev/shm` exists, else `ttmem` in the temporary directory. Writer and readers share this so
+/// that an unconfigured process and an unconfigured `ttmem ps` meet.
+pub fn default_dir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("TTMEM_DIR").filter(|d| !d.is_empty()) {
+        return dir.into();
+    }
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.join("ttmem")
+    } else {
+        std::env::temp_dir().join("ttmem")
+    }
+}
+
+/// The file name of a region: `<uid>-<pid>-<start time>.ttmem`.
+pub fn region_file_name(uid: u32, pid: u32, start_time: u64) -> String {
+    format!("{uid}-{pid}-{start_time}.{REGION_EXTENSION}")
+}
+
+/// The extension every region file carries; readers ignore other files.
+pub const REGION_EXTENSION: &str = "ttmem";
+
 /// Copies `s` into a fixed, NUL-padded field, truncating on a UTF-8 character boundary.
 pub fn put_str(field: &mut [u8], s: &str) {
     field.fill(0);

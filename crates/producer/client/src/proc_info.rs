@@ -1,0 +1,89 @@
+//! Facts about the current process and boot, read once at region creation (never on the hot
+//! path). Every read has a harmless fallback: a region is still created without them.
+
+use std::fs;
+
+/// Identity and description of the current process.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ProcessInfo {
+    pub pid: u32,
+    pub uid: u32,
+    pub start_time: u64,
+    pub boot_id: [u8; 16],
+    pub exe: String,
+    pub cmdline: String,
+}
+
+impl ProcessInfo {
+    pub(crate) fn current() -> Self {
+        let pid = std::process::id();
+        ProcessInfo {
+            pid,
+            // SAFETY: getuid has no preconditions and cannot fail.
+            uid: unsafe { libc::getuid() },
+            start_time: start_time_of("self").unwrap_or(0),
+            boot_id: boot_id().unwrap_or([0; 16]),
+            exe: exe_name(),
+            cmdline: cmdline(),
+        }
+    }
+}
+
+/// Field 22 of `/proc/<pid>/stat`: start time in clock ticks since boot.
+pub(crate) fn start_time_of(pid: &str) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+}
+
+/// `/proc/sys/kernel/random/boot_id` as 16 bytes.
+pub(crate) fn boot_id() -> Option<[u8; 16]> {
+    let text = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let hex: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn exe_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .or_else(|| fs::read_to_string("/proc/self/comm").ok().map(|s| s.trim().to_owned()))
+        .unwrap_or_default()
+}
+
+fn cmdline() -> String {
+    match fs::read("/proc/self/cmdline") {
+        Ok(bytes) => String::from_utf8_lossy(&bytes)
+            .trim_end_matches('\0')
+            .replace('\0', " "),
+        Err(_) => std::env::args().collect::<Vec<_>>().join(" "),
+    }
+}
+
+/// The calling thread's OS id.
+pub(crate) fn thread_id() -> u32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    (unsafe { libc::gettid() }) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn current_process_is_described() {
+        let p = ProcessInfo::current();
+        assert_eq!(p.pid, std::process::id());
+        assert!(p.start_time > 0, "start time should parse from /proc/self/stat");
+        assert_ne!(p.boot_id, [0; 16]);
+        assert!(!p.cmdline.is_empty());
+    }
+}
