@@ -1,1 +1,341 @@
-//! placeholder
+//! Finds ttmem regions and decodes them without a daemon.
+//!
+//! Every region is untrusted: it is read with bounded positional reads (never mapped, so a file
+//! truncated under the reader cannot fault it), every count is validated by `ttmem-region`
+//! before anything is sized by it, and a region that fails any check is skipped with a reason.
+//! A process is identified by (pid, start time, boot id); liveness never relies on
+//! `kill(pid, 0)`.
+
+#![deny(missing_docs)]
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use ttmem_region::decode::{self, Counters, DecodeError, Event, Header, Shard, Strings};
+use ttmem_region::{COUNTER_CELL_SIZE, DEVICE_ENTRY_SIZE, EVENT_SIZE, MAX_CATEGORIES, REGION_EXTENSION, RegionState, SHARD_HEADER_SIZE, STRINGS_HEADER_SIZE};
+
+/// Why one region could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RegionError {
+    /// An I/O error (permission, vanished file).
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The bytes are not a valid region.
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
+    /// The file changed size while being read.
+    #[error("changed while being read (now {now} bytes)")]
+    Changed {
+        /// Size now.
+        now: u64,
+    },
+    /// The file's owner is not the uid the header claims: one user posing as another.
+    #[error("file owner uid {file_uid} does not match the uid {header_uid} in its header")]
+    OwnerMismatch {
+        /// Owner of the file.
+        file_uid: u32,
+        /// Uid the header claims.
+        header_uid: u32,
+    },
+    /// Still being created by its writer.
+    #[error("still being created")]
+    Creating,
+}
+
+/// Whether a region's writer is still running.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// The same process (pid and start time, this boot) is running.
+    Running,
+    /// The writer is gone (crashed, killed, or exited keeping its region).
+    Exited,
+}
+
+/// One device of one process, with its counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceCounters {
+    /// Index in the process's device table.
+    pub index: u32,
+    /// The device as declared.
+    pub device: decode::Device,
+    /// Exact counters per declared category (summed over shards).
+    pub counters: Vec<Counters>,
+}
+
+/// Everything read from one region.
+#[derive(Clone, Debug)]
+pub struct ProcessRegion {
+    /// The file.
+    pub path: PathBuf,
+    /// The validated header.
+    pub header: Header,
+    /// Whether the writer runs.
+    pub liveness: Liveness,
+    /// Devices and their counters.
+    pub devices: Vec<DeviceCounters>,
+    /// Shard control words (`0..shards_used` and the shared shard).
+    pub shards: Vec<(u32, Shard)>,
+    /// Interned tags.
+    pub strings: Strings,
+    /// The most recent events, oldest first (only when asked for).
+    pub events: Vec<Event>,
+}
+
+impl ProcessRegion {
+    /// Events ever written.
+    pub fn events_written(&self) -> u64 {
+        self.shards.iter().map(|(_, s)| s.head).fold(0, u64::wrapping_add)
+    }
+    /// Events lost before an attached reader read them.
+    pub fn events_lost(&self) -> u64 {
+        self.shards.iter().map(|(_, s)| s.lost).fold(0, u64::wrapping_add)
+    }
+    /// Calls that named an unregistered device or category.
+    pub fn rejected(&self) -> u64 {
+        self.shards.iter().map(|(_, s)| s.rejected).fold(0, u64::wrapping_add)
+    }
+}
+
+/// A file that was not used, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    /// The file.
+    pub path: PathBuf,
+    /// Why, in words a user can act on.
+    pub reason: String,
+}
+
+/// The result of scanning a directory.
+#[derive(Clone, Debug, Default)]
+pub struct Scan {
+    /// The directory scanned.
+    pub dir: PathBuf,
+    /// Whether the directory exists.
+    pub dir_exists: bool,
+    /// Regions read, ordered by pid.
+    pub regions: Vec<ProcessRegion>,
+    /// Regions skipped (invalid, unreadable, being created).
+    pub skipped: Vec<Skipped>,
+}
+
+/// What to read besides counters.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct ScanOptions {
+    /// Read up to this many recent events per shard (0: none).
+    pub events_per_shard: u32,
+}
+
+/// Reads every `*.ttmem` region in `dir`. A missing directory is an empty scan, not an error;
+/// an unreadable one is an error.
+pub fn scan(dir: &Path, opts: ScanOptions) -> io::Result<Scan> {
+    let mut out = Scan { dir: dir.to_owned(), ..Default::default() };
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    out.dir_exists = true;
+    let boot = current_boot_id();
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == REGION_EXTENSION))
+        .collect();
+    paths.sort();
+    for path in paths {
+        match read_region(&path, opts, boot) {
+            Ok(r) => out.regions.push(r),
+            Err(RegionError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {} // exited meanwhile
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "skipping region");
+                out.skipped.push(Skipped { path, reason: e.to_string() });
+            }
+        }
+    }
+    out.regions.sort_by_key(|r| (r.header.pid, r.header.start_time));
+    Ok(out)
+}
+
+fn read_at(file: &File, offset: u64, len: usize) -> Result<Vec<u8>, RegionError> {
+    let mut buf = vec![0u8; len];
+    match file.read_exact_at(&mut buf, offset) {
+        Ok(()) => Ok(buf),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            Err(RegionError::Changed { now: file.metadata().map(|m| m.len()).unwrap_or(0) })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads and validates one region. `boot_id` is this boot's id (see [`current_boot_id`]).
+pub fn read_region(path: &Path, opts: ScanOptions, boot_id: Option<[u8; 16]>) -> Result<ProcessRegion, RegionError> {
+    let file = File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(RegionError::Io(io::Error::other("not a regular file")));
+    }
+    let head = read_at(&file, 0, ttmem_region::HEADER_SIZE.min(meta.len() as usize))?;
+    let header = decode::decode_header(&head, meta.len())?;
+    if header.state == RegionState::Creating {
+        return Err(RegionError::Creating);
+    }
+    if meta.uid() != header.uid && meta.uid() != 0 {
+        return Err(RegionError::OwnerMismatch { file_uid: meta.uid(), header_uid: header.uid });
+    }
+    let g = header.geometry;
+
+    let table = read_at(&file, g.devices_offset, header.num_devices as usize * DEVICE_ENTRY_SIZE)?;
+    let mut declared = Vec::new();
+    for (i, entry) in table.chunks_exact(DEVICE_ENTRY_SIZE).enumerate() {
+        if let Some(d) = decode::decode_device(entry)? {
+            declared.push((i as u32, d));
+        }
+    }
+
+    let shard_table = read_at(&file, g.shards_offset, g.max_shards as usize * SHARD_HEADER_SIZE)?;
+    let shared = g.max_shards - 1;
+    let used: BTreeSet<u32> = (0..header.shards_used).chain([shared]).collect();
+    let mut shards = Vec::new();
+    for &s in &used {
+        shards.push((s, decode::decode_shard(&shard_table[s as usize * SHARD_HEADER_SIZE..])?));
+    }
+
+    // Per shard, one contiguous read covers all published devices' cells.
+    let mut devices: Vec<DeviceCounters> = declared
+        .into_iter()
+        .map(|(index, device)| {
+            let n = device.categories.len();
+            DeviceCounters { index, device, counters: vec![Counters::default(); n] }
+        })
+        .collect();
+    if let Some(max_index) = devices.iter().map(|d| d.index).max() {
+        let span = (max_index as usize + 1) * MAX_CATEGORIES * COUNTER_CELL_SIZE;
+        for &s in &used {
+            let cells = read_at(&file, g.shard_counters_offset(s), span)?;
+            for d in &mut devices {
+                for (c, total) in d.counters.iter_mut().enumerate() {
+                    let off = (d.index as usize * MAX_CATEGORIES + c) * COUNTER_CELL_SIZE;
+                    total.add_shard(&decode::decode_cell(&cells[off..])?);
+                }
+            }
+        }
+    }
+
+    let strings_header = read_at(&file, g.strings_offset, STRINGS_HEADER_SIZE)?;
+    let used_bytes = u64::from_le_bytes(strings_header[..8].try_into().expect("8 bytes")).min(g.strings_bytes);
+    let strings_data = read_at(&file, g.strings_data_offset(), used_bytes as usize)?;
+    let strings = Strings::decode(&strings_header, &strings_data);
+
+    let mut events = Vec::new();
+    if opts.events_per_shard > 0 {
+        for (s, shard) in &shards {
+            let keep = (opts.events_per_shard as u64).min(g.ring_events as u64).min(shard.head);
+            for index in shard.head - keep..shard.head {
+                let rec = read_at(&file, g.event_offset(*s, index), EVENT_SIZE)?;
+                if let Some(e) = decode::decode_event(&rec, index) {
+                    events.push(e);
+                }
+            }
+        }
+        events.sort_by_key(|e| e.ticks);
+    }
+
+    let liveness = liveness(&header, boot_id);
+    Ok(ProcessRegion { path: path.to_owned(), header, liveness, devices, shards, strings, events })
+}
+
+/// Decides whether a region's writer still runs: same boot, a process with that pid, and the
+/// same start time (so a reused pid is never mistaken for the writer).
+pub fn liveness(header: &Header, boot_id: Option<[u8; 16]>) -> Liveness {
+    if header.state == RegionState::Exited {
+        return Liveness::Exited;
+    }
+    if let Some(boot) = boot_id {
+        if header.boot_id != [0; 16] && header.boot_id != boot {
+            return Liveness::Exited;
+        }
+    }
+    match start_time_of(header.pid) {
+        Some(t) if t == header.start_time => Liveness::Running,
+        _ => Liveness::Exited,
+    }
+}
+
+/// Field 22 of `/proc/<pid>/stat`.
+pub fn start_time_of(pid: u32) -> Option<u64> {
+    if pid == 0 {
+        return None;
+    }
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+}
+
+/// This boot's id.
+pub fn current_boot_id() -> Option<[u8; 16]> {
+    let text = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let hex: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The name of user `uid`, if it has one.
+pub fn user_name(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name)
+}
+
+/// What `gc` did with one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Collected {
+    /// The file.
+    pub path: PathBuf,
+    /// Why it was (or would be) removed.
+    pub reason: String,
+    /// Whether it was removed (false on a dry run or when removal failed).
+    pub removed: bool,
+    /// The error, when removal failed.
+    pub error: Option<String>,
+}
+
+/// Removes regions whose writer no longer runs (and, with `invalid`, files that are not valid
+/// regions). Regions of running processes are never touched.
+pub fn gc(dir: &Path, dry_run: bool, invalid: bool) -> io::Result<Vec<Collected>> {
+    let s = scan(dir, ScanOptions::default())?;
+    let mut victims: Vec<(PathBuf, String)> = s
+        .regions
+        .iter()
+        .filter(|r| r.liveness == Liveness::Exited)
+        .map(|r| (r.path.clone(), format!("pid {} ({}) is no longer running", r.header.pid, r.header.exe)))
+        .collect();
+    if invalid {
+        victims.extend(
+            s.skipped.into_iter().filter(|k| !k.reason.contains("being created")).map(|k| (k.path, format!("invalid: {}", k.reason))),
+        );
+    }
+    Ok(victims
+        .into_iter()
+        .map(|(path, reason)| {
+            let (removed, error) = if dry_run {
+                (false, None)
+            } else {
+                match fs::remove_file(&path) {
+                    Ok(()) => (true, None),
+                    Err(e) => (false, Some(e.to_string())),
+                }
+            };
+            Collected { path, reason, removed, error }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests;

@@ -17,6 +17,8 @@ pub const ENV_RING_EVENTS: &str = "TTMEM_RING_EVENTS";
 pub const ENV_SHARDS: &str = "TTMEM_SHARDS";
 /// The region file's mode in octal (default 600).
 pub const ENV_REGION_MODE: &str = "TTMEM_REGION_MODE";
+/// The process name readers show (default: the executable's file name).
+pub const ENV_PROCESS_NAME: &str = "TTMEM_PROCESS_NAME";
 /// Keep the region file on a clean exit when set to `1` (default: remove it).
 pub const ENV_KEEP_ON_EXIT: &str = "TTMEM_KEEP_ON_EXIT";
 
@@ -39,6 +41,8 @@ pub struct Config {
     pub file_mode: u32,
     /// Keep the file at a clean exit.
     pub keep_on_exit: bool,
+    /// Name readers show instead of the executable's (e.g. `python3` hosts naming their job).
+    pub process_name: Option<String>,
 }
 
 impl Default for Config {
@@ -52,6 +56,7 @@ impl Default for Config {
             strings_bytes: DEFAULT_STRINGS_BYTES,
             file_mode: 0o600,
             keep_on_exit: false,
+            process_name: None,
         }
     }
 }
@@ -94,6 +99,9 @@ impl Config {
         }
         if let Some(v) = num(ENV_REGION_MODE, get(ENV_REGION_MODE), 8) {
             c.file_mode = v & 0o666;
+        }
+        if let Some(v) = get(ENV_PROCESS_NAME).filter(|v| !v.is_empty()) {
+            c.process_name = Some(v);
         }
         if let Some(v) = get(ENV_KEEP_ON_EXIT) {
             c.keep_on_exit = truthy(&v);

@@ -310,7 +310,10 @@ impl Tracker {
         if let Some(r) = &st.current {
             return Some(Arc::as_ptr(r));
         }
-        let info = ProcessInfo::current();
+        let mut info = ProcessInfo::current();
+        if let Some(name) = &self.config.process_name {
+            info.exe = name.clone();
+        }
         let region = match Region::create(&self.config, &info) {
             Ok(r) => r,
             Err(e) => {

@@ -216,8 +216,14 @@ impl<'t> Workload<'t> {
         match self.opts.profile {
             Profile::LlmInference | Profile::Crash => {
                 for c in 0..chips {
-                    for k in 0..24 {
-                        self.alloc(c, tt::KERNEL, 64 * 12 * KIB, Life::Permanent, &format!("kernel:op{k}"));
+                    for k in 0..8 {
+                        self.alloc(c, tt::KERNEL, 64 * 8 * KIB, Life::Permanent, &format!("kernel:op{k}"));
+                    }
+                    for (i, name) in ["rope.cache", "norm.weights", "embed.shard", "lm_head.shard"].iter().enumerate() {
+                        self.alloc(c, tt::L1, 64 * (64 + 32 * i as u64) * KIB, Life::Permanent, name);
+                    }
+                    for i in 0..4 {
+                        self.alloc(c, tt::L1_SMALL, 64 * KIB, Life::Permanent, &format!("sem{i}"));
                     }
                     for layer in 0..32 {
                         for (name, size) in [("wq", 24 * MIB), ("wkv", 16 * MIB), ("wo", 24 * MIB), ("w1", 48 * MIB), ("w2", 48 * MIB)] {
@@ -225,14 +231,14 @@ impl<'t> Workload<'t> {
                         }
                     }
                     self.alloc(c, tt::TRACE, 48 * MIB, Life::Permanent, "trace");
-                    for cb in 0..12 {
-                        self.alloc(c, tt::CB, 64 * 32 * KIB, Life::Permanent, &format!("cb{cb}"));
+                    for cb in 0..10 {
+                        self.alloc(c, tt::CB, 64 * 16 * KIB, Life::Permanent, &format!("cb{cb}"));
                     }
                 }
             }
             Profile::Training => {
                 for c in 0..chips {
-                    for k in 0..32 {
+                    for k in 0..6 {
                         self.alloc(c, tt::KERNEL, 64 * 8 * KIB, Life::Permanent, &format!("kernel:train{k}"));
                     }
                     for t in 0..48 {
@@ -308,7 +314,7 @@ impl<'t> Workload<'t> {
                         let count = 200 + self.rng.usize(0..400);
                         for i in 0..count {
                             let (cat, size) = if i % 3 == 0 {
-                                (tt::L1, 64 * (1 + self.rng.u64(0..32)) * KIB)
+                                (tt::L1, 64 * (1 + self.rng.u64(0..8)) * KIB)
                             } else {
                                 (tt::DRAM, (1 + self.rng.u64(0..16)) * MIB)
                             };
@@ -503,6 +509,19 @@ mod tests {
                 }
             }
             assert!(snap.events_written > 0);
+        }
+    }
+
+    #[test]
+    fn only_the_leaky_profile_runs_out_of_memory() {
+        for profile in [Profile::LlmInference, Profile::Training, Profile::Bursty] {
+            let (_d, t) = tracker();
+            let mut w = Workload::new(&t, RunOptions { profile, ..RunOptions::default() }).unwrap();
+            w.setup();
+            for _ in 0..500 {
+                w.step();
+            }
+            assert_eq!(w.oom, 0, "{}: {:?}", profile.name(), w.last_oom);
         }
     }
 

@@ -1,0 +1,164 @@
+//! Command-line flags (values only: no I/O happens while parsing).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// ttmem: who uses device memory on Tenstorrent chips, per process, per buffer type.
+#[derive(Debug, Parser)]
+#[command(name = "ttmem", version, about, long_about = None, propagate_version = true)]
+pub struct Args {
+    /// Region directory (default: $TTMEM_DIR, else /dev/shm/ttmem).
+    #[arg(long, global = true, env = "TTMEM_DIR", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// More log output on stderr (-v info, -vv debug); TTMEM_LOG takes a tracing filter.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Per-chip and per-process memory, once (like nvidia-smi, per buffer type).
+    Ps(PsArgs),
+    /// The devices seen, with arch and capacities; exits 1 when there are none.
+    Info(InfoArgs),
+    /// Remove regions left by processes that no longer run.
+    Gc(GcArgs),
+    /// Simulated Tenstorrent chips and workloads.
+    #[command(subcommand)]
+    Sim(SimCommand),
+    /// Simulated chips, several workload processes, and a live view of them.
+    Demo(DemoArgs),
+    /// Measure ttmem's own overhead.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PsArgs {
+    /// Print JSON (schema 1, docs/ps-json.md).
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print CSV: one row per process × device × category.
+    #[arg(long)]
+    pub csv: bool,
+    /// With --csv: one row per device × category instead.
+    #[arg(long, requires = "csv")]
+    pub devices: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InfoArgs {
+    /// Print the devices as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GcArgs {
+    /// Only list what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also remove files that are not valid regions.
+    #[arg(long)]
+    pub invalid: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Run one simulated workload process on simulated chips.
+    Run(SimRunArgs),
+    /// List device shapes and workload profiles.
+    List,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum PolicyArg {
+    FirstFit,
+    BestFit,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimRunArgs {
+    /// Workload profile: llm-inference, training, leaky, crash, bursty.
+    #[arg(long, short = 'p', value_parser = parse_profile)]
+    pub profile: ttmem_sim::workload::Profile,
+    /// Device shape: n150, n300, p150, t3000, galaxy.
+    #[arg(long, short = 'd', value_parser = parse_shape)]
+    pub device: ttmem_sim::chip::Shape,
+    /// Print this process's own stats every MS milliseconds.
+    #[arg(short = 'r', long = "report-ms", value_name = "MS")]
+    pub report_ms: Option<u64>,
+    /// End after SECONDS (default: run until stopped).
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+    /// First simulated chip number; use distinct ranges for processes on distinct chips.
+    #[arg(long, default_value_t = 0)]
+    pub chip_offset: u32,
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// After STEPS steps print the allocator statistics as one JSON line and hold still.
+    #[arg(long, value_name = "STEPS")]
+    pub hold_after: Option<u64>,
+    /// Milliseconds between steps.
+    #[arg(long, default_value_t = 20)]
+    pub step_ms: u64,
+    /// For the crash profile: seconds until SIGKILL.
+    #[arg(long, default_value_t = 5.0)]
+    pub crash_after: f64,
+    /// Free-list policy of the allocator model.
+    #[arg(long, value_enum, default_value_t = PolicyArg::FirstFit)]
+    pub policy: PolicyArg,
+}
+
+fn parse_profile(s: &str) -> Result<ttmem_sim::workload::Profile, String> {
+    ttmem_sim::workload::Profile::parse(s).ok_or_else(|| {
+        let all: Vec<_> = ttmem_sim::workload::Profile::ALL.iter().map(|p| p.name()).collect();
+        format!("unknown profile '{s}' (one of: {})", all.join(", "))
+    })
+}
+
+fn parse_shape(s: &str) -> Result<ttmem_sim::chip::Shape, String> {
+    ttmem_sim::chip::Shape::parse(s).ok_or_else(|| {
+        let all: Vec<_> = ttmem_sim::chip::Shape::ALL.iter().map(|p| p.name()).collect();
+        format!("unknown device shape '{s}' (one of: {})", all.join(", "))
+    })
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// End after SECONDS (default: until Ctrl-C).
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+    /// Refresh the view every MS milliseconds.
+    #[arg(short = 'r', long = "refresh-ms", default_value_t = 1000, value_name = "MS")]
+    pub refresh_ms: u64,
+    /// Run the workloads without drawing the view (e.g. to watch them with `ttmem ps`).
+    #[arg(long)]
+    pub no_view: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// The cost of one tracked alloc or free, next to untracked and legacy-mechanism baselines.
+    Producer(BenchProducerArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchProducerArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Samples per figure.
+    #[arg(long, default_value_t = 2000)]
+    pub samples: usize,
+    /// Alloc+free pairs per sample.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Threads for the multi-thread figures.
+    #[arg(long, default_value_t = 8)]
+    pub threads: u32,
+}

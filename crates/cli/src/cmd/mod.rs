@@ -1,0 +1,39 @@
+//! One module per subcommand; each turns parsed flags into one library call and prints.
+
+mod bench;
+mod demo;
+mod ps;
+mod sim;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::args::{Args, Command, SimCommand};
+
+/// Runs the parsed command; the exit code is the command's answer (errors are exit 2 in main).
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let dir = args.dir.unwrap_or_else(ttmem_region::default_dir);
+    match args.command {
+        Command::Ps(a) => ps::ps(&dir, &a),
+        Command::Info(a) => ps::info(&dir, &a),
+        Command::Gc(a) => ps::gc(&dir, &a),
+        Command::Sim(SimCommand::Run(a)) => sim::run(&dir, &a),
+        Command::Sim(SimCommand::List) => sim::list(),
+        Command::Demo(a) => demo::demo(&dir, &a),
+        Command::Bench(b) => bench::bench(b),
+    }
+}
+
+/// Writes to stdout, turning a closed pipe into an error main treats quietly.
+pub fn out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    o.write_all(text.as_bytes())?;
+    o.flush()?;
+    Ok(())
+}
+
+/// The region directory as given, for messages.
+pub fn shown(dir: &std::path::Path) -> PathBuf {
+    dir.to_path_buf()
+}
