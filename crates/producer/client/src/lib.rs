@@ -475,13 +475,23 @@ impl Tracker {
 
     /// Tags this thread's events until the guard drops (e.g. an op or tensor name). Scopes nest.
     pub fn tag(&self, name: &str) -> TagScope {
+        TagScope { previous: self.push_tag(name), _not_send: PhantomData }
+    }
+
+    /// Sets this thread's tag and returns the previous one, for callers that cannot hold a
+    /// guard (the C ABI). Restore it with [`Tracker::pop_tag`].
+    pub fn push_tag(&self, name: &str) -> u32 {
         let id = match self.ensure_region() {
             // SAFETY: see `with_shard`.
             Some(r) => unsafe { &*r }.intern(name),
             None => 0,
         };
-        let previous = SLOT.try_with(|s| s.tag.replace(id)).unwrap_or(0);
-        TagScope { previous, _not_send: PhantomData }
+        SLOT.try_with(|s| s.tag.replace(id)).unwrap_or(0)
+    }
+
+    /// Restores a tag returned by [`Tracker::push_tag`].
+    pub fn pop_tag(&self, previous: u32) {
+        let _ = SLOT.try_with(|s| s.tag.set(previous));
     }
 
     /// Writes a `mark` event with a tag (a phase boundary, a step number).
