@@ -78,7 +78,8 @@ typedef struct ttmem_counters {
 } ttmem_counters;
 
 /* Registers a device and writes its handle to *out_device (same hw_id and logical_id: same
- * handle). TTMEM_DISABLED when tracking is off. */
+ * handle). When tracking is off it returns TTMEM_DISABLED and writes handle 0, whose calls do
+ * nothing, so callers may treat TTMEM_DISABLED like TTMEM_OK. */
 ttmem_result ttmem_register_device(const ttmem_device_desc *desc, uint16_t *out_device);
 
 /* Hot path: record an allocation / a free of `size` bytes at `address`. */

@@ -1,4 +1,5 @@
 //! Criterion benches of the producer hot path (complements `ttmem bench producer`).
+#![allow(missing_docs)] // criterion_group! generates an undocumented fn
 
 use std::hint::black_box;
 
@@ -8,9 +9,19 @@ use ttmem_region::DeviceKind;
 
 fn producer(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("ttmem-criterion-{}", std::process::id()));
-    let t = Tracker::new(Config { dir: dir.clone(), ..Config::default() });
+    let t = Tracker::new(Config {
+        dir: dir.clone(),
+        ..Config::default()
+    });
     let d = t
-        .register_device(&DeviceSpec::tenstorrent(DeviceKind::SimulatedTenstorrent, 1, 0, "wormhole_b0", "bench", tt::wormhole_categories()))
+        .register_device(&DeviceSpec::tenstorrent(
+            DeviceKind::SimulatedTenstorrent,
+            1,
+            0,
+            "wormhole_b0",
+            "bench",
+            tt::wormhole_categories(),
+        ))
         .expect("register");
     let mut g = c.benchmark_group("producer");
     let mut a = 0u64;

@@ -39,14 +39,14 @@ impl SharedCounters {
     }
 
     fn u64_at(&self, off: usize) -> &AtomicU64 {
-        assert!(off + 8 <= SHM_SIZE && off % 8 == 0);
+        assert!(off + 8 <= SHM_SIZE && off.is_multiple_of(8));
         // SAFETY: the offset is in bounds and 8-aligned within a page-aligned mapping that lives
         // as long as self; all concurrent access goes through atomics.
         unsafe { &*(self.map.as_ptr().add(off) as *const AtomicU64) }
     }
 
     fn i32_at(&self, off: usize) -> &AtomicI32 {
-        assert!(off + 4 <= SHM_SIZE && off % 4 == 0);
+        assert!(off + 4 <= SHM_SIZE && off.is_multiple_of(4));
         // SAFETY: as for u64_at, with 4-byte alignment.
         unsafe { &*(self.map.as_ptr().add(off) as *const AtomicI32) }
     }
@@ -76,7 +76,9 @@ impl SharedCounters {
                 c.fetch_sub(size, Ordering::AcqRel);
             }
             let now = std::time::Instant::now();
-            let ns = now.duration_since(*EPOCH.get_or_init(std::time::Instant::now)).as_nanos() as u64;
+            let ns = now
+                .duration_since(*EPOCH.get_or_init(std::time::Instant::now))
+                .as_nanos() as u64;
             self.u64_at(base + 6 * 8).store(ns, Ordering::Release);
             self.u64_at(8).store(ns, Ordering::Release);
         }
@@ -108,7 +110,10 @@ impl SocketClient {
             total
         });
         crate::settle();
-        Ok(SocketClient { stream, reader: Some(reader) })
+        Ok(SocketClient {
+            stream,
+            reader: Some(reader),
+        })
     }
 
     /// Sends one P1-sized message for an alloc or free.
@@ -119,7 +124,14 @@ impl SocketClient {
         msg[8..16].copy_from_slice(&4096u64.to_le_bytes());
         msg[24..32].copy_from_slice(&address.to_le_bytes());
         // SAFETY: msg is a valid 72-byte buffer and the fd is an open socket owned by self.
-        let n = unsafe { libc::send(self.stream.as_raw_fd(), msg.as_ptr().cast(), msg.len(), libc::MSG_NOSIGNAL) };
+        let n = unsafe {
+            libc::send(
+                self.stream.as_raw_fd(),
+                msg.as_ptr().cast(),
+                msg.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
         debug_assert_eq!(n, 72);
     }
 }
@@ -159,9 +171,25 @@ mod tests {
 
     #[test]
     fn a_tiny_producer_run_reports_every_figure_and_target() {
-        let r = crate::producer(crate::Options { samples: 20, batch: 10, threads: 2 }, &mut |_| {}).unwrap();
+        let r = crate::producer(
+            crate::Options {
+                samples: 20,
+                batch: 10,
+                threads: 2,
+            },
+            &mut |_| {},
+        )
+        .unwrap();
         let names: Vec<&str> = r.figures.iter().map(|f| f.name.as_str()).collect();
-        for n in ["untracked_1t", "tracked_1t", "tracked_2t", "baseline_shm_atomic_1t", "baseline_socket_1t", "region_creation", "disabled_1t"] {
+        for n in [
+            "untracked_1t",
+            "tracked_1t",
+            "tracked_2t",
+            "baseline_shm_atomic_1t",
+            "baseline_socket_1t",
+            "region_creation",
+            "disabled_1t",
+        ] {
             assert!(names.contains(&n), "{n} missing from {names:?}");
         }
         assert!(r.figures.iter().all(|f| f.median_ns > 0.0 && f.p99_ns >= f.median_ns));

@@ -78,7 +78,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { samples: 2000, batch: 100, threads: 8 }
+        Options {
+            samples: 2000,
+            batch: 100,
+            threads: 8,
+        }
     }
 }
 
@@ -128,18 +132,39 @@ where
             })
         })
         .collect();
-    handles.into_iter().flat_map(|h| h.join().expect("bench thread panicked")).collect()
+    handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("bench thread panicked"))
+        .collect()
 }
 
 fn figure(name: &str, description: &str, threads: u32, samples: Vec<f64>) -> Figure {
     let n = samples.len();
     let (median_ns, p99_ns) = stats(samples);
-    Figure { name: name.into(), description: description.into(), median_ns, p99_ns, threads, samples: n }
+    Figure {
+        name: name.into(),
+        description: description.into(),
+        median_ns,
+        p99_ns,
+        threads,
+        samples: n,
+    }
 }
 
 fn bench_tracker(dir: &std::path::Path, disabled: bool) -> Result<(Arc<Tracker>, Device), BenchError> {
-    let t = Arc::new(Tracker::new(Config { dir: dir.into(), disabled, ..Config::default() }));
-    let spec = DeviceSpec::tenstorrent(DeviceKind::SimulatedTenstorrent, 0xBE0C, 0, "wormhole_b0", "bench", tt::wormhole_categories());
+    let t = Arc::new(Tracker::new(Config {
+        dir: dir.into(),
+        disabled,
+        ..Config::default()
+    }));
+    let spec = DeviceSpec::tenstorrent(
+        DeviceKind::SimulatedTenstorrent,
+        0xBE0C,
+        0,
+        "wormhole_b0",
+        "bench",
+        tt::wormhole_categories(),
+    );
     let d = match t.register_device(&spec) {
         Ok(d) => d,
         Err(_) if disabled => Device(0),
@@ -156,9 +181,14 @@ pub fn producer(opts: Options, progress: &mut dyn FnMut(&str)) -> Result<Report,
     let n = opts.threads;
 
     progress("untracked loop");
-    figures.push(figure("untracked_1t", "the same loop with no tracking", 1, sample(opts, 1, |a, alloc| {
-        black_box((a, alloc));
-    })));
+    figures.push(figure(
+        "untracked_1t",
+        "the same loop with no tracking",
+        1,
+        sample(opts, 1, |a, alloc| {
+            black_box((a, alloc));
+        }),
+    ));
 
     let (t, d) = bench_tracker(dir.path(), false)?;
     for threads in [1, n] {
@@ -179,22 +209,32 @@ pub fn producer(opts: Options, progress: &mut dyn FnMut(&str)) -> Result<Report,
     }
     progress("tracked by address");
     let tr = t.clone();
-    figures.push(figure("tracked_by_address_1t", "alloc_mapped / free_addr (process-local address map)", 1, sample(opts, 1, move |a, alloc| {
-        if alloc {
-            tr.alloc_mapped(d, tt::DRAM, a, 4096)
-        } else {
-            tr.free_addr(d, a);
-        }
-    })));
+    figures.push(figure(
+        "tracked_by_address_1t",
+        "alloc_mapped / free_addr (process-local address map)",
+        1,
+        sample(opts, 1, move |a, alloc| {
+            if alloc {
+                tr.alloc_mapped(d, tt::DRAM, a, 4096)
+            } else {
+                tr.free_addr(d, a);
+            }
+        }),
+    ));
     let (off, od) = bench_tracker(dir.path(), true)?;
     progress("disabled");
-    figures.push(figure("disabled_1t", "TTMEM_DISABLE=1: the call returns at once", 1, sample(opts, 1, move |a, alloc| {
-        if alloc {
-            off.alloc(od, tt::DRAM, a, 4096)
-        } else {
-            off.free(od, tt::DRAM, a, 4096)
-        }
-    })));
+    figures.push(figure(
+        "disabled_1t",
+        "TTMEM_DISABLE=1: the call returns at once",
+        1,
+        sample(opts, 1, move |a, alloc| {
+            if alloc {
+                off.alloc(od, tt::DRAM, a, 4096)
+            } else {
+                off.free(od, tt::DRAM, a, 4096)
+            }
+        }),
+    ));
 
     let shm = Arc::new(baselines::SharedCounters::new().map_err(|e| BenchError::Setup(e.to_string()))?);
     for threads in [1, n] {
@@ -209,7 +249,11 @@ pub fn producer(opts: Options, progress: &mut dyn FnMut(&str)) -> Result<Report,
     }
     progress("socket baseline");
     let sock = Arc::new(baselines::SocketClient::new().map_err(|e| BenchError::Setup(e.to_string()))?);
-    let socket_opts = Options { samples: opts.samples.min(300), batch: opts.batch.min(20), ..opts };
+    let socket_opts = Options {
+        samples: opts.samples.min(300),
+        batch: opts.batch.min(20),
+        ..opts
+    };
     let s = sock.clone();
     figures.push(figure(
         "baseline_socket_1t",
@@ -222,22 +266,61 @@ pub fn producer(opts: Options, progress: &mut dyn FnMut(&str)) -> Result<Report,
     let mut creation = Vec::new();
     for i in 0..200u64 {
         let start = Instant::now();
-        let t = Tracker::new(Config { dir: dir.path().into(), ..Config::default() });
-        let spec = DeviceSpec::tenstorrent(DeviceKind::SimulatedTenstorrent, 1 + i, 0, "wormhole_b0", "x", tt::wormhole_categories());
+        let t = Tracker::new(Config {
+            dir: dir.path().into(),
+            ..Config::default()
+        });
+        let spec = DeviceSpec::tenstorrent(
+            DeviceKind::SimulatedTenstorrent,
+            1 + i,
+            0,
+            "wormhole_b0",
+            "x",
+            tt::wormhole_categories(),
+        );
         t.register_device(&spec).map_err(|e| BenchError::Setup(e.to_string()))?;
         creation.push(start.elapsed().as_nanos() as f64);
         drop(t);
     }
-    figures.push(figure("region_creation", "create, size, map and publish a region, register one device", 1, creation));
+    figures.push(figure(
+        "region_creation",
+        "create, size, map and publish a region, register one device",
+        1,
+        creation,
+    ));
 
-    let get = |name: &str| figures.iter().find(|f| f.name == name).map(|f| f.median_ns).unwrap_or(f64::NAN);
-    let p99 = |name: &str| figures.iter().find(|f| f.name == name).map(|f| f.p99_ns).unwrap_or(f64::NAN);
+    let get = |name: &str| {
+        figures
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| f.median_ns)
+            .unwrap_or(f64::NAN)
+    };
+    let p99 = |name: &str| {
+        figures
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| f.p99_ns)
+            .unwrap_or(f64::NAN)
+    };
     let tracked = get("tracked_1t");
     let ratios = vec![
-        ("baseline_shm_atomic_1t / tracked_1t".to_string(), get("baseline_shm_atomic_1t") / tracked),
-        (format!("baseline_shm_atomic_{n}t / tracked_{n}t"), get(&format!("baseline_shm_atomic_{n}t")) / get(&format!("tracked_{n}t"))),
-        ("baseline_socket_1t / tracked_1t".to_string(), get("baseline_socket_1t") / tracked),
-        (format!("tracked_{n}t / tracked_1t"), get(&format!("tracked_{n}t")) / tracked),
+        (
+            "baseline_shm_atomic_1t / tracked_1t".to_string(),
+            get("baseline_shm_atomic_1t") / tracked,
+        ),
+        (
+            format!("baseline_shm_atomic_{n}t / tracked_{n}t"),
+            get(&format!("baseline_shm_atomic_{n}t")) / get(&format!("tracked_{n}t")),
+        ),
+        (
+            "baseline_socket_1t / tracked_1t".to_string(),
+            get("baseline_socket_1t") / tracked,
+        ),
+        (
+            format!("tracked_{n}t / tracked_1t"),
+            get(&format!("tracked_{n}t")) / tracked,
+        ),
     ];
     let target = |name: &str, value: f64, op: &str, limit: f64| Target {
         name: name.into(),
@@ -281,7 +364,10 @@ impl Drop for TempDir {
 }
 
 fn tempdir() -> Result<TempDir, BenchError> {
-    let base = ttmem_region::default_dir().parent().map(|p| p.to_path_buf()).unwrap_or_else(std::env::temp_dir);
+    let base = ttmem_region::default_dir()
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(std::env::temp_dir);
     let p = base.join(format!("ttmem-bench-{}", std::process::id()));
     std::fs::create_dir_all(&p).map_err(|e| BenchError::Setup(format!("{}: {e}", p.display())))?;
     Ok(TempDir(p))
@@ -289,11 +375,20 @@ fn tempdir() -> Result<TempDir, BenchError> {
 
 /// The human table.
 pub fn render(report: &Report) -> String {
-    let mut out = format!("ttmem bench {} ({} CPUs; ns per operation, one alloc or one free)\n\n", report.bench, report.cpus);
-    out += &format!("{:<28} {:>8} {:>10} {:>10}  {}\n", "figure", "threads", "median ns", "p99 ns", "what");
+    let mut out = format!(
+        "ttmem bench {} ({} CPUs; ns per operation, one alloc or one free)\n\n",
+        report.bench, report.cpus
+    );
+    out += &format!(
+        "{:<28} {:>8} {:>10} {:>10}  {}\n",
+        "figure", "threads", "median ns", "p99 ns", "what"
+    );
     for f in &report.figures {
-        let (m, p) = if f.name == "region_creation" { (f.median_ns, f.p99_ns) } else { (f.median_ns, f.p99_ns) };
-        out += &format!("{:<28} {:>8} {:>10.1} {:>10.1}  {}\n", f.name, f.threads, m, p, f.description);
+        let (m, p) = (f.median_ns, f.p99_ns);
+        out += &format!(
+            "{:<28} {:>8} {:>10.1} {:>10.1}  {}\n",
+            f.name, f.threads, m, p, f.description
+        );
     }
     out += "\nratios (same run):\n";
     for (name, v) in &report.ratios {
@@ -301,7 +396,14 @@ pub fn render(report: &Report) -> String {
     }
     out += "\ntargets:\n";
     for t in &report.targets {
-        out += &format!("  {:<44} {:>10.2} {} {:<8} {}\n", t.name, t.value, t.op, t.limit, if t.met { "met" } else { "NOT MET" });
+        out += &format!(
+            "  {:<44} {:>10.2} {} {:<8} {}\n",
+            t.name,
+            t.value,
+            t.op,
+            t.limit,
+            if t.met { "met" } else { "NOT MET" }
+        );
     }
     out
 }

@@ -53,7 +53,10 @@ impl std::error::Error for DecodeError {}
 
 fn need(bytes: &[u8], n: usize) -> Result<(), DecodeError> {
     if bytes.len() < n {
-        Err(DecodeError::Truncated { need: n as u64, have: bytes.len() as u64 })
+        Err(DecodeError::Truncated {
+            need: n as u64,
+            have: bytes.len() as u64,
+        })
     } else {
         Ok(())
     }
@@ -124,10 +127,22 @@ pub fn decode_header(bytes: &[u8], file_len: u64) -> Result<Header, DecodeError>
     }
     let sizes = [
         (offset_of!(RawHeader, header_size), HEADER_SIZE, "header_size"),
-        (offset_of!(RawHeader, device_entry_size), DEVICE_ENTRY_SIZE, "device_entry_size"),
-        (offset_of!(RawHeader, counter_cell_size), COUNTER_CELL_SIZE, "counter_cell_size"),
+        (
+            offset_of!(RawHeader, device_entry_size),
+            DEVICE_ENTRY_SIZE,
+            "device_entry_size",
+        ),
+        (
+            offset_of!(RawHeader, counter_cell_size),
+            COUNTER_CELL_SIZE,
+            "counter_cell_size",
+        ),
         (offset_of!(RawHeader, event_size), EVENT_SIZE, "event_size"),
-        (offset_of!(RawHeader, shard_header_size), SHARD_HEADER_SIZE, "shard_header_size"),
+        (
+            offset_of!(RawHeader, shard_header_size),
+            SHARD_HEADER_SIZE,
+            "shard_header_size",
+        ),
         (offset_of!(RawHeader, max_categories), MAX_CATEGORIES, "max_categories"),
     ];
     for (off, want, what) in sizes {
@@ -144,11 +159,31 @@ pub fn decode_header(bytes: &[u8], file_len: u64) -> Result<Header, DecodeError>
     .map_err(DecodeError::Geometry)?;
     let stored = [
         (offset_of!(RawHeader, region_size), geometry.region_size, "region_size"),
-        (offset_of!(RawHeader, devices_offset), geometry.devices_offset, "devices_offset"),
-        (offset_of!(RawHeader, shards_offset), geometry.shards_offset, "shards_offset"),
-        (offset_of!(RawHeader, counters_offset), geometry.counters_offset, "counters_offset"),
-        (offset_of!(RawHeader, rings_offset), geometry.rings_offset, "rings_offset"),
-        (offset_of!(RawHeader, strings_offset), geometry.strings_offset, "strings_offset"),
+        (
+            offset_of!(RawHeader, devices_offset),
+            geometry.devices_offset,
+            "devices_offset",
+        ),
+        (
+            offset_of!(RawHeader, shards_offset),
+            geometry.shards_offset,
+            "shards_offset",
+        ),
+        (
+            offset_of!(RawHeader, counters_offset),
+            geometry.counters_offset,
+            "counters_offset",
+        ),
+        (
+            offset_of!(RawHeader, rings_offset),
+            geometry.rings_offset,
+            "rings_offset",
+        ),
+        (
+            offset_of!(RawHeader, strings_offset),
+            geometry.strings_offset,
+            "strings_offset",
+        ),
     ];
     for (off, want, what) in stored {
         if u64_at(bytes, off) != want {
@@ -156,7 +191,10 @@ pub fn decode_header(bytes: &[u8], file_len: u64) -> Result<Header, DecodeError>
         }
     }
     if geometry.region_size > file_len {
-        return Err(DecodeError::Truncated { need: geometry.region_size, have: file_len });
+        return Err(DecodeError::Truncated {
+            need: geometry.region_size,
+            have: file_len,
+        });
     }
     let state_word = u32_at(bytes, offset_of!(RawHeader, state));
     let state = RegionState::from_code(state_word).ok_or(DecodeError::BadState(state_word))?;
@@ -476,8 +514,14 @@ mod tests {
     #[test]
     fn header_errors_are_specific() {
         let b = valid_header();
-        assert_eq!(decode_header(&b[..4], 1 << 30), Err(DecodeError::Truncated { need: 8, have: 4 }));
-        assert!(matches!(decode_header(&b[..100], 1 << 30), Err(DecodeError::Truncated { .. })));
+        assert_eq!(
+            decode_header(&b[..4], 1 << 30),
+            Err(DecodeError::Truncated { need: 8, have: 4 })
+        );
+        assert!(matches!(
+            decode_header(&b[..100], 1 << 30),
+            Err(DecodeError::Truncated { .. })
+        ));
         let mut m = b.clone();
         m[0] = b'X';
         assert_eq!(decode_header(&m, 1 << 30), Err(DecodeError::BadMagic));
@@ -493,7 +537,10 @@ mod tests {
         assert!(matches!(decode_header(&big, u64::MAX), Err(DecodeError::Geometry(_))));
         let mut off = b;
         off[120] ^= 1;
-        assert_eq!(decode_header(&off, 1 << 30), Err(DecodeError::Inconsistent("rings_offset")));
+        assert_eq!(
+            decode_header(&off, 1 << 30),
+            Err(DecodeError::Inconsistent("rings_offset"))
+        );
     }
 
     #[test]

@@ -277,16 +277,11 @@ const fn align_up(v: u64, a: u64) -> u64 {
 impl Geometry {
     /// Lays out a region for the given counts. Sections are page-aligned so that untouched
     /// shards and rings cost no memory on tmpfs.
-    pub fn new(
-        max_devices: u32,
-        max_shards: u32,
-        ring_events: u32,
-        strings_bytes: u64,
-    ) -> Result<Self, GeometryError> {
+    pub fn new(max_devices: u32, max_shards: u32, ring_events: u32, strings_bytes: u64) -> Result<Self, GeometryError> {
         if max_devices == 0 || max_devices > limits::MAX_DEVICES {
             return Err(GeometryError::OutOfRange("max_devices"));
         }
-        if max_shards < 2 || max_shards > limits::MAX_SHARDS {
+        if !(2..=limits::MAX_SHARDS).contains(&max_shards) {
             return Err(GeometryError::OutOfRange("max_shards"));
         }
         if !(limits::MIN_RING_EVENTS..=limits::MAX_RING_EVENTS).contains(&ring_events) {
@@ -295,15 +290,13 @@ impl Geometry {
         if !ring_events.is_power_of_two() {
             return Err(GeometryError::RingNotPowerOfTwo);
         }
-        if strings_bytes < 64 || strings_bytes > limits::MAX_STRINGS_BYTES {
+        if !(64..=limits::MAX_STRINGS_BYTES).contains(&strings_bytes) {
             return Err(GeometryError::OutOfRange("strings_bytes"));
         }
         const PAGE: u64 = 4096;
         let devices_offset = HEADER_SIZE as u64;
-        let shards_offset =
-            align_up(devices_offset + max_devices as u64 * DEVICE_ENTRY_SIZE as u64, PAGE);
-        let counters_offset =
-            align_up(shards_offset + max_shards as u64 * SHARD_HEADER_SIZE as u64, PAGE);
+        let shards_offset = align_up(devices_offset + max_devices as u64 * DEVICE_ENTRY_SIZE as u64, PAGE);
+        let counters_offset = align_up(shards_offset + max_shards as u64 * SHARD_HEADER_SIZE as u64, PAGE);
         let cells = max_shards as u64 * max_devices as u64 * MAX_CATEGORIES as u64;
         let rings_offset = align_up(counters_offset + cells * COUNTER_CELL_SIZE as u64, PAGE);
         let strings_offset = align_up(
@@ -342,11 +335,7 @@ impl Geometry {
     /// Offset of the first counter cell of `shard` (cells are ordered device-major, then
     /// category, so one device's cells of one shard are contiguous).
     pub fn shard_counters_offset(&self, shard: u32) -> u64 {
-        self.counters_offset
-            + shard as u64
-                * self.max_devices as u64
-                * MAX_CATEGORIES as u64
-                * COUNTER_CELL_SIZE as u64
+        self.counters_offset + shard as u64 * self.max_devices as u64 * MAX_CATEGORIES as u64 * COUNTER_CELL_SIZE as u64
     }
 
     /// Offset of counter cell (shard, device, category).
@@ -427,7 +416,13 @@ mod tests {
             DEFAULT_STRINGS_BYTES,
         )
         .unwrap();
-        for off in [g.devices_offset, g.shards_offset, g.counters_offset, g.rings_offset, g.strings_offset] {
+        for off in [
+            g.devices_offset,
+            g.shards_offset,
+            g.counters_offset,
+            g.rings_offset,
+            g.strings_offset,
+        ] {
             assert_eq!(off % 4096, 0, "section at {off} is not page aligned");
         }
         assert!(g.devices_offset < g.shards_offset);
@@ -444,10 +439,19 @@ mod tests {
 
     #[test]
     fn geometry_rejects_bad_counts() {
-        assert_eq!(Geometry::new(0, 4, 64, 4096), Err(GeometryError::OutOfRange("max_devices")));
-        assert_eq!(Geometry::new(4, 1, 64, 4096), Err(GeometryError::OutOfRange("max_shards")));
+        assert_eq!(
+            Geometry::new(0, 4, 64, 4096),
+            Err(GeometryError::OutOfRange("max_devices"))
+        );
+        assert_eq!(
+            Geometry::new(4, 1, 64, 4096),
+            Err(GeometryError::OutOfRange("max_shards"))
+        );
         assert_eq!(Geometry::new(4, 4, 100, 4096), Err(GeometryError::RingNotPowerOfTwo));
-        assert_eq!(Geometry::new(4, 4, 8, 4096), Err(GeometryError::OutOfRange("ring_events")));
+        assert_eq!(
+            Geometry::new(4, 4, 8, 4096),
+            Err(GeometryError::OutOfRange("ring_events"))
+        );
         assert!(Geometry::new(4, 4, 64, 1 << 30).is_err());
     }
 
@@ -463,7 +467,13 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for k in [EventKind::Alloc, EventKind::Free, EventKind::DeviceRegistered, EventKind::FreeUnknown, EventKind::Mark] {
+        for k in [
+            EventKind::Alloc,
+            EventKind::Free,
+            EventKind::DeviceRegistered,
+            EventKind::FreeUnknown,
+            EventKind::Mark,
+        ] {
             assert_eq!(EventKind::from_code(k.code()), k);
         }
         for s in [RegionState::Creating, RegionState::Live, RegionState::Exited] {

@@ -8,7 +8,11 @@ use crate::args::BenchCommand;
 pub fn bench(b: BenchCommand) -> anyhow::Result<ExitCode> {
     match b {
         BenchCommand::Producer(a) => {
-            let opts = ttmem_bench::Options { samples: a.samples.max(10), batch: a.batch.max(1), threads: a.threads.max(1) };
+            let opts = ttmem_bench::Options {
+                samples: a.samples.max(10),
+                batch: a.batch.max(1),
+                threads: a.threads.max(1),
+            };
             let quiet = a.json;
             let report = ttmem_bench::producer(opts, &mut |step| {
                 if !quiet {

@@ -39,7 +39,8 @@ fn spawn(dir: &Path, profile: &str, shape: &str, chip: u32, seed: u64) -> anyhow
     if profile == "crash" {
         cmd.args(["--crash-after", &(4 + seed % 5).to_string()]);
     }
-    cmd.spawn().with_context(|| format!("cannot start the {profile} workload"))
+    cmd.spawn()
+        .with_context(|| format!("cannot start the {profile} workload"))
 }
 
 pub fn demo(dir: &Path, a: &DemoArgs) -> anyhow::Result<ExitCode> {
@@ -98,7 +99,11 @@ pub fn demo(dir: &Path, a: &DemoArgs) -> anyhow::Result<ExitCode> {
     }
     // Remove what the crashed workloads left, but only the demo's own processes.
     if let Ok(scan) = ttmem_scan::scan(dir, ScanOptions::default()) {
-        for r in scan.regions.iter().filter(|r| pids.contains(&r.header.pid) && r.liveness == ttmem_scan::Liveness::Exited) {
+        for r in scan
+            .regions
+            .iter()
+            .filter(|r| pids.contains(&r.header.pid) && r.liveness == ttmem_scan::Liveness::Exited)
+        {
             let _ = std::fs::remove_file(&r.path);
         }
     }

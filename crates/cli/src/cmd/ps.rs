@@ -47,23 +47,35 @@ pub fn info(dir: &Path, a: &InfoArgs) -> anyhow::Result<ExitCode> {
         .collect();
     s.devices.retain(|d| live.contains(&d.id));
     if a.json {
-        out(&(serde_json::to_string_pretty(&serde_json::json!({ "schema": ttmem_report::SCHEMA_VERSION, "devices": s.devices }))? + "\n"))?;
+        out(&(serde_json::to_string_pretty(
+            &serde_json::json!({ "schema": ttmem_report::SCHEMA_VERSION, "devices": s.devices }),
+        )? + "\n"))?;
     } else if !s.devices.is_empty() {
         out(&ttmem_report::render_info(&s))?;
     }
     if s.devices.is_empty() {
-        eprintln!("ttmem info: no devices: no running process reports to ttmem in {}", dir.display());
+        eprintln!(
+            "ttmem info: no devices: no running process reports to ttmem in {}",
+            dir.display()
+        );
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn gc(dir: &Path, a: &GcArgs) -> anyhow::Result<ExitCode> {
-    let done = ttmem_scan::gc(dir, a.dry_run, a.invalid).with_context(|| format!("cannot read region directory {}", dir.display()))?;
+    let done = ttmem_scan::gc(dir, a.dry_run, a.invalid)
+        .with_context(|| format!("cannot read region directory {}", dir.display()))?;
     let mut text = String::new();
     let mut failed = false;
     for c in &done {
-        let verb = if a.dry_run { "would remove" } else if c.removed { "removed" } else { "could not remove" };
+        let verb = if a.dry_run {
+            "would remove"
+        } else if c.removed {
+            "removed"
+        } else {
+            "could not remove"
+        };
         text += &format!("{verb} {}: {}", c.path.display(), c.reason);
         if let Some(e) = &c.error {
             failed = true;

@@ -13,8 +13,15 @@ use crate::args::{PolicyArg, SimRunArgs};
 
 pub fn run(dir: &Path, a: &SimRunArgs) -> anyhow::Result<ExitCode> {
     let env = Config::from_env();
-    let name = env.process_name.clone().unwrap_or_else(|| format!("sim:{}", a.profile.name()));
-    let tracker = Tracker::new(Config { dir: dir.into(), process_name: Some(name), ..env });
+    let name = env
+        .process_name
+        .clone()
+        .unwrap_or_else(|| format!("sim:{}", a.profile.name()));
+    let tracker = Tracker::new(Config {
+        dir: dir.into(),
+        process_name: Some(name),
+        ..env
+    });
     let secs = |s: f64| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX);
     let opts = RunOptions {
         profile: a.profile,
@@ -40,7 +47,13 @@ pub fn list() -> anyhow::Result<ExitCode> {
     let mut text = String::from("device shapes:\n");
     for s in ttmem_sim::chip::Shape::ALL {
         let chips = s.chips();
-        text += &format!("  {:<8} {} chip{} ({})\n", s.name(), chips.len(), if chips.len() == 1 { "" } else { "s" }, chips[0].0.name());
+        text += &format!(
+            "  {:<8} {} chip{} ({})\n",
+            s.name(),
+            chips.len(),
+            if chips.len() == 1 { "" } else { "s" },
+            chips[0].0.name()
+        );
     }
     text += "workload profiles:\n";
     for p in Profile::ALL {

@@ -157,7 +157,10 @@ pub struct Snapshot {
 }
 
 fn now_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 impl Snapshot {
@@ -172,7 +175,11 @@ impl Snapshot {
         // Key devices by (kind, hardware id); devices without an id are per process.
         let mut keys: BTreeMap<(u32, u64, u32, u32), (String, &ttmem_region::decode::Device)> = BTreeMap::new();
         let key_of = |pid: u32, index: u32, d: &ttmem_region::decode::Device| {
-            if d.hw_id != 0 { (d.kind.code(), d.hw_id, 0, 0) } else { (d.kind.code(), 0, pid, index) }
+            if d.hw_id != 0 {
+                (d.kind.code(), d.hw_id, 0, 0)
+            } else {
+                (d.kind.code(), 0, pid, index)
+            }
         };
         for r in &scan.regions {
             for d in &r.devices {
@@ -198,7 +205,12 @@ impl Snapshot {
                 categories: d
                     .categories
                     .iter()
-                    .map(|c| DeviceCategory { name: c.name.clone(), used: 0, total: c.capacity, count: 0 })
+                    .map(|c| DeviceCategory {
+                        name: c.name.clone(),
+                        used: 0,
+                        total: c.capacity,
+                        count: 0,
+                    })
                     .collect(),
                 processes: 0,
             })
@@ -225,19 +237,18 @@ impl Snapshot {
                         frees: c.frees,
                     };
                     peak = peak.saturating_add(pc.peak);
-                    if running {
-                        if let Some(dc) = row.categories.iter_mut().find(|x| x.name == pc.name) {
-                            dc.used = dc.used.saturating_add(pc.bytes);
-                            dc.count = dc.count.saturating_add(pc.count);
-                        }
+                    if running && let Some(dc) = row.categories.iter_mut().find(|x| x.name == pc.name) {
+                        dc.used = dc.used.saturating_add(pc.bytes);
+                        dc.count = dc.count.saturating_add(pc.count);
                     }
                     match totals.iter_mut().find(|t| t.name == pc.name) {
                         Some(t) => {
-                            t.bytes += pc.bytes;
-                            t.count += pc.count;
-                            t.peak += pc.peak;
-                            t.allocs += pc.allocs;
-                            t.frees += pc.frees;
+                            // Counters come from untrusted regions: never overflow on them.
+                            t.bytes = t.bytes.saturating_add(pc.bytes);
+                            t.count = t.count.saturating_add(pc.count);
+                            t.peak = t.peak.saturating_add(pc.peak);
+                            t.allocs = t.allocs.saturating_add(pc.allocs);
+                            t.frees = t.frees.saturating_add(pc.frees);
                         }
                         None => totals.push(pc.clone()),
                     }
@@ -246,7 +257,13 @@ impl Snapshot {
                 if running && d.counters.iter().any(|c| c.is_touched()) {
                     row.processes += 1;
                 }
-                pdevs.push(ProcessDevice { id, hw_id: row.hw_id.clone(), name: row.name.clone(), logical_id: d.device.logical_id, categories: cats });
+                pdevs.push(ProcessDevice {
+                    id,
+                    hw_id: row.hw_id.clone(),
+                    name: row.name.clone(),
+                    logical_id: d.device.logical_id,
+                    categories: cats,
+                });
             }
             let holds = totals.iter().any(|t| t.bytes > 0);
             processes.push(ProcessRow {
@@ -262,7 +279,11 @@ impl Snapshot {
                 devices: pdevs,
                 totals,
                 peak_bytes: peak,
-                events: EventStats { written: r.events_written(), lost: r.events_lost(), ring_capacity: h.geometry.ring_events },
+                events: EventStats {
+                    written: r.events_written(),
+                    lost: r.events_lost(),
+                    ring_capacity: h.geometry.ring_events,
+                },
                 rejected: r.rejected(),
                 region: r.path.display().to_string(),
             });
@@ -275,7 +296,14 @@ impl Snapshot {
             timestamp_ns: now_ns,
             devices,
             processes,
-            skipped: scan.skipped.iter().map(|s| SkippedRegion { path: s.path.display().to_string(), reason: s.reason.clone() }).collect(),
+            skipped: scan
+                .skipped
+                .iter()
+                .map(|s| SkippedRegion {
+                    path: s.path.display().to_string(),
+                    reason: s.reason.clone(),
+                })
+                .collect(),
         }
     }
 
@@ -291,7 +319,11 @@ impl Snapshot {
         for d in &self.devices {
             for (i, c) in d.categories.iter().enumerate() {
                 let used_anywhere = c.used > 0
-                    || self.processes.iter().any(|p| p.devices.iter().any(|pd| pd.id == d.id && pd.categories.iter().any(|pc| pc.name == c.name && pc.bytes > 0)));
+                    || self.processes.iter().any(|p| {
+                        p.devices
+                            .iter()
+                            .any(|pd| pd.id == d.id && pd.categories.iter().any(|pc| pc.name == c.name && pc.bytes > 0))
+                    });
                 if i < 2 || used_anywhere {
                     add(&c.name);
                 }
@@ -310,7 +342,13 @@ pub fn short_bytes(bytes: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{bytes}B") } else if v >= 100.0 { format!("{v:.0}{}", UNITS[u]) } else { format!("{v:.1}{}", UNITS[u]) }
+    if u == 0 {
+        format!("{bytes}B")
+    } else if v >= 100.0 {
+        format!("{v:.0}{}", UNITS[u])
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
 }
 
 fn pad(s: &str, w: usize) -> String {
@@ -335,7 +373,11 @@ pub fn render_table(s: &Snapshot) -> String {
     );
     let cols = s.columns();
     if s.devices.is_empty() {
-        let _ = writeln!(out, "\nNo devices: no process has reported to ttmem in {}.", s.region_dir);
+        let _ = writeln!(
+            out,
+            "\nNo devices: no process has reported to ttmem in {}.",
+            s.region_dir
+        );
     } else {
         let _ = write!(out, "\n{}{}{}", pad("ID", 4), pad("DEVICE", 10), pad("ARCH", 13));
         for c in &cols {
@@ -343,10 +385,21 @@ pub fn render_table(s: &Snapshot) -> String {
         }
         let _ = writeln!(out, "PROCS");
         for d in &s.devices {
-            let _ = write!(out, "{}{}{}", pad(&d.id.to_string(), 4), pad(&d.name, 10), pad(&d.arch, 13));
+            let _ = write!(
+                out,
+                "{}{}{}",
+                pad(&d.id.to_string(), 4),
+                pad(&d.name, 10),
+                pad(&d.arch, 13)
+            );
             for c in &cols {
                 let cell = match d.categories.iter().find(|x| &x.name == c) {
-                    Some(x) if x.total > 0 => format!("{:>5}/{:<5}{:>4.0}%", short_bytes(x.used), short_bytes(x.total), 100.0 * x.used as f64 / x.total as f64),
+                    Some(x) if x.total > 0 => format!(
+                        "{:>5}/{:<5}{:>4.0}%",
+                        short_bytes(x.used),
+                        short_bytes(x.total),
+                        100.0 * x.used as f64 / x.total as f64
+                    ),
                     Some(x) => short_bytes(x.used),
                     None => "-".into(),
                 };
@@ -356,7 +409,15 @@ pub fn render_table(s: &Snapshot) -> String {
         }
     }
     if !s.processes.is_empty() {
-        let _ = write!(out, "\n{}{}{}{}{}", pad("PID", 8), pad("USER", 10), pad("NAME", 16), pad("STATE", 14), pad("DEV", 5));
+        let _ = write!(
+            out,
+            "\n{}{}{}{}{}",
+            pad("PID", 8),
+            pad("USER", 10),
+            pad("NAME", 16),
+            pad("STATE", 14),
+            pad("DEV", 5)
+        );
         for c in &cols {
             let _ = write!(out, "{}", pad(c, 10));
         }
@@ -364,27 +425,56 @@ pub fn render_table(s: &Snapshot) -> String {
         for p in &s.processes {
             let state = if p.left_behind { "exited*" } else { p.state.as_str() };
             let mut first = true;
-            let rows: Vec<Option<&ProcessDevice>> = if p.devices.is_empty() { vec![None] } else { p.devices.iter().map(Some).collect() };
+            let rows: Vec<Option<&ProcessDevice>> = if p.devices.is_empty() {
+                vec![None]
+            } else {
+                p.devices.iter().map(Some).collect()
+            };
             for pd in rows {
                 if first {
-                    let _ = write!(out, "{}{}{}{}", pad(&p.pid.to_string(), 8), pad(&truncate(&p.user, 9), 10), pad(&truncate(&p.name, 15), 16), pad(state, 14));
+                    let _ = write!(
+                        out,
+                        "{}{}{}{}",
+                        pad(&p.pid.to_string(), 8),
+                        pad(&truncate(&p.user, 9), 10),
+                        pad(&truncate(&p.name, 15), 16),
+                        pad(state, 14)
+                    );
                 } else {
                     let _ = write!(out, "{}", pad("", 48));
                 }
                 let _ = write!(out, "{}", pad(&pd.map(|d| d.id.to_string()).unwrap_or("-".into()), 5));
                 for c in &cols {
-                    let v = pd.and_then(|d| d.categories.iter().find(|x| &x.name == c)).map(|x| short_bytes(x.bytes)).unwrap_or("-".into());
+                    let v = pd
+                        .and_then(|d| d.categories.iter().find(|x| &x.name == c))
+                        .map(|x| short_bytes(x.bytes))
+                        .unwrap_or("-".into());
                     let _ = write!(out, "{}", pad(&v, 10));
                 }
-                let _ = writeln!(out, "{}", if first { short_bytes(p.peak_bytes) } else { String::new() }.trim_end());
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    if first {
+                        short_bytes(p.peak_bytes)
+                    } else {
+                        String::new()
+                    }
+                    .trim_end()
+                );
                 first = false;
             }
         }
         if s.processes.iter().any(|p| p.left_behind) {
-            let _ = writeln!(out, "\n* exited while holding memory: the bytes shown were left behind at exit (ttmem gc removes the record).");
+            let _ = writeln!(
+                out,
+                "\n* exited while holding memory: the bytes shown were left behind at exit (ttmem gc removes the record)."
+            );
         }
         if s.processes.iter().any(|p| p.events.lost > 0) {
-            let _ = writeln!(out, "Some processes lost ring events (a reader fell behind); their counters are still exact.");
+            let _ = writeln!(
+                out,
+                "Some processes lost ring events (a reader fell behind); their counters are still exact."
+            );
         }
     }
     for k in &s.skipped {
@@ -394,11 +484,19 @@ pub fn render_table(s: &Snapshot) -> String {
 }
 
 fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n { s.to_string() } else { s.chars().take(n.saturating_sub(1)).chain(['~']).collect() }
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        s.chars().take(n.saturating_sub(1)).chain(['~']).collect()
+    }
 }
 
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 /// Devices as CSV, one row per device × category.
@@ -428,7 +526,9 @@ pub fn render_devices_csv(s: &Snapshot) -> String {
 
 /// Processes as CSV, one row per process × device × category.
 pub fn render_processes_csv(s: &Snapshot) -> String {
-    let mut out = String::from("pid,start_time,user,name,state,left_behind,device_id,hw_id,device_name,category,bytes,count,peak,allocs,frees\n");
+    let mut out = String::from(
+        "pid,start_time,user,name,state,left_behind,device_id,hw_id,device_name,category,bytes,count,peak,allocs,frees\n",
+    );
     for p in &s.processes {
         for d in &p.devices {
             for c in &d.categories {
@@ -474,7 +574,13 @@ pub fn render_info(s: &Snapshot) -> String {
             if d.processes == 1 { "" } else { "es" }
         );
         for c in &d.categories {
-            let _ = writeln!(out, "  {:<14} {:>10} total  {:>10} used", c.name, short_bytes(c.total), short_bytes(c.used));
+            let _ = writeln!(
+                out,
+                "  {:<14} {:>10} total  {:>10} used",
+                c.name,
+                short_bytes(c.total),
+                short_bytes(c.used)
+            );
         }
     }
     out

@@ -7,11 +7,23 @@ use ttmem_region::DeviceKind;
 use ttmem_scan::{ScanOptions, scan};
 
 fn tracker(dir: &Path) -> Tracker {
-    Tracker::new(Config { dir: dir.into(), ring_events: 64, max_shards: 4, ..Config::default() })
+    Tracker::new(Config {
+        dir: dir.into(),
+        ring_events: 64,
+        max_shards: 4,
+        ..Config::default()
+    })
 }
 
 fn spec(hw: u64, name: &str) -> DeviceSpec {
-    DeviceSpec::tenstorrent(DeviceKind::SimulatedTenstorrent, hw, 0, "wormhole_b0", name, tt::wormhole_categories())
+    DeviceSpec::tenstorrent(
+        DeviceKind::SimulatedTenstorrent,
+        hw,
+        0,
+        "wormhole_b0",
+        name,
+        tt::wormhole_categories(),
+    )
 }
 
 #[test]
@@ -19,7 +31,13 @@ fn devices_count_running_processes_and_exited_ones_show_what_they_left() {
     let dir = tempfile::tempdir().unwrap();
     let t = tracker(dir.path());
     let a = t.register_device(&spec(0x10, "n300-L")).unwrap();
-    let b = t.register_device(&DeviceSpec { remote: true, logical_id: 1, ..spec(0x11, "n300-R") }).unwrap();
+    let b = t
+        .register_device(&DeviceSpec {
+            remote: true,
+            logical_id: 1,
+            ..spec(0x11, "n300-R")
+        })
+        .unwrap();
     t.alloc(a, tt::DRAM, 0, 100 << 20);
     t.alloc(b, tt::L1, 0, 1 << 20);
     t.alloc(b, tt::TRACE, 0, 7 << 20);
@@ -33,7 +51,10 @@ fn devices_count_running_processes_and_exited_ones_show_what_they_left() {
     assert_eq!(s.schema, 1);
     assert_eq!(s.devices.len(), 2);
     let d0 = &s.devices[0];
-    assert_eq!((d0.id, d0.hw_id.as_str(), d0.name.as_str(), d0.remote), (0, "0x10", "n300-L", false));
+    assert_eq!(
+        (d0.id, d0.hw_id.as_str(), d0.name.as_str(), d0.remote),
+        (0, "0x10", "n300-L", false)
+    );
     let dram = d0.categories.iter().find(|c| c.name == "DRAM").unwrap();
     assert_eq!(dram.used, 100 << 20, "only the running process counts");
     assert_eq!(dram.total, tt::wormhole_categories()[0].capacity);
@@ -55,8 +76,20 @@ fn devices_count_running_processes_and_exited_ones_show_what_they_left() {
 }
 
 fn fixed() -> Snapshot {
-    let cat = |name: &str, used: u64, total: u64| DeviceCategory { name: name.into(), used, total, count: used / 4096 };
-    let pcat = |name: &str, bytes: u64| ProcessCategory { name: name.into(), bytes, count: 3, peak: bytes * 2, allocs: 10, frees: 7 };
+    let cat = |name: &str, used: u64, total: u64| DeviceCategory {
+        name: name.into(),
+        used,
+        total,
+        count: used / 4096,
+    };
+    let pcat = |name: &str, bytes: u64| ProcessCategory {
+        name: name.into(),
+        bytes,
+        count: 3,
+        peak: bytes * 2,
+        allocs: 10,
+        frees: 7,
+    };
     let dev = |id: u32, name: &str, dram: u64| DeviceRow {
         id,
         hw_id: format!("{:#x}", 0x5157_0000_0000_0000u64 + id as u64),
@@ -64,7 +97,12 @@ fn fixed() -> Snapshot {
         arch: "wormhole_b0".into(),
         name: name.into(),
         remote: id == 1,
-        categories: vec![cat("DRAM", dram, 11 << 30), cat("L1", 3 << 20, 60 << 20), cat("L1_SMALL", 0, 4 << 20), cat("TRACE", 48 << 20, 768 << 20)],
+        categories: vec![
+            cat("DRAM", dram, 11 << 30),
+            cat("L1", 3 << 20, 60 << 20),
+            cat("L1_SMALL", 0, 4 << 20),
+            cat("TRACE", 48 << 20, 768 << 20),
+        ],
         processes: 1,
     };
     let proc_ = |pid: u32, state: &str, left: bool| ProcessRow {
@@ -77,10 +115,20 @@ fn fixed() -> Snapshot {
         state: state.into(),
         left_behind: left,
         age_s: 12.5,
-        devices: vec![ProcessDevice { id: 0, hw_id: "0x5157000000000000".into(), name: "n300-L".into(), logical_id: 0, categories: vec![pcat("DRAM", 5 << 30), pcat("L1", 3 << 20), pcat("TRACE", 48 << 20)] }],
+        devices: vec![ProcessDevice {
+            id: 0,
+            hw_id: "0x5157000000000000".into(),
+            name: "n300-L".into(),
+            logical_id: 0,
+            categories: vec![pcat("DRAM", 5 << 30), pcat("L1", 3 << 20), pcat("TRACE", 48 << 20)],
+        }],
         totals: vec![],
         peak_bytes: 10 << 30,
-        events: EventStats { written: 100, lost: 0, ring_capacity: 4096 },
+        events: EventStats {
+            written: 100,
+            lost: 0,
+            ring_capacity: 4096,
+        },
         rejected: 0,
         region: "/dev/shm/ttmem/x.ttmem".into(),
     };
@@ -91,7 +139,10 @@ fn fixed() -> Snapshot {
         timestamp_ns: 0,
         devices: vec![dev(0, "n300-L", 5 << 30), dev(1, "n300-R", 0)],
         processes: vec![proc_(4242, "running", false), proc_(4343, "exited", true)],
-        skipped: vec![SkippedRegion { path: "/dev/shm/ttmem/bad.ttmem".into(), reason: "not a ttmem region (wrong magic)".into() }],
+        skipped: vec![SkippedRegion {
+            path: "/dev/shm/ttmem/bad.ttmem".into(),
+            reason: "not a ttmem region (wrong magic)".into(),
+        }],
     }
 }
 
@@ -113,7 +164,12 @@ fn info_rendering() {
 
 #[test]
 fn empty_system_says_so() {
-    let s = Snapshot { devices: vec![], processes: vec![], skipped: vec![], ..fixed() };
+    let s = Snapshot {
+        devices: vec![],
+        processes: vec![],
+        skipped: vec![],
+        ..fixed()
+    };
     assert!(render_table(&s).contains("No devices: no process has reported to ttmem in /dev/shm/ttmem."));
 }
 

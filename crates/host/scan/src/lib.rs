@@ -15,7 +15,10 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use ttmem_region::decode::{self, Counters, DecodeError, Event, Header, Shard, Strings};
-use ttmem_region::{COUNTER_CELL_SIZE, DEVICE_ENTRY_SIZE, EVENT_SIZE, MAX_CATEGORIES, REGION_EXTENSION, RegionState, SHARD_HEADER_SIZE, STRINGS_HEADER_SIZE};
+use ttmem_region::{
+    COUNTER_CELL_SIZE, DEVICE_ENTRY_SIZE, EVENT_SIZE, MAX_CATEGORIES, REGION_EXTENSION, RegionState, SHARD_HEADER_SIZE,
+    STRINGS_HEADER_SIZE,
+};
 
 /// Why one region could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +134,10 @@ pub struct ScanOptions {
 /// Reads every `*.ttmem` region in `dir`. A missing directory is an empty scan, not an error;
 /// an unreadable one is an error.
 pub fn scan(dir: &Path, opts: ScanOptions) -> io::Result<Scan> {
-    let mut out = Scan { dir: dir.to_owned(), ..Default::default() };
+    let mut out = Scan {
+        dir: dir.to_owned(),
+        ..Default::default()
+    };
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
@@ -151,7 +157,10 @@ pub fn scan(dir: &Path, opts: ScanOptions) -> io::Result<Scan> {
             Err(RegionError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {} // exited meanwhile
             Err(e) => {
                 tracing::debug!(path = %path.display(), error = %e, "skipping region");
-                out.skipped.push(Skipped { path, reason: e.to_string() });
+                out.skipped.push(Skipped {
+                    path,
+                    reason: e.to_string(),
+                });
             }
         }
     }
@@ -163,9 +172,9 @@ fn read_at(file: &File, offset: u64, len: usize) -> Result<Vec<u8>, RegionError>
     let mut buf = vec![0u8; len];
     match file.read_exact_at(&mut buf, offset) {
         Ok(()) => Ok(buf),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-            Err(RegionError::Changed { now: file.metadata().map(|m| m.len()).unwrap_or(0) })
-        }
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(RegionError::Changed {
+            now: file.metadata().map(|m| m.len()).unwrap_or(0),
+        }),
         Err(e) => Err(e.into()),
     }
 }
@@ -183,7 +192,10 @@ pub fn read_region(path: &Path, opts: ScanOptions, boot_id: Option<[u8; 16]>) ->
         return Err(RegionError::Creating);
     }
     if meta.uid() != header.uid && meta.uid() != 0 {
-        return Err(RegionError::OwnerMismatch { file_uid: meta.uid(), header_uid: header.uid });
+        return Err(RegionError::OwnerMismatch {
+            file_uid: meta.uid(),
+            header_uid: header.uid,
+        });
     }
     let g = header.geometry;
 
@@ -208,7 +220,11 @@ pub fn read_region(path: &Path, opts: ScanOptions, boot_id: Option<[u8; 16]>) ->
         .into_iter()
         .map(|(index, device)| {
             let n = device.categories.len();
-            DeviceCounters { index, device, counters: vec![Counters::default(); n] }
+            DeviceCounters {
+                index,
+                device,
+                counters: vec![Counters::default(); n],
+            }
         })
         .collect();
     if let Some(max_index) = devices.iter().map(|d| d.index).max() {
@@ -244,7 +260,15 @@ pub fn read_region(path: &Path, opts: ScanOptions, boot_id: Option<[u8; 16]>) ->
     }
 
     let liveness = liveness(&header, boot_id);
-    Ok(ProcessRegion { path: path.to_owned(), header, liveness, devices, shards, strings, events })
+    Ok(ProcessRegion {
+        path: path.to_owned(),
+        header,
+        liveness,
+        devices,
+        shards,
+        strings,
+        events,
+    })
 }
 
 /// Decides whether a region's writer still runs: same boot, a process with that pid, and the
@@ -253,10 +277,11 @@ pub fn liveness(header: &Header, boot_id: Option<[u8; 16]>) -> Liveness {
     if header.state == RegionState::Exited {
         return Liveness::Exited;
     }
-    if let Some(boot) = boot_id {
-        if header.boot_id != [0; 16] && header.boot_id != boot {
-            return Liveness::Exited;
-        }
+    if let Some(boot) = boot_id
+        && header.boot_id != [0; 16]
+        && header.boot_id != boot
+    {
+        return Liveness::Exited;
     }
     match start_time_of(header.pid) {
         Some(t) if t == header.start_time => Liveness::Running,
@@ -290,7 +315,10 @@ pub fn current_boot_id() -> Option<[u8; 16]> {
 
 /// The name of user `uid`, if it has one.
 pub fn user_name(uid: u32) -> Option<String> {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name)
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
 }
 
 /// What `gc` did with one file.
@@ -314,11 +342,19 @@ pub fn gc(dir: &Path, dry_run: bool, invalid: bool) -> io::Result<Vec<Collected>
         .regions
         .iter()
         .filter(|r| r.liveness == Liveness::Exited)
-        .map(|r| (r.path.clone(), format!("pid {} ({}) is no longer running", r.header.pid, r.header.exe)))
+        .map(|r| {
+            (
+                r.path.clone(),
+                format!("pid {} ({}) is no longer running", r.header.pid, r.header.exe),
+            )
+        })
         .collect();
     if invalid {
         victims.extend(
-            s.skipped.into_iter().filter(|k| !k.reason.contains("being created")).map(|k| (k.path, format!("invalid: {}", k.reason))),
+            s.skipped
+                .into_iter()
+                .filter(|k| !k.reason.contains("being created"))
+                .map(|k| (k.path, format!("invalid: {}", k.reason))),
         );
     }
     Ok(victims
@@ -332,7 +368,12 @@ pub fn gc(dir: &Path, dry_run: bool, invalid: bool) -> io::Result<Vec<Collected>
                     Err(e) => (false, Some(e.to_string())),
                 }
             };
-            Collected { path, reason, removed, error }
+            Collected {
+                path,
+                reason,
+                removed,
+                error,
+            }
         })
         .collect())
 }

@@ -6,12 +6,24 @@ use ttmem_client::{Config, DeviceSpec, Tracker, tt};
 use ttmem_region::DeviceKind;
 
 fn tracker(dir: &Path) -> Tracker {
-    Tracker::new(Config { dir: dir.into(), ring_events: 64, max_shards: 4, ..Config::default() })
+    Tracker::new(Config {
+        dir: dir.into(),
+        ring_events: 64,
+        max_shards: 4,
+        ..Config::default()
+    })
 }
 
 fn populated(dir: &Path) -> (Tracker, PathBuf) {
     let t = tracker(dir);
-    let spec = DeviceSpec::tenstorrent(DeviceKind::SimulatedTenstorrent, 0xAB, 0, "wormhole_b0", "n150", tt::wormhole_categories());
+    let spec = DeviceSpec::tenstorrent(
+        DeviceKind::SimulatedTenstorrent,
+        0xAB,
+        0,
+        "wormhole_b0",
+        "n150",
+        tt::wormhole_categories(),
+    );
     let d = t.register_device(&spec).unwrap();
     let _tag = t.tag("weights");
     t.alloc(d, tt::DRAM, 0x1000, 1 << 20);
@@ -91,7 +103,13 @@ fn bad_regions_are_skipped_with_clear_reasons() {
     let mut v = good.clone();
     v[8..12].copy_from_slice(&7u32.to_le_bytes());
     cases.push(("future", v, "layout version 7 is not supported"));
-    cases.push(("random", (0..20_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect(), "wrong magic"));
+    cases.push((
+        "random",
+        (0..20_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect(),
+        "wrong magic",
+    ));
     let mut big = good.clone();
     big[64..68].copy_from_slice(&900u32.to_le_bytes()); // max_devices: region larger than the file
     cases.push(("counts", big, "inconsistent header"));

@@ -107,7 +107,11 @@ impl Config {
             c.keep_on_exit = truthy(&v);
         }
         if c.geometry().is_err() {
-            tracing::warn!(ring_events = c.ring_events, shards = c.max_shards, "ttmem ring or shard setting out of range; using defaults");
+            tracing::warn!(
+                ring_events = c.ring_events,
+                shards = c.max_shards,
+                "ttmem ring or shard setting out of range; using defaults"
+            );
             c.ring_events = DEFAULT_RING_EVENTS;
             c.max_shards = DEFAULT_MAX_SHARDS;
         }
@@ -132,7 +136,12 @@ mod tests {
 
     #[test]
     fn environment_overrides_defaults() {
-        let c = with(&[("TTMEM_DISABLE", "1"), ("TTMEM_DIR", "/x"), ("TTMEM_RING_EVENTS", "1024"), ("TTMEM_REGION_MODE", "644")]);
+        let c = with(&[
+            ("TTMEM_DISABLE", "1"),
+            ("TTMEM_DIR", "/x"),
+            ("TTMEM_RING_EVENTS", "1024"),
+            ("TTMEM_REGION_MODE", "644"),
+        ]);
         assert!(c.disabled);
         assert_eq!(c.dir, PathBuf::from("/x"));
         assert_eq!(c.ring_events, 1024);

@@ -69,9 +69,6 @@ pub enum ClientError {
     /// A device declared no categories or more than the region allows.
     #[error("a device declares {0} categories; it must declare 1 to 16")]
     Categories(usize),
-    /// Tracking is unavailable (disabled, or no memory could be mapped at all).
-    #[error("tracking is disabled")]
-    Disabled,
 }
 
 /// A registered device: an index into this process's device table.
@@ -117,8 +114,23 @@ pub struct DeviceSpec {
 
 impl DeviceSpec {
     /// A local device of `kind` with the given categories.
-    pub fn tenstorrent(kind: DeviceKind, hw_id: u64, logical_id: i32, arch: &str, name: &str, categories: Vec<CategorySpec>) -> Self {
-        DeviceSpec { kind, hw_id, logical_id, arch: arch.into(), name: name.into(), remote: false, categories }
+    pub fn tenstorrent(
+        kind: DeviceKind,
+        hw_id: u64,
+        logical_id: i32,
+        arch: &str,
+        name: &str,
+        categories: Vec<CategorySpec>,
+    ) -> Self {
+        DeviceSpec {
+            kind,
+            hw_id,
+            logical_id,
+            arch: arch.into(),
+            name: name.into(),
+            remote: false,
+            categories,
+        }
     }
 }
 
@@ -185,8 +197,11 @@ pub struct Tracker {
     region: AtomicPtr<Region>,
     unavailable: AtomicBool,
     state: Mutex<State>,
-    addresses: [Mutex<HashMap<(u16, u64), (u8, u64)>>; ADDRESS_STRIPES],
+    addresses: [Mutex<AddressMap>; ADDRESS_STRIPES],
 }
+
+/// (device, address) → (category, size) for runtimes that free by address only.
+type AddressMap = HashMap<(u16, u64), (u8, u64)>;
 
 /// The pid as of the last fork we saw, so a child never writes to its parent's region.
 static CURRENT_PID: AtomicU32 = AtomicU32::new(0);
@@ -395,7 +410,11 @@ impl Tracker {
     fn adopt(&self, slot: &ThreadSlot, r: *const Region) {
         let arc = {
             let st = self.state.lock();
-            st.current.iter().chain(st.retired.iter()).find(|a| Arc::as_ptr(a) == r).cloned()
+            st.current
+                .iter()
+                .chain(st.retired.iter())
+                .find(|a| Arc::as_ptr(a) == r)
+                .cloned()
         };
         let Some(arc) = arc else { return };
         if let Some(old) = slot.owned.borrow_mut().take() {
@@ -408,9 +427,13 @@ impl Tracker {
         *slot.owned.borrow_mut() = Some(arc);
     }
 
-    /// Registers a device (idempotent for the same hardware and logical id).
+    /// Registers a device (idempotent for the same hardware and logical id). When tracking is
+    /// disabled or unavailable this returns a handle whose calls do nothing, so a runtime never
+    /// needs a separate path for "ttmem off".
     pub fn register_device(&self, spec: &DeviceSpec) -> Result<Device, ClientError> {
-        let r = self.ensure_region().ok_or(ClientError::Disabled)?;
+        let Some(r) = self.ensure_region() else {
+            return Ok(Device(0));
+        };
         let tid = proc_info::thread_id();
         // SAFETY: see `with_shard`: published regions live as long as the tracker.
         let region = unsafe { &*r };
@@ -436,7 +459,7 @@ impl Tracker {
         });
     }
 
-    fn stripe(&self, device: Device, address: u64) -> &Mutex<HashMap<(u16, u64), (u8, u64)>> {
+    fn stripe(&self, device: Device, address: u64) -> &Mutex<AddressMap> {
         let h = (address >> 5) ^ (address >> 17) ^ device.0 as u64;
         &self.addresses[(h as usize) % ADDRESS_STRIPES]
     }
@@ -447,7 +470,9 @@ impl Tracker {
         if !self.is_enabled() {
             return;
         }
-        self.stripe(device, address).lock().insert((device.0, address), (category, size));
+        self.stripe(device, address)
+            .lock()
+            .insert((device.0, address), (category, size));
         self.alloc(device, category, address, size);
     }
 
@@ -466,7 +491,17 @@ impl Tracker {
             None => {
                 self.with_shard(|r, shard, tag, tid| {
                     let shared = shard == r.shared_shard();
-                    r.write_event(shard, shared, ttmem_region::EventKind::FreeUnknown.code(), 0, device.0, tag, address, 0, tid);
+                    r.write_event(
+                        shard,
+                        shared,
+                        ttmem_region::EventKind::FreeUnknown.code(),
+                        0,
+                        device.0,
+                        tag,
+                        address,
+                        0,
+                        tid,
+                    );
                 });
                 false
             }
@@ -475,7 +510,10 @@ impl Tracker {
 
     /// Tags this thread's events until the guard drops (e.g. an op or tensor name). Scopes nest.
     pub fn tag(&self, name: &str) -> TagScope {
-        TagScope { previous: self.push_tag(name), _not_send: PhantomData }
+        TagScope {
+            previous: self.push_tag(name),
+            _not_send: PhantomData,
+        }
     }
 
     /// Sets this thread's tag and returns the previous one, for callers that cannot hold a
@@ -501,7 +539,17 @@ impl Tracker {
         let id = unsafe { &*r }.intern(name);
         self.with_shard(|r, shard, _tag, tid| {
             let shared = shard == r.shared_shard();
-            r.write_event(shard, shared, ttmem_region::EventKind::Mark.code(), 0, device.0, id, 0, 0, tid);
+            r.write_event(
+                shard,
+                shared,
+                ttmem_region::EventKind::Mark.code(),
+                0,
+                device.0,
+                id,
+                0,
+                0,
+                tid,
+            );
         });
     }
 
@@ -520,7 +568,10 @@ impl Tracker {
         drop(st);
         let g = region.geometry;
         let shards = region.header().shards_used.load(Ordering::Acquire).min(g.max_shards);
-        let mut snap = Snapshot { region_path: region.path().map(Into::into), ..Default::default() };
+        let mut snap = Snapshot {
+            region_path: region.path().map(Into::into),
+            ..Default::default()
+        };
         for s in 0..g.max_shards {
             let sh = region.shard(s);
             snap.events_written += sh.head.load(Ordering::Relaxed);
@@ -533,12 +584,25 @@ impl Tracker {
             let mut categories = Vec::new();
             for (c, desc) in info.categories.into_iter().enumerate() {
                 let mut total = Counters::default();
-                for s in (0..shards).chain(std::iter::once(region.shared_shard())).collect::<std::collections::BTreeSet<_>>() {
+                for s in (0..shards)
+                    .chain(std::iter::once(region.shared_shard()))
+                    .collect::<std::collections::BTreeSet<_>>()
+                {
                     total.add_shard(&read_cell(region.cell(s, d, c as u32)));
                 }
-                categories.push(CategoryUsage { name: desc.name, capacity: desc.capacity, counters: total });
+                categories.push(CategoryUsage {
+                    name: desc.name,
+                    capacity: desc.capacity,
+                    counters: total,
+                });
             }
-            snap.devices.push(DeviceUsage { device: Device(d as u16), name: info.name, arch: info.arch, hw_id: info.hw_id, categories });
+            snap.devices.push(DeviceUsage {
+                device: Device(d as u16),
+                name: info.name,
+                arch: info.arch,
+                hw_id: info.hw_id,
+                categories,
+            });
         }
         snap
     }
@@ -546,10 +610,10 @@ impl Tracker {
     /// Marks the region exited and removes its file (unless `TTMEM_KEEP_ON_EXIT`). Later calls
     /// keep counting in memory. Called automatically at a clean exit for [`global`].
     pub fn shutdown(&self) {
-        if let Some(r) = self.state.try_lock().and_then(|st| st.current.clone()) {
-            if r.owner_pid == current_pid() {
-                r.close(self.config.keep_on_exit);
-            }
+        if let Some(r) = self.state.try_lock().and_then(|st| st.current.clone())
+            && r.owner_pid == current_pid()
+        {
+            r.close(self.config.keep_on_exit);
         }
     }
 }

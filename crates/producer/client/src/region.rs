@@ -67,7 +67,10 @@ impl Region {
     pub(crate) fn create(config: &Config, info: &ProcessInfo) -> Result<Self, ClientError> {
         let geometry = config.geometry()?;
         let dir = &config.dir;
-        ensure_dir(dir).map_err(|e| ClientError::Directory { dir: dir.clone(), source: e })?;
+        ensure_dir(dir).map_err(|e| ClientError::Directory {
+            dir: dir.clone(),
+            source: e,
+        })?;
         let path = dir.join(region_file_name(info.uid, info.pid, info.start_time));
         let open = || {
             OpenOptions::new()
@@ -84,13 +87,19 @@ impl Region {
                 // Same uid, pid and start time: a leftover from an earlier boot (or of this very
                 // process after a failed start). It cannot belong to a live process but us.
                 let _ = fs::remove_file(&path);
-                open().map_err(|e| ClientError::Create { path: path.clone(), source: e })?
+                open().map_err(|e| ClientError::Create {
+                    path: path.clone(),
+                    source: e,
+                })?
             }
             Err(e) => return Err(ClientError::Create { path, source: e }),
         };
         let fail = |e: io::Error, path: &Path| {
             let _ = fs::remove_file(path);
-            ClientError::Create { path: path.to_owned(), source: e }
+            ClientError::Create {
+                path: path.to_owned(),
+                source: e,
+            }
         };
         file.set_len(geometry.region_size).map_err(|e| fail(e, &path))?;
         // SAFETY: the file was just created by us with O_EXCL and sized to the region; nobody
@@ -102,8 +111,10 @@ impl Region {
     /// Creates a private, anonymous region: nothing outside the process sees it.
     pub(crate) fn anonymous(config: &Config, info: &ProcessInfo) -> Result<Self, ClientError> {
         let geometry = config.geometry()?;
-        let map = MmapMut::map_anon(geometry.region_size as usize)
-            .map_err(|e| ClientError::Create { path: "<anonymous>".into(), source: e })?;
+        let map = MmapMut::map_anon(geometry.region_size as usize).map_err(|e| ClientError::Create {
+            path: "<anonymous>".into(),
+            source: e,
+        })?;
         Ok(Self::init(map, geometry, Backing::Anonymous, info, FLAG_ANONYMOUS))
     }
 
@@ -192,8 +203,9 @@ impl Region {
         // MAX_CATEGORIES (checked on the hot path), so the cell lies inside the counters section;
         // its fields are atomics.
         unsafe {
-            &*(self.base.add(self.geometry.cell_offset(shard, device, category) as usize)
-                as *const RawCell)
+            &*(self
+                .base
+                .add(self.geometry.cell_offset(shard, device, category) as usize) as *const RawCell)
         }
     }
 
@@ -201,9 +213,7 @@ impl Region {
     fn event(&self, shard: u32, index: u64) -> &RawEvent {
         // SAFETY: event_offset masks the index into the ring, and shard < max_shards, so the
         // record lies inside the rings section; its fields are atomics.
-        unsafe {
-            &*(self.base.add(self.geometry.event_offset(shard, index) as usize) as *const RawEvent)
-        }
+        unsafe { &*(self.base.add(self.geometry.event_offset(shard, index) as usize) as *const RawEvent) }
     }
 
     fn strings(&self) -> &RawStrings {
@@ -213,7 +223,13 @@ impl Region {
 
     /// A published device entry, decoded (entries never change after publication).
     pub(crate) fn device_info(&self, index: u32) -> Option<ttmem_region::decode::Device> {
-        if index >= self.header().num_devices.load(Ordering::Acquire).min(self.geometry.max_devices) {
+        if index
+            >= self
+                .header()
+                .num_devices
+                .load(Ordering::Acquire)
+                .min(self.geometry.max_devices)
+        {
             return None;
         }
         // SAFETY: the entry is inside the mapping and published (index < num_devices, read with
@@ -272,14 +288,28 @@ impl Region {
         drop(devices);
         // The registration is an event too, so a reader's timeline shows it.
         let shard = self.shared_shard;
-        self.write_event(shard, true, EventKind::DeviceRegistered.code(), 0, index as u16, 0, spec.hw_id, index as u64, tid);
+        self.write_event(
+            shard,
+            true,
+            EventKind::DeviceRegistered.code(),
+            0,
+            index as u16,
+            0,
+            spec.hw_id,
+            index as u64,
+            tid,
+        );
         Ok(index as u16)
     }
 
     /// Copies the device table and tags of `parent` (a forked child's inherited view of its
     /// parent's region) so that device handles and tag ids stay valid in the child.
     pub(crate) fn inherit_from(&self, parent: &Region) {
-        let n = parent.header().num_devices.load(Ordering::Acquire).min(self.geometry.max_devices);
+        let n = parent
+            .header()
+            .num_devices
+            .load(Ordering::Acquire)
+            .min(self.geometry.max_devices);
         let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
         for i in 0..n {
             // SAFETY: both entries are inside their tables; the parent's is published (i <
@@ -292,13 +322,18 @@ impl Region {
                     dst as *mut RawDevice as *mut u8,
                     DEVICE_ENTRY_SIZE,
                 );
-                self.category_counts[i as usize].store(src.num_categories.min(MAX_CATEGORIES as u32) as u8, Ordering::Relaxed);
+                self.category_counts[i as usize]
+                    .store(src.num_categories.min(MAX_CATEGORIES as u32) as u8, Ordering::Relaxed);
                 devices.push((src.hw_id, src.logical_id));
             }
         }
         self.header().num_devices.store(n, Ordering::Release);
         drop(devices);
-        let used = parent.strings().used.load(Ordering::Acquire).min(self.geometry.strings_bytes);
+        let used = parent
+            .strings()
+            .used
+            .load(Ordering::Acquire)
+            .min(self.geometry.strings_bytes);
         // SAFETY: both data areas are at least `used` bytes long (bounded by strings_bytes, and
         // both regions share the configuration's geometry or the parent's is capped by ours).
         unsafe {
@@ -309,7 +344,9 @@ impl Region {
             );
         }
         self.strings().used.store(used, Ordering::Release);
-        self.strings().count.store(parent.strings().count.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.strings()
+            .count
+            .store(parent.strings().count.load(Ordering::Relaxed), Ordering::Relaxed);
         *self.tags.lock().unwrap_or_else(|p| p.into_inner()) =
             parent.tags.lock().unwrap_or_else(|p| p.into_inner()).clone();
     }
@@ -352,14 +389,20 @@ impl Region {
         for i in 0..self.shared_shard {
             let owner = &self.shard(i).owner_tid;
             if owner.load(Ordering::Relaxed) == 0
-                && owner.compare_exchange(0, tid, Ordering::Acquire, Ordering::Relaxed).is_ok()
+                && owner
+                    .compare_exchange(0, tid, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
             {
                 self.header().shards_used.fetch_max(i + 1, Ordering::Release);
                 return i;
             }
         }
-        self.shard(self.shared_shard).owner_tid.store(u32::MAX, Ordering::Relaxed);
-        self.header().shards_used.store(self.geometry.max_shards, Ordering::Release);
+        self.shard(self.shared_shard)
+            .owner_tid
+            .store(u32::MAX, Ordering::Relaxed);
+        self.header()
+            .shards_used
+            .store(self.geometry.max_shards, Ordering::Release);
         self.shared_shard
     }
 
@@ -374,7 +417,17 @@ impl Region {
     /// Returns false (and counts a rejection) when the device or category is not registered.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn record(&self, shard: u32, op: Op, device: u16, category: u8, address: u64, size: u64, tag: u32, tid: u32) -> bool {
+    pub(crate) fn record(
+        &self,
+        shard: u32,
+        op: Op,
+        device: u16,
+        category: u8,
+        address: u64,
+        size: u64,
+        tag: u32,
+        tid: u32,
+    ) -> bool {
         let shared = shard == self.shared_shard;
         if (category as u32) >= self.categories_of(device as u32) {
             let r = &self.shard(shard).rejected;
@@ -390,7 +443,10 @@ impl Region {
         if shared {
             match op {
                 Op::Alloc => {
-                    let live = cell.live_bytes.fetch_add(signed, Ordering::Relaxed).wrapping_add(signed);
+                    let live = cell
+                        .live_bytes
+                        .fetch_add(signed, Ordering::Relaxed)
+                        .wrapping_add(signed);
                     cell.live_count.fetch_add(1, Ordering::Relaxed);
                     cell.allocs.fetch_add(1, Ordering::Relaxed);
                     cell.alloc_bytes.fetch_add(size, Ordering::Relaxed);
@@ -405,12 +461,17 @@ impl Region {
             }
         } else {
             // Single writer: plain loads and stores, no locked instructions.
-            let add = |a: &core::sync::atomic::AtomicU64, v: u64| a.store(a.load(Ordering::Relaxed).wrapping_add(v), Ordering::Relaxed);
+            let add = |a: &core::sync::atomic::AtomicU64, v: u64| {
+                a.store(a.load(Ordering::Relaxed).wrapping_add(v), Ordering::Relaxed)
+            };
             match op {
                 Op::Alloc => {
                     let live = cell.live_bytes.load(Ordering::Relaxed).wrapping_add(signed);
                     cell.live_bytes.store(live, Ordering::Relaxed);
-                    cell.live_count.store(cell.live_count.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+                    cell.live_count.store(
+                        cell.live_count.load(Ordering::Relaxed).wrapping_add(1),
+                        Ordering::Relaxed,
+                    );
                     add(&cell.allocs, 1);
                     add(&cell.alloc_bytes, size);
                     if live > cell.peak_bytes.load(Ordering::Relaxed) {
@@ -418,8 +479,14 @@ impl Region {
                     }
                 }
                 Op::Free => {
-                    cell.live_bytes.store(cell.live_bytes.load(Ordering::Relaxed).wrapping_sub(signed), Ordering::Relaxed);
-                    cell.live_count.store(cell.live_count.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
+                    cell.live_bytes.store(
+                        cell.live_bytes.load(Ordering::Relaxed).wrapping_sub(signed),
+                        Ordering::Relaxed,
+                    );
+                    cell.live_count.store(
+                        cell.live_count.load(Ordering::Relaxed).wrapping_sub(1),
+                        Ordering::Relaxed,
+                    );
                     add(&cell.frees, 1);
                     add(&cell.free_bytes, size);
                 }
@@ -436,7 +503,18 @@ impl Region {
     /// Appends one record to a shard's ring, overwriting the oldest (flight-recorder semantics).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn write_event(&self, shard: u32, shared: bool, kind: u8, category: u8, device: u16, tag: u32, address: u64, size: u64, tid: u32) {
+    pub(crate) fn write_event(
+        &self,
+        shard: u32,
+        shared: bool,
+        kind: u8,
+        category: u8,
+        device: u16,
+        tag: u32,
+        address: u64,
+        size: u64,
+        tid: u32,
+    ) {
         let s = self.shard(shard);
         let index = if shared {
             s.head.fetch_add(1, Ordering::Relaxed)
@@ -460,7 +538,8 @@ impl Region {
         e.ticks.store(clock::ticks(), Ordering::Relaxed);
         e.address.store(address, Ordering::Relaxed);
         e.size.store(size, Ordering::Relaxed);
-        e.packed.store(pack_event(kind, category, device, tag), Ordering::Relaxed);
+        e.packed
+            .store(pack_event(kind, category, device, tag), Ordering::Relaxed);
         e.thread.store(tid as u64, Ordering::Relaxed);
         e.seq.store(index + 1, Ordering::Release);
         if !shared {
@@ -493,7 +572,10 @@ impl Region {
 fn ensure_dir(dir: &Path) -> io::Result<()> {
     match fs::metadata(dir) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a directory")),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "exists and is not a directory",
+        )),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             fs::create_dir_all(dir)?;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o1777))

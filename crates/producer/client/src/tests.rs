@@ -4,11 +4,23 @@ use super::*;
 use ttmem_region::decode;
 
 fn tracker(dir: &std::path::Path) -> Tracker {
-    Tracker::new(Config { dir: dir.into(), ring_events: 64, max_shards: 4, ..Config::default() })
+    Tracker::new(Config {
+        dir: dir.into(),
+        ring_events: 64,
+        max_shards: 4,
+        ..Config::default()
+    })
 }
 
 fn spec(hw: u64) -> DeviceSpec {
-    DeviceSpec::tenstorrent(DeviceKind::SimulatedTenstorrent, hw, 0, "wormhole_b0", "n150", tt::wormhole_categories())
+    DeviceSpec::tenstorrent(
+        DeviceKind::SimulatedTenstorrent,
+        hw,
+        0,
+        "wormhole_b0",
+        "n150",
+        tt::wormhole_categories(),
+    )
 }
 
 #[test]
@@ -26,14 +38,19 @@ fn counters_and_events_land_in_the_region_file() {
     let h = decode::decode_header(&bytes, bytes.len() as u64).unwrap();
     assert_eq!(h.pid, std::process::id());
     assert_eq!(h.num_devices, 1);
-    let dev = decode::decode_device(&bytes[h.geometry.device_offset(0) as usize..]).unwrap().unwrap();
+    let dev = decode::decode_device(&bytes[h.geometry.device_offset(0) as usize..])
+        .unwrap()
+        .unwrap();
     assert_eq!(dev.hw_id, 7);
     assert_eq!(dev.categories[0].name, "DRAM");
     let mut dram = decode::Counters::default();
     for s in 0..h.geometry.max_shards {
         dram.add_shard(&decode::decode_cell(&bytes[h.geometry.cell_offset(s, 0, 0) as usize..]).unwrap());
     }
-    assert_eq!((dram.live_bytes, dram.live_count, dram.allocs, dram.frees), (8192, 1, 2, 1));
+    assert_eq!(
+        (dram.live_bytes, dram.live_count, dram.allocs, dram.frees),
+        (8192, 1, 2, 1)
+    );
     assert_eq!(dram.peak_bytes, 12288);
     let snap = t.snapshot();
     assert_eq!(snap.devices[0].categories[0].counters, dram);
@@ -134,8 +151,17 @@ fn threads_give_exact_counters_even_beyond_the_shard_count() {
 #[test]
 fn disabled_tracker_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let t = Tracker::new(Config { dir: dir.path().into(), disabled: true, ..Config::default() });
-    assert!(matches!(t.register_device(&spec(1)), Err(ClientError::Disabled)));
+    let t = Tracker::new(Config {
+        dir: dir.path().into(),
+        disabled: true,
+        ..Config::default()
+    });
+    assert!(!t.is_enabled());
+    assert_eq!(
+        t.register_device(&spec(1)).unwrap(),
+        Device(0),
+        "a no-op handle, not an error"
+    );
     t.alloc(Device(0), 0, 0, 1);
     assert_eq!(t.snapshot(), Snapshot::default());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -146,7 +172,10 @@ fn unusable_directory_falls_back_to_in_process_counting() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"x").unwrap();
-    let t = Tracker::new(Config { dir: file, ..Config::default() });
+    let t = Tracker::new(Config {
+        dir: file,
+        ..Config::default()
+    });
     let d = t.register_device(&spec(1)).unwrap();
     t.alloc(d, tt::DRAM, 0, 64);
     let s = t.snapshot();
@@ -167,7 +196,14 @@ fn ring_overwrites_and_counts_loss_for_an_attached_reader() {
     }
     let s = t.snapshot();
     assert_eq!(s.events_written, 101);
-    assert_eq!(s.events_lost, 100 - 64, "events beyond the 64-slot ring overwrote unread ones");
-    assert_eq!(s.devices[0].categories[1].counters.live_count, 100, "counters stay exact");
+    assert_eq!(
+        s.events_lost,
+        100 - 64,
+        "events beyond the 64-slot ring overwrote unread ones"
+    );
+    assert_eq!(
+        s.devices[0].categories[1].counters.live_count, 100,
+        "counters stay exact"
+    );
     assert!(region.bytes().len() as u64 == region.geometry.region_size);
 }

@@ -107,7 +107,8 @@ unsafe fn text(p: *const c_char) -> Option<String> {
 }
 
 /// Registers a device; writes its handle to `*out_device`. Registering the same (hw_id,
-/// logical_id) again returns the same handle.
+/// logical_id) again returns the same handle. When tracking is disabled it returns
+/// `TTMEM_DISABLED` and writes handle 0, whose calls do nothing: callers may ignore the result.
 ///
 /// # Safety
 /// `desc` points to a valid descriptor whose strings and category array are valid for the call;
@@ -128,8 +129,17 @@ pub unsafe extern "C" fn ttmem_register_device(desc: *const ttmem_device_desc, o
         let mut categories = Vec::with_capacity(cats.len());
         for c in cats {
             // SAFETY: each name is null or a valid C string per the contract.
-            let Some(name) = (unsafe { text(c.name) }) else { return TTMEM_INVALID_ARGUMENT };
-            categories.push(CategorySpec { name, capacity: c.capacity, addr_base: c.addr_base, addr_end: c.addr_end, banks: c.banks, alignment: c.alignment });
+            let Some(name) = (unsafe { text(c.name) }) else {
+                return TTMEM_INVALID_ARGUMENT;
+            };
+            categories.push(CategorySpec {
+                name,
+                capacity: c.capacity,
+                addr_base: c.addr_base,
+                addr_end: c.addr_end,
+                banks: c.banks,
+                alignment: c.alignment,
+            });
         }
         let spec = DeviceSpec {
             kind: DeviceKind::from_code(d.kind),
@@ -142,13 +152,18 @@ pub unsafe extern "C" fn ttmem_register_device(desc: *const ttmem_device_desc, o
             remote: d.remote != 0,
             categories,
         };
-        match global().register_device(&spec) {
+        let tracker = global();
+        if !tracker.is_enabled() {
+            // SAFETY: non-null and writable per the contract.
+            unsafe { *out_device = 0 };
+            return TTMEM_DISABLED;
+        }
+        match tracker.register_device(&spec) {
             Ok(Device(i)) => {
                 // SAFETY: non-null and writable per the contract.
                 unsafe { *out_device = i };
                 TTMEM_OK
             }
-            Err(ClientError::Disabled) => TTMEM_DISABLED,
             Err(ClientError::TooManyDevices(_)) => TTMEM_TOO_MANY_DEVICES,
             Err(ClientError::Categories(_)) | Err(ClientError::Geometry(_)) => TTMEM_INVALID_ARGUMENT,
             Err(_) => TTMEM_IO_ERROR,
@@ -228,7 +243,12 @@ pub unsafe extern "C" fn ttmem_get_counters(device: u16, category: u8, out: *mut
             return TTMEM_DISABLED;
         }
         let snap = t.snapshot();
-        let Some(c) = snap.devices.iter().find(|d| d.device == Device(device)).and_then(|d| d.categories.get(category as usize)) else {
+        let Some(c) = snap
+            .devices
+            .iter()
+            .find(|d| d.device == Device(device))
+            .and_then(|d| d.categories.get(category as usize))
+        else {
             return TTMEM_INVALID_ARGUMENT;
         };
         let c = &c.counters;

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// The directory with libttmem.{a,so} (target/<profile>/), built fresh once per test run:
@@ -19,7 +22,8 @@ fn lib_dir() -> PathBuf {
             let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
             let target = dir.parent().unwrap();
             let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            cmd.args(["build", "-p", "ttmem-ffi", "--lib"]).env("CARGO_TARGET_DIR", target);
+            cmd.args(["build", "-p", "ttmem-ffi", "--lib"])
+                .env("CARGO_TARGET_DIR", target);
             if dir.file_name().unwrap() == "release" {
                 cmd.arg("--release");
             }
@@ -56,7 +60,12 @@ fn run(exe: &Path, dir: &Path, env: &[(&str, &str)], args: &[&str]) -> String {
         .envs(env.iter().copied())
         .output()
         .unwrap();
-    assert!(out.status.success(), "C test failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "C test failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -66,10 +75,21 @@ fn check_run(exe: &Path) {
     let region = PathBuf::from(printed.trim());
     assert!(region.starts_with(dir.path()), "{region:?}");
     assert!(!region.exists(), "a clean exit removes the region");
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no region left behind by parent or child");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no region left behind by parent or child"
+    );
     let off = tempfile::tempdir().unwrap();
-    assert_eq!(run(exe, off.path(), &[("TTMEM_DISABLE", "1")], &["disabled"]).trim(), "disabled ok");
-    assert_eq!(std::fs::read_dir(off.path()).unwrap().count(), 0, "TTMEM_DISABLE creates nothing");
+    assert_eq!(
+        run(exe, off.path(), &[("TTMEM_DISABLE", "1")], &["disabled"]).trim(),
+        "disabled ok"
+    );
+    assert_eq!(
+        std::fs::read_dir(off.path()).unwrap().count(),
+        0,
+        "TTMEM_DISABLE creates nothing"
+    );
 }
 
 #[test]
@@ -78,7 +98,17 @@ fn c_program_with_static_library() {
     let exe = tmp.path().join("abi_static");
     let lib = lib_dir().join("libttmem.a");
     assert!(lib.exists(), "{lib:?} missing");
-    build(&exe, &["-fsanitize=address,undefined", "-fno-omit-frame-pointer", lib.to_str().unwrap(), "-lpthread", "-ldl", "-lm"]);
+    build(
+        &exe,
+        &[
+            "-fsanitize=address,undefined",
+            "-fno-omit-frame-pointer",
+            lib.to_str().unwrap(),
+            "-lpthread",
+            "-ldl",
+            "-lm",
+        ],
+    );
     check_run(&exe);
 }
 
@@ -98,7 +128,13 @@ fn header_declares_exactly_the_exported_functions() {
     let mut declared: Vec<String> = header
         .lines()
         .filter(|l| !l.trim_start().starts_with(['*', '/', '#']) && l.contains('(') && l.trim_end().ends_with(");"))
-        .filter_map(|l| l.split('(').next()?.split_whitespace().last().map(|n| n.trim_start_matches('*').to_string()))
+        .filter_map(|l| {
+            l.split('(')
+                .next()?
+                .split_whitespace()
+                .last()
+                .map(|n| n.trim_start_matches('*').to_string())
+        })
         .collect();
     let mut exported: Vec<String> = source
         .lines()
@@ -110,8 +146,18 @@ fn header_declares_exactly_the_exported_functions() {
     assert_eq!(declared, exported, "include/ttmem.h and src/lib.rs disagree");
     // Struct field counts must match too.
     for (c_name, fields) in [("ttmem_counters", 7), ("ttmem_category", 6), ("ttmem_device_desc", 8)] {
-        let body = header.split(&format!("typedef struct {c_name} {{")).nth(1).unwrap().split('}').next().unwrap();
-        let decls = body.lines().map(|l| l.split("/*").next().unwrap()).filter(|l| l.contains(';')).count();
+        let body = header
+            .split(&format!("typedef struct {c_name} {{"))
+            .nth(1)
+            .unwrap()
+            .split('}')
+            .next()
+            .unwrap();
+        let decls = body
+            .lines()
+            .map(|l| l.split("/*").next().unwrap())
+            .filter(|l| l.contains(';'))
+            .count();
         assert_eq!(decls, fields, "{c_name}");
     }
     assert_eq!(std::mem::size_of::<ttmem::ttmem_counters>(), 56);

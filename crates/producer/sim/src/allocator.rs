@@ -79,6 +79,25 @@ impl Statistics {
     }
 }
 
+/// Where one category lives: `[base, end)` of one bank, repeated over `banks`, with the
+/// interleaving page size (1 for a flat space), a power-of-two alignment, and the direction
+/// (TT-Metal allocates L1 buffers top-down).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct BankLayout {
+    /// Banks.
+    pub banks: u32,
+    /// First allocatable address of one bank.
+    pub base: u64,
+    /// End (exclusive) of one bank's range.
+    pub end: u64,
+    /// Interleaving page size.
+    pub page: u64,
+    /// Alignment.
+    pub alignment: u64,
+    /// Allocate from the top.
+    pub top_down: bool,
+}
+
 /// One category's allocator: a free list over `[base, end)` of one bank, replicated `banks` times.
 #[derive(Clone, Debug)]
 pub struct BankAllocator {
@@ -98,12 +117,35 @@ pub struct BankAllocator {
 
 impl BankAllocator {
     /// An allocator for `[base, end)` per bank. `page` is the interleaving page size (1 for a
-    /// flat space); `alignment` is a power of two.
-    pub fn new(name: &str, banks: u32, base: u64, end: u64, page: u64, alignment: u64, policy: Policy, top_down: bool) -> Self {
-        assert!(end > base && banks > 0 && page > 0 && alignment.is_power_of_two(), "bad allocator layout");
+    /// An allocator for one category. Panics on an impossible layout (a programming error:
+    /// layouts are constants of the chip model).
+    pub fn new(name: &str, layout: BankLayout, policy: Policy) -> Self {
+        let BankLayout {
+            banks,
+            base,
+            end,
+            page,
+            alignment,
+            top_down,
+        } = layout;
+        assert!(
+            end > base && banks > 0 && page > 0 && alignment.is_power_of_two(),
+            "bad allocator layout"
+        );
         let mut free = BTreeMap::new();
         free.insert(base, end - base);
-        BankAllocator { name: name.into(), base, end, banks, page, alignment, policy, top_down, free, live: BTreeMap::new() }
+        BankAllocator {
+            name: name.into(),
+            base,
+            end,
+            banks,
+            page,
+            alignment,
+            policy,
+            top_down,
+            free,
+            live: BTreeMap::new(),
+        }
     }
 
     /// Bytes one buffer of `size` takes in each bank.
@@ -151,7 +193,11 @@ impl BankAllocator {
                 per_bank: need,
                 largest_free: s.largest_free_per_bank,
                 free_total: s.free,
-                fragmented: if s.free >= need * self.banks as u64 { ", so the failure is fragmentation" } else { "" },
+                fragmented: if s.free >= need * self.banks as u64 {
+                    ", so the failure is fragmentation"
+                } else {
+                    ""
+                },
             });
         };
         self.free.remove(&addr);
@@ -169,12 +215,12 @@ impl BankAllocator {
     pub fn deallocate(&mut self, addr: u64) -> Result<u64, AllocError> {
         let len = self.live.remove(&addr).ok_or(AllocError::NotAllocated(addr))?;
         let (mut start, mut size) = (addr, len);
-        if let Some((&prev, &plen)) = self.free.range(..addr).next_back() {
-            if prev + plen == addr {
-                self.free.remove(&prev);
-                start = prev;
-                size += plen;
-            }
+        if let Some((&prev, &plen)) = self.free.range(..addr).next_back()
+            && prev + plen == addr
+        {
+            self.free.remove(&prev);
+            start = prev;
+            size += plen;
         }
         if let Some(&nlen) = self.free.get(&(addr + len)) {
             self.free.remove(&(addr + len));
@@ -230,7 +276,18 @@ mod tests {
     use proptest::prelude::*;
 
     fn dram(policy: Policy) -> BankAllocator {
-        BankAllocator::new("DRAM", 12, 0, 1 << 20, 2048, 64, policy, false)
+        BankAllocator::new(
+            "DRAM",
+            BankLayout {
+                banks: 12,
+                base: 0,
+                end: 1 << 20,
+                page: 2048,
+                alignment: 64,
+                top_down: false,
+            },
+            policy,
+        )
     }
 
     #[test]
@@ -246,7 +303,18 @@ mod tests {
 
     #[test]
     fn frees_merge_and_best_fit_picks_the_tightest_hole() {
-        let mut a = BankAllocator::new("L1", 1, 0, 1000, 1, 1, Policy::BestFit, false);
+        let mut a = BankAllocator::new(
+            "L1",
+            BankLayout {
+                banks: 1,
+                base: 0,
+                end: 1000,
+                page: 1,
+                alignment: 1,
+                top_down: false,
+            },
+            Policy::BestFit,
+        );
         let x = a.allocate(100).unwrap();
         let _y = a.allocate(10).unwrap();
         let z = a.allocate(50).unwrap();
@@ -254,19 +322,49 @@ mod tests {
         a.deallocate(x).unwrap();
         a.deallocate(z).unwrap();
         assert_eq!(a.statistics().free_blocks, 3);
-        assert_eq!(a.allocate(40).unwrap(), z, "best fit takes the 50-byte hole, not the 100-byte one");
-        let mut f = BankAllocator::new("L1", 1, 0, 1000, 1, 1, Policy::FirstFit, false);
+        assert_eq!(
+            a.allocate(40).unwrap(),
+            z,
+            "best fit takes the 50-byte hole, not the 100-byte one"
+        );
+        let mut f = BankAllocator::new(
+            "L1",
+            BankLayout {
+                banks: 1,
+                base: 0,
+                end: 1000,
+                page: 1,
+                alignment: 1,
+                top_down: false,
+            },
+            Policy::FirstFit,
+        );
         let x = f.allocate(100).unwrap();
         let _ = f.allocate(10).unwrap();
         f.deallocate(x).unwrap();
         assert_eq!(f.allocate(40).unwrap(), 0, "first fit takes the lowest hole");
         assert_eq!(f.deallocate(0).unwrap(), 40);
-        assert_eq!(f.statistics().free_blocks, 2, "the freed block merged with its free neighbour");
+        assert_eq!(
+            f.statistics().free_blocks,
+            2,
+            "the freed block merged with its free neighbour"
+        );
     }
 
     #[test]
     fn top_down_allocates_from_the_end_aligned() {
-        let mut a = BankAllocator::new("L1", 64, 1024, 4096, 1, 32, Policy::FirstFit, true);
+        let mut a = BankAllocator::new(
+            "L1",
+            BankLayout {
+                banks: 64,
+                base: 1024,
+                end: 4096,
+                page: 1,
+                alignment: 32,
+                top_down: true,
+            },
+            Policy::FirstFit,
+        );
         let addr = a.allocate(64 * 100).unwrap();
         assert_eq!(addr % 32, 0);
         assert_eq!(addr + a.per_bank_bytes(6400), 4096);
@@ -274,14 +372,32 @@ mod tests {
 
     #[test]
     fn out_of_memory_says_whether_it_is_fragmentation() {
-        let mut a = BankAllocator::new("DRAM", 1, 0, 1000, 1, 1, Policy::FirstFit, false);
+        let mut a = BankAllocator::new(
+            "DRAM",
+            BankLayout {
+                banks: 1,
+                base: 0,
+                end: 1000,
+                page: 1,
+                alignment: 1,
+                top_down: false,
+            },
+            Policy::FirstFit,
+        );
         let xs: Vec<u64> = (0..10).map(|_| a.allocate(100).unwrap()).collect();
         for x in xs.iter().step_by(2) {
             a.deallocate(*x).unwrap();
         }
         let e = a.allocate(200).unwrap_err();
         assert!(e.to_string().contains("fragmentation"), "{e}");
-        assert!(matches!(e, AllocError::OutOfMemory { largest_free: 100, free_total: 500, .. }));
+        assert!(matches!(
+            e,
+            AllocError::OutOfMemory {
+                largest_free: 100,
+                free_total: 500,
+                ..
+            }
+        ));
         let e = a.allocate(600).unwrap_err();
         assert!(!e.to_string().contains("fragmentation"));
         assert_eq!(a.deallocate(12345), Err(AllocError::NotAllocated(12345)));
@@ -291,7 +407,7 @@ mod tests {
     proptest! {
         #[test]
         fn accounting_always_balances(ops in proptest::collection::vec((any::<bool>(), 1u64..50_000, any::<prop::sample::Index>()), 1..200), best in any::<bool>(), top in any::<bool>()) {
-            let mut a = BankAllocator::new("X", 4, 4096, 1 << 20, 512, 64, if best { Policy::BestFit } else { Policy::FirstFit }, top);
+            let mut a = BankAllocator::new("X", BankLayout { banks: 4, base: 4096, end: 1 << 20, page: 512, alignment: 64, top_down: top }, if best { Policy::BestFit } else { Policy::FirstFit });
             let mut live: Vec<(u64, u64)> = Vec::new();
             for (alloc, size, idx) in ops {
                 if alloc || live.is_empty() {

@@ -4,7 +4,7 @@
 use ttmem_client::{CategorySpec, DeviceSpec, tt};
 use ttmem_region::DeviceKind;
 
-use crate::allocator::{AllocError, BankAllocator, Policy, Statistics};
+use crate::allocator::{AllocError, BankAllocator, BankLayout, Policy, Statistics};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -17,17 +17,6 @@ pub enum Arch {
     WormholeB0,
     /// Blackhole: 8 DRAM banks of 4 GiB, 120 worker cores of 1536 KiB L1.
     Blackhole,
-}
-
-/// One category's layout: banks, per-bank range, page size, alignment, allocation direction.
-#[derive(Copy, Clone, Debug)]
-struct Layout {
-    banks: u32,
-    base: u64,
-    end: u64,
-    page: u64,
-    alignment: u64,
-    top_down: bool,
 }
 
 impl Arch {
@@ -43,12 +32,19 @@ impl Arch {
     /// (firmware, dispatch) and keeps the top of each bank for the trace region; L1 keeps
     /// firmware at the bottom, then KERNEL_CONFIG, CBs and L1_SMALL, and allocates buffers
     /// top-down like TT-Metal.
-    fn layouts(self) -> [Layout; 7] {
+    fn layouts(self) -> [BankLayout; 7] {
         let (dram_banks, bank, trace, cores, l1_top) = match self {
             Arch::WormholeB0 => (12, GIB, 64 * MIB, 64, 1464 * KIB),
             Arch::Blackhole => (8, 4 * GIB, 128 * MIB, 120, 1536 * KIB),
         };
-        let l = |banks, base, end, page, alignment, top_down| Layout { banks, base, end, page, alignment, top_down };
+        let l = |banks, base, end, page, alignment, top_down| BankLayout {
+            banks,
+            base,
+            end,
+            page,
+            alignment,
+            top_down,
+        };
         [
             l(dram_banks, 64 * MIB, bank - trace, 2 * KIB, 64, false),
             l(cores, 512 * KIB, l1_top, 2 * KIB, 32, true),
@@ -110,11 +106,22 @@ impl Shape {
         match self {
             Shape::N150 => vec![(Arch::WormholeB0, "n150".into(), false)],
             Shape::P150 => vec![(Arch::Blackhole, "p150".into(), false)],
-            Shape::N300 => vec![(Arch::WormholeB0, "n300-L".into(), false), (Arch::WormholeB0, "n300-R".into(), true)],
+            Shape::N300 => vec![
+                (Arch::WormholeB0, "n300-L".into(), false),
+                (Arch::WormholeB0, "n300-R".into(), true),
+            ],
             Shape::T3000 => (0..8)
-                .map(|i| (Arch::WormholeB0, format!("T3K:{}{}", i / 2, if i % 2 == 0 { "L" } else { "R" }), i % 2 == 1))
+                .map(|i| {
+                    (
+                        Arch::WormholeB0,
+                        format!("T3K:{}{}", i / 2, if i % 2 == 0 { "L" } else { "R" }),
+                        i % 2 == 1,
+                    )
+                })
                 .collect(),
-            Shape::Galaxy => (0..32).map(|i| (Arch::WormholeB0, format!("T{}:N{}", i / 8 + 1, i % 8), false)).collect(),
+            Shape::Galaxy => (0..32)
+                .map(|i| (Arch::WormholeB0, format!("T{}:N{}", i / 8 + 1, i % 8), false))
+                .collect(),
         }
     }
 }
@@ -147,9 +154,16 @@ impl ChipModel {
         let allocators = tt::NAMES
             .iter()
             .zip(arch.layouts())
-            .map(|(n, l)| BankAllocator::new(n, l.banks, l.base, l.end, l.page, l.alignment, policy, l.top_down))
+            .map(|(n, l)| BankAllocator::new(n, l, policy))
             .collect();
-        ChipModel { arch, name: name.into(), remote, hw_id, logical_id, allocators }
+        ChipModel {
+            arch,
+            name: name.into(),
+            remote,
+            hw_id,
+            logical_id,
+            allocators,
+        }
     }
 
     /// The device registration for this chip.

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use ttmem_client::{Device, Tracker, tt};
 
+use crate::SimError;
 use crate::allocator::Policy;
 use crate::chip::{ChipModel, Shape, sim_hw_id};
-use crate::SimError;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -31,7 +31,13 @@ pub enum Profile {
 
 impl Profile {
     /// Every profile, for help texts.
-    pub const ALL: [Profile; 5] = [Profile::LlmInference, Profile::Training, Profile::Leaky, Profile::Crash, Profile::Bursty];
+    pub const ALL: [Profile; 5] = [
+        Profile::LlmInference,
+        Profile::Training,
+        Profile::Leaky,
+        Profile::Crash,
+        Profile::Bursty,
+    ];
 
     /// The profile's name.
     pub fn name(self) -> &'static str {
@@ -167,11 +173,27 @@ impl<'t> Workload<'t> {
     pub fn new(tracker: &'t Tracker, opts: RunOptions) -> Result<Self, SimError> {
         let mut chips = Vec::new();
         for (i, (arch, name, remote)) in opts.shape.chips().into_iter().enumerate() {
-            let chip = ChipModel::new(arch, &name, remote, sim_hw_id(opts.chip_offset + i as u32), i as i32, opts.policy);
+            let chip = ChipModel::new(
+                arch,
+                &name,
+                remote,
+                sim_hw_id(opts.chip_offset + i as u32),
+                i as i32,
+                opts.policy,
+            );
             let device = tracker.register_device(&chip.device_spec())?;
             chips.push((chip, device));
         }
-        Ok(Workload { tracker, chips, buffers: Vec::new(), rng: fastrand::Rng::with_seed(opts.seed), opts, steps: 0, oom: 0, last_oom: None })
+        Ok(Workload {
+            tracker,
+            chips,
+            buffers: Vec::new(),
+            rng: fastrand::Rng::with_seed(opts.seed),
+            opts,
+            steps: 0,
+            oom: 0,
+            last_oom: None,
+        })
     }
 
     fn alloc(&mut self, chip: usize, category: u8, size: u64, life: Life, tag: &str) -> bool {
@@ -180,7 +202,12 @@ impl<'t> Workload<'t> {
             Ok((address, footprint)) => {
                 let _scope = self.tracker.tag(tag);
                 self.tracker.alloc(*device, category, address, footprint);
-                self.buffers.push(Buffer { chip, category, address, life });
+                self.buffers.push(Buffer {
+                    chip,
+                    category,
+                    address,
+                    life,
+                });
                 true
             }
             Err(e) => {
@@ -219,14 +246,23 @@ impl<'t> Workload<'t> {
                     for k in 0..8 {
                         self.alloc(c, tt::KERNEL, 64 * 8 * KIB, Life::Permanent, &format!("kernel:op{k}"));
                     }
-                    for (i, name) in ["rope.cache", "norm.weights", "embed.shard", "lm_head.shard"].iter().enumerate() {
+                    for (i, name) in ["rope.cache", "norm.weights", "embed.shard", "lm_head.shard"]
+                        .iter()
+                        .enumerate()
+                    {
                         self.alloc(c, tt::L1, 64 * (64 + 32 * i as u64) * KIB, Life::Permanent, name);
                     }
                     for i in 0..4 {
                         self.alloc(c, tt::L1_SMALL, 64 * KIB, Life::Permanent, &format!("sem{i}"));
                     }
                     for layer in 0..32 {
-                        for (name, size) in [("wq", 24 * MIB), ("wkv", 16 * MIB), ("wo", 24 * MIB), ("w1", 48 * MIB), ("w2", 48 * MIB)] {
+                        for (name, size) in [
+                            ("wq", 24 * MIB),
+                            ("wkv", 16 * MIB),
+                            ("wo", 24 * MIB),
+                            ("w1", 48 * MIB),
+                            ("w2", 48 * MIB),
+                        ] {
                             self.alloc(c, tt::DRAM, size, Life::Permanent, &format!("layers.{layer}.{name}"));
                         }
                     }
@@ -239,7 +275,13 @@ impl<'t> Workload<'t> {
             Profile::Training => {
                 for c in 0..chips {
                     for k in 0..6 {
-                        self.alloc(c, tt::KERNEL, 64 * 8 * KIB, Life::Permanent, &format!("kernel:train{k}"));
+                        self.alloc(
+                            c,
+                            tt::KERNEL,
+                            64 * 8 * KIB,
+                            Life::Permanent,
+                            &format!("kernel:train{k}"),
+                        );
                     }
                     for t in 0..48 {
                         self.alloc(c, tt::DRAM, 32 * MIB, Life::Permanent, &format!("param.{t}"));
@@ -286,7 +328,11 @@ impl<'t> Workload<'t> {
                     if phase < 24 {
                         let size = 24 * MIB + self.rng.u64(0..8) * MIB;
                         self.alloc(c, tt::DRAM, size, Life::Activation, &format!("fwd.{phase}"));
-                    } else if let Some(i) = self.buffers.iter().rposition(|b| b.life == Life::Activation && b.chip == c) {
+                    } else if let Some(i) = self
+                        .buffers
+                        .iter()
+                        .rposition(|b| b.life == Life::Activation && b.chip == c)
+                    {
                         let b = self.buffers.remove(i);
                         let (model, device) = &mut self.chips[b.chip];
                         if let Ok(fp) = model.deallocate(b.category, b.address) {
@@ -309,7 +355,7 @@ impl<'t> Workload<'t> {
             }
             Profile::Bursty => {
                 // Every 50th step a burst of short-lived buffers, freed ten steps later.
-                if n % 50 == 0 {
+                if n.is_multiple_of(50) {
                     for c in 0..chips {
                         let count = 200 + self.rng.usize(0..400);
                         for i in 0..count {
@@ -375,6 +421,12 @@ impl<'t> Workload<'t> {
             snap.events_written,
             snap.events_lost
         )?;
+        if !self.tracker.is_enabled() {
+            writeln!(
+                out,
+                "  tracking disabled (TTMEM_DISABLE): showing the allocator model only"
+            )?;
+        }
         for ((model, device), stats) in self.chips.iter().zip(self.summary().chips) {
             let usage = snap.devices.iter().find(|d| d.device == *device);
             let mut line = format!("  {:<8}", model.name);
@@ -382,8 +434,15 @@ impl<'t> Workload<'t> {
                 if cat.total == 0 || i == tt::SYSTEM_MEMORY as usize {
                     continue;
                 }
-                let tracked = usage.and_then(|u| u.categories.get(i)).map(|c| c.counters.live_bytes).unwrap_or(0);
-                let flag = if tracked as u64 == cat.allocated { "" } else { " MISMATCH" };
+                let tracked = usage
+                    .and_then(|u| u.categories.get(i))
+                    .map(|c| c.counters.live_bytes)
+                    .unwrap_or(0);
+                let flag = if tracked as u64 == cat.allocated || !self.tracker.is_enabled() {
+                    ""
+                } else {
+                    " MISMATCH"
+                };
                 line.push_str(&format!(
                     " {} {}/{} ({:.0}%){flag}",
                     cat.name,
@@ -410,7 +469,11 @@ pub fn human(bytes: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{bytes}B") } else { format!("{v:.1}{}", UNITS[u]) }
+    if u == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
 }
 
 /// Set by SIGINT/SIGTERM: the run loop stops and the process exits cleanly.
@@ -446,7 +509,11 @@ pub fn run(tracker: &Tracker, opts: RunOptions, out: &mut dyn Write) -> Result<S
         if opts.hold_after_steps.is_some_and(|n| w.steps >= n) {
             if !held {
                 held = true;
-                writeln!(out, "{}", serde_json::to_string(&w.summary()).expect("summary serializes"))?;
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string(&w.summary()).expect("summary serializes")
+                )?;
                 out.flush()?;
             }
         } else {
@@ -469,7 +536,10 @@ mod tests {
 
     fn tracker() -> (tempfile_dir::Dir, Tracker) {
         let dir = tempfile_dir::Dir::new();
-        let t = Tracker::new(Config { dir: dir.0.clone(), ..Config::default() });
+        let t = Tracker::new(Config {
+            dir: dir.0.clone(),
+            ..Config::default()
+        });
         (dir, t)
     }
 
@@ -478,7 +548,11 @@ mod tests {
         impl Dir {
             pub fn new() -> Self {
                 static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-                let p = std::env::temp_dir().join(format!("ttmem-sim-test-{}-{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+                let p = std::env::temp_dir().join(format!(
+                    "ttmem-sim-test-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                ));
                 Dir(p)
             }
         }
@@ -493,7 +567,15 @@ mod tests {
     fn every_profile_keeps_ttmem_equal_to_the_allocator_model() {
         for profile in Profile::ALL {
             let (_d, t) = tracker();
-            let mut w = Workload::new(&t, RunOptions { profile, shape: Shape::N300, ..RunOptions::default() }).unwrap();
+            let mut w = Workload::new(
+                &t,
+                RunOptions {
+                    profile,
+                    shape: Shape::N300,
+                    ..RunOptions::default()
+                },
+            )
+            .unwrap();
             w.setup();
             for _ in 0..120 {
                 w.step();
@@ -504,7 +586,14 @@ mod tests {
                 assert_eq!(usage.hw_id, model.hw_id);
                 for (i, cat) in stats.categories.iter().enumerate() {
                     let c = &usage.categories[i].counters;
-                    assert_eq!(c.live_bytes as u64, cat.allocated, "{} {} {}", profile.name(), model.name, cat.name);
+                    assert_eq!(
+                        c.live_bytes as u64,
+                        cat.allocated,
+                        "{} {} {}",
+                        profile.name(),
+                        model.name,
+                        cat.name
+                    );
                     assert_eq!(c.live_count as usize, cat.buffers);
                 }
             }
@@ -516,7 +605,14 @@ mod tests {
     fn only_the_leaky_profile_runs_out_of_memory() {
         for profile in [Profile::LlmInference, Profile::Training, Profile::Bursty] {
             let (_d, t) = tracker();
-            let mut w = Workload::new(&t, RunOptions { profile, ..RunOptions::default() }).unwrap();
+            let mut w = Workload::new(
+                &t,
+                RunOptions {
+                    profile,
+                    ..RunOptions::default()
+                },
+            )
+            .unwrap();
             w.setup();
             for _ in 0..500 {
                 w.step();
@@ -528,12 +624,22 @@ mod tests {
     #[test]
     fn leaky_grows_until_out_of_memory() {
         let (_d, t) = tracker();
-        let mut w = Workload::new(&t, RunOptions { profile: Profile::Leaky, ..RunOptions::default() }).unwrap();
+        let mut w = Workload::new(
+            &t,
+            RunOptions {
+                profile: Profile::Leaky,
+                ..RunOptions::default()
+            },
+        )
+        .unwrap();
         w.setup();
         for _ in 0..3000 {
             w.step();
         }
-        assert!(w.oom > 0, "a leak of 4 MiB per step exhausts ~10.5 GiB of DRAM within 3000 steps");
+        assert!(
+            w.oom > 0,
+            "a leak of 4 MiB per step exhausts ~10.5 GiB of DRAM within 3000 steps"
+        );
         assert!(w.last_oom.as_deref().unwrap().contains("Out of Memory"));
     }
 
