@@ -35,6 +35,7 @@ fn fork_gives_the_child_its_own_region() {
     // A child that records nothing and exits at once leaves nothing behind.
     // SAFETY: the child only calls async-signal-safe _exit.
     match unsafe { libc::fork() } {
+        // SAFETY: _exit is async-signal-safe and ends the child at once.
         0 => unsafe { libc::_exit(0) },
         pid => {
             let mut status = 0;
