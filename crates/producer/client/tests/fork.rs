@@ -33,7 +33,7 @@ fn fork_gives_the_child_its_own_region() {
     let parent_region = t.region_path().unwrap();
 
     // A child that records nothing and exits at once leaves nothing behind.
-    // SAFETY: the child only calls async-signal-safe _exit.
+    // SAFETY: fork has no preconditions; the child below only calls async-signal-safe _exit.
     match unsafe { libc::fork() } {
         // SAFETY: _exit is async-signal-safe and ends the child at once.
         0 => unsafe { libc::_exit(0) },
