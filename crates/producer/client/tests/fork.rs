@@ -69,9 +69,9 @@ fn fork_gives_the_child_its_own_region() {
     // SAFETY: fds[1] is ours to close; fds[0] is owned by the File from here on.
     unsafe { libc::close(fds[1]) };
     let mut text = String::new();
-    unsafe { std::fs::File::from_raw_fd(fds[0]) }
-        .read_to_string(&mut text)
-        .unwrap();
+    // SAFETY: fds[0] is an open descriptor nothing else owns; the File closes it.
+    let mut reader = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+    reader.read_to_string(&mut text).unwrap();
     let mut status = 0;
     // SAFETY: waiting for our own child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
