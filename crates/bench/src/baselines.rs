@@ -7,35 +7,48 @@
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use memmap2::MmapMut;
 
 /// Bytes of the TT-Metal v1 shared-memory counter file.
 const SHM_SIZE: usize = 9280;
+/// Offset of the region's last-update timestamp.
+const LAST_UPDATE: usize = 8;
 /// Offset of the per-chip totals (dram, l1, l1_small, trace, cb, kernel).
 const TOTALS: usize = 48;
-/// Offset of the 64 per-process slots of 128 bytes.
+/// Offset of the 16 chip entries of 56 bytes: {u32 chip_id, u32 is_remote, 6 × u64}.
+const CHIPS: usize = 96;
+const CHIP_SIZE: usize = 56;
+/// Offset of the 64 per-process slots of 128 bytes: {i32 pid + pad, 7 × u64, name[64]}.
 const SLOTS: usize = 992;
 const SLOT_SIZE: usize = 128;
 
-/// TT-Metal's later shared-memory tracking: per-chip totals updated with atomic adds, and a
-/// per-pid slot found by a linear search, with a timestamp per update.
+/// TT-Metal's shared-memory tracking (`SharedMemoryStatsProvider::record_allocation` and
+/// `record_deallocation`), per call: an atomic add on the region total; a linear search for the
+/// chip entry and an atomic add on it; a steady-clock timestamp into the region; a linear search
+/// for the caller's pid slot, an add there and a second timestamp. Frees subtract with
+/// compare-exchange loops that clamp at zero, as the original does.
 pub struct SharedCounters {
     map: MmapMut,
     pid: i32,
+    chip_id: u32,
 }
 
 impl SharedCounters {
-    /// A counter file with a few other processes' slots in use before ours, as on a shared host.
+    /// A counter file for a gateway chip and its remote chip, with a few other processes' slots
+    /// in use before ours, as on a shared host. Records go to the remote chip (entry 1).
     pub fn new() -> std::io::Result<Self> {
         let mut map = MmapMut::map_anon(SHM_SIZE)?;
         let pid = std::process::id() as i32;
         for (slot, p) in [(0usize, 101i32), (1, 202), (2, 303), (3, pid)] {
             map[SLOTS + slot * SLOT_SIZE..][..4].copy_from_slice(&p.to_le_bytes());
         }
-        Ok(SharedCounters { map, pid })
+        for (entry, chip) in [(0usize, 1u32), (1, 2)] {
+            map[CHIPS + entry * CHIP_SIZE..][..4].copy_from_slice(&chip.to_le_bytes());
+        }
+        Ok(SharedCounters { map, pid, chip_id: 2 })
     }
 
     fn u64_at(&self, off: usize) -> &AtomicU64 {
@@ -45,10 +58,27 @@ impl SharedCounters {
         unsafe { &*(self.map.as_ptr().add(off) as *const AtomicU64) }
     }
 
-    fn i32_at(&self, off: usize) -> &AtomicI32 {
+    fn u32_at(&self, off: usize) -> &AtomicU32 {
         assert!(off + 4 <= SHM_SIZE && off.is_multiple_of(4));
         // SAFETY: as for u64_at, with 4-byte alignment.
-        unsafe { &*(self.map.as_ptr().add(off) as *const AtomicI32) }
+        unsafe { &*(self.map.as_ptr().add(off) as *const AtomicU32) }
+    }
+
+    fn now_ns() -> u64 {
+        std::time::Instant::now()
+            .duration_since(*EPOCH.get_or_init(std::time::Instant::now))
+            .as_nanos() as u64
+    }
+
+    fn safe_sub(counter: &AtomicU64, size: u64) {
+        let mut current = counter.load(Ordering::Relaxed);
+        loop {
+            let new = current.saturating_sub(size);
+            match counter.compare_exchange_weak(current, new, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(seen) => current = seen,
+            }
+        }
     }
 
     /// Records one alloc (or free) of `size` bytes of category `cat` (0 = DRAM).
@@ -56,31 +86,26 @@ impl SharedCounters {
     pub fn record(&self, cat: usize, alloc: bool, size: u64) {
         let total = self.u64_at(TOTALS + cat * 8);
         if alloc {
-            total.fetch_add(size, Ordering::AcqRel);
+            total.fetch_add(size, Ordering::Relaxed);
         } else {
-            total.fetch_sub(size, Ordering::AcqRel);
+            Self::safe_sub(total, size);
         }
-        let mut slot = None;
-        for i in 0..64 {
-            if self.i32_at(SLOTS + i * SLOT_SIZE).load(Ordering::Acquire) == self.pid {
-                slot = Some(i);
-                break;
+        if let Some(e) = (0..16).find(|e| self.u32_at(CHIPS + e * CHIP_SIZE).load(Ordering::Relaxed) == self.chip_id) {
+            let c = self.u64_at(CHIPS + e * CHIP_SIZE + 8 + cat * 8);
+            if alloc {
+                c.fetch_add(size, Ordering::Relaxed);
+            } else {
+                Self::safe_sub(c, size);
             }
         }
-        if let Some(i) = slot {
+        self.u64_at(LAST_UPDATE).store(Self::now_ns(), Ordering::Relaxed);
+        if let Some(i) = (0..64).find(|i| self.u32_at(SLOTS + i * SLOT_SIZE).load(Ordering::Relaxed) as i32 == self.pid)
+        {
             let base = SLOTS + i * SLOT_SIZE + 8;
             let c = self.u64_at(base + cat * 8);
-            if alloc {
-                c.fetch_add(size, Ordering::AcqRel);
-            } else {
-                c.fetch_sub(size, Ordering::AcqRel);
-            }
-            let now = std::time::Instant::now();
-            let ns = now
-                .duration_since(*EPOCH.get_or_init(std::time::Instant::now))
-                .as_nanos() as u64;
-            self.u64_at(base + 6 * 8).store(ns, Ordering::Release);
-            self.u64_at(8).store(ns, Ordering::Release);
+            let v = c.load(Ordering::Relaxed);
+            c.store(if alloc { v + size } else { v.saturating_sub(size) }, Ordering::Relaxed);
+            self.u64_at(base + 6 * 8).store(Self::now_ns(), Ordering::Relaxed);
         }
     }
 }
@@ -156,7 +181,15 @@ mod tests {
         s.record(0, true, 50);
         s.record(0, false, 100);
         assert_eq!(s.u64_at(TOTALS).load(Ordering::Relaxed), 50);
+        assert_eq!(
+            s.u64_at(CHIPS + CHIP_SIZE + 8).load(Ordering::Relaxed),
+            50,
+            "the remote chip's entry"
+        );
         assert_eq!(s.u64_at(SLOTS + 3 * SLOT_SIZE + 8).load(Ordering::Relaxed), 50);
+        s.record(0, false, 80);
+        assert_eq!(s.u64_at(TOTALS).load(Ordering::Relaxed), 0, "frees clamp at zero");
+        assert!(s.u64_at(LAST_UPDATE).load(Ordering::Relaxed) > 0);
     }
 
     #[test]

@@ -99,6 +99,8 @@ pub struct Header {
     pub clock_ticks: u64,
     /// Clock calibration: the writer's ticks-per-second estimate (0: unknown).
     pub clock_ticks_per_sec: u64,
+    /// Resolution of event timestamps in µs (0: precise).
+    pub clock_resolution_us: u32,
     /// Devices published (already capped at `max_devices`).
     pub num_devices: u32,
     /// Shards that may hold data (already capped at `max_shards`).
@@ -212,6 +214,7 @@ pub fn decode_header(bytes: &[u8], file_len: u64) -> Result<Header, DecodeError>
         clock_monotonic_ns: u64_at(bytes, offset_of!(RawHeader, clock_monotonic_ns)),
         clock_ticks: u64_at(bytes, offset_of!(RawHeader, clock_ticks)),
         clock_ticks_per_sec: u64_at(bytes, offset_of!(RawHeader, clock_ticks_per_sec)),
+        clock_resolution_us: u32_at(bytes, offset_of!(RawHeader, clock_resolution_us)),
         num_devices: u32_at(bytes, offset_of!(RawHeader, num_devices)).min(geometry.max_devices),
         shards_used: u32_at(bytes, offset_of!(RawHeader, shards_used)).min(geometry.max_shards),
         reader_pid: u32_at(bytes, offset_of!(RawHeader, reader_pid)),

@@ -113,7 +113,7 @@ impl RegionState {
 }
 
 /// Header flag: timestamps are raw TSC ticks (x86-64 `rdtsc`), calibrated by the header's clock
-/// pair; without it they are `CLOCK_MONOTONIC` nanoseconds.
+/// pair; without it they are `CLOCK_MONOTONIC` nanoseconds (coarse to `clock_resolution_us`).
 pub const FLAG_CLOCK_TSC: u32 = 1 << 0;
 /// Header flag: the region lives in anonymous memory (the directory was unusable); readers never
 /// see such a region, the flag exists for in-process snapshots.

@@ -81,8 +81,9 @@ pub struct RawHeader {
     /// Pid of a reader that publishes read positions in the shard headers (0: none). While set,
     /// the writer counts events it overwrites before that reader read them.
     pub reader_pid: AtomicU32,
-    /// Padding.
-    pub _pad0: u32,
+    /// Resolution of coarse event timestamps in microseconds (0: every event is stamped
+    /// precisely, e.g. with the TSC).
+    pub clock_resolution_us: u32,
     /// The client library's version, NUL-padded.
     pub lib_version: [u8; 16],
     /// Executable name, NUL-padded.
@@ -257,6 +258,7 @@ const _: () = {
     assert!(offset_of!(RawHeader, num_devices) == 176);
     assert!(offset_of!(RawHeader, shards_used) == 180);
     assert!(offset_of!(RawHeader, reader_pid) == 184);
+    assert!(offset_of!(RawHeader, clock_resolution_us) == 188);
     assert!(offset_of!(RawHeader, lib_version) == 192);
     assert!(offset_of!(RawHeader, exe) == 208);
     assert!(offset_of!(RawHeader, cmdline) == 272);

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use ttmem_region::{DEFAULT_MAX_DEVICES, DEFAULT_MAX_SHARDS, DEFAULT_RING_EVENTS, DEFAULT_STRINGS_BYTES, Geometry};
 
 use crate::ClientError;
+use crate::clock::ClockMode;
 
 /// Turns tracking off entirely when set to `1`, `true` or `yes`: nothing is created and every
 /// call returns at once.
@@ -19,6 +20,10 @@ pub const ENV_SHARDS: &str = "TTMEM_SHARDS";
 pub const ENV_REGION_MODE: &str = "TTMEM_REGION_MODE";
 /// The process name readers show (default: the executable's file name).
 pub const ENV_PROCESS_NAME: &str = "TTMEM_PROCESS_NAME";
+/// `coarse` (default) or `tsc`: the clock events carry (see the `clock` module docs).
+pub const ENV_CLOCK: &str = "TTMEM_CLOCK";
+/// Coarse clock period in microseconds, 10 to 1000000 (default 1000).
+pub const ENV_CLOCK_US: &str = "TTMEM_CLOCK_US";
 /// Keep the region file on a clean exit when set to `1` (default: remove it).
 pub const ENV_KEEP_ON_EXIT: &str = "TTMEM_KEEP_ON_EXIT";
 
@@ -43,6 +48,8 @@ pub struct Config {
     pub keep_on_exit: bool,
     /// Name readers show instead of the executable's (e.g. `python3` hosts naming their job).
     pub process_name: Option<String>,
+    /// The clock events carry.
+    pub clock: ClockMode,
 }
 
 impl Default for Config {
@@ -57,6 +64,7 @@ impl Default for Config {
             file_mode: 0o600,
             keep_on_exit: false,
             process_name: None,
+            clock: ClockMode::Coarse(std::time::Duration::from_millis(1)),
         }
     }
 }
@@ -103,6 +111,16 @@ impl Config {
         if let Some(v) = get(ENV_PROCESS_NAME).filter(|v| !v.is_empty()) {
             c.process_name = Some(v);
         }
+        if let Some(v) = get(ENV_CLOCK) {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "tsc" => c.clock = ClockMode::Tsc,
+                "coarse" | "" => {}
+                _ => tracing::warn!(variable = ENV_CLOCK, value = %v, "ignoring unknown clock (use coarse or tsc)"),
+            }
+        }
+        if let (ClockMode::Coarse(_), Some(us)) = (c.clock, num(ENV_CLOCK_US, get(ENV_CLOCK_US), 10)) {
+            c.clock = ClockMode::Coarse(std::time::Duration::from_micros(us.clamp(10, 1_000_000) as u64));
+        }
         if let Some(v) = get(ENV_KEEP_ON_EXIT) {
             c.keep_on_exit = truthy(&v);
         }
@@ -147,6 +165,11 @@ mod tests {
         assert_eq!(c.ring_events, 1024);
         assert_eq!(c.file_mode, 0o644);
         assert!(!with(&[("TTMEM_DISABLE", "0")]).disabled);
+        assert_eq!(with(&[("TTMEM_CLOCK", "tsc")]).clock, ClockMode::Tsc);
+        assert_eq!(
+            with(&[("TTMEM_CLOCK_US", "250")]).clock,
+            ClockMode::Coarse(std::time::Duration::from_micros(250))
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@
 
 mod clock;
 pub mod config;
+pub use clock::ClockMode;
 mod proc_info;
 mod region;
 pub mod tt;
@@ -39,7 +40,7 @@ use ttmem_region::raw::RawCell;
 
 pub use config::Config;
 use proc_info::ProcessInfo;
-use region::{Op, Region};
+use region::{Op, Region, ShardRef};
 
 /// Why a slow-path call failed. The hot path never fails.
 #[derive(Debug, thiserror::Error)]
@@ -213,33 +214,29 @@ fn current_pid() -> u32 {
     }
 }
 
-/// Per-thread cache: which region this thread last wrote, and its shard there.
-struct ThreadSlot {
-    region: Cell<*const Region>,
-    shard: Cell<u32>,
-    tid: Cell<u32>,
-    tag: Cell<u32>,
-    owned: RefCell<Option<Arc<Region>>>,
+/// The shard this thread owns in one region, released when the thread exits.
+struct ShardOwner {
+    owned: RefCell<Option<(Arc<Region>, u32)>>,
 }
 
-impl Drop for ThreadSlot {
+impl Drop for ShardOwner {
     fn drop(&mut self) {
-        if let Some(r) = self.owned.get_mut().take() {
-            r.release_shard(self.shard.get(), current_pid());
+        // Later calls from this thread (other thread-locals' destructors) must not use the
+        // released shard: point the fast cache nowhere so they take the shared shard.
+        let _ = FAST.try_with(|f| f.set(ShardRef::NONE));
+        if let Some((r, shard)) = self.owned.get_mut().take() {
+            r.release_shard(shard, current_pid());
         }
     }
 }
 
 thread_local! {
-    static SLOT: ThreadSlot = const {
-        ThreadSlot {
-            region: Cell::new(std::ptr::null()),
-            shard: Cell::new(0),
-            tid: Cell::new(0),
-            tag: Cell::new(0),
-            owned: RefCell::new(None),
-        }
-    };
+    /// Hot-path cache: the region this thread last wrote and precomputed pointers to its shard
+    /// there. No destructor, so reading it is a plain thread-local load.
+    static FAST: Cell<ShardRef> = const { Cell::new(ShardRef::NONE) };
+    /// This thread's current tag id.
+    static TAG: Cell<u32> = const { Cell::new(0) };
+    static OWNER: ShardOwner = const { ShardOwner { owned: RefCell::new(None) } };
 }
 
 static GLOBAL: OnceLock<Tracker> = OnceLock::new();
@@ -382,32 +379,32 @@ impl Tracker {
 
     /// Runs `f` with the region and this thread's shard in it.
     #[inline(always)]
-    fn with_shard(&self, f: impl FnOnce(&Region, u32, u32, u32)) {
+    fn with_shard(&self, f: impl FnOnce(&Region, &ShardRef, u32)) {
         let mut r = self.region.load(Ordering::Acquire) as *const Region;
         if r.is_null() {
+            if self.unavailable.load(Ordering::Relaxed) {
+                return;
+            }
             match self.ensure_region() {
                 Some(p) => r = p,
                 None => return,
             }
         }
-        // SAFETY: a region pointer published in `self.region` is owned by `self.state` (current
-        // or retired) for the tracker's whole life, and a thread slot holding it owns an Arc.
-        let region = unsafe { &*r };
-        let slot = SLOT.try_with(|slot| {
-            if slot.region.get() != r {
-                self.adopt(slot, r);
-            }
-            (slot.shard.get(), slot.tag.get(), slot.tid.get())
-        });
-        match slot {
-            Ok((shard, tag, tid)) => f(region, shard, tag, tid),
-            // Thread-local storage is being torn down: use the shared shard so counts stay exact.
-            Err(_) => f(region, region.shared_shard(), 0, 0),
+        let mut shard = FAST.with(Cell::get);
+        if shard.region != r {
+            shard = self.adopt(r);
         }
+        // SAFETY: a region pointer published in `self.region` is owned by `self.state` (current
+        // or retired) for the tracker's whole life, and `shard` points into it.
+        let region = unsafe { &*r };
+        f(region, &shard, TAG.with(Cell::get));
     }
 
+    /// Claims a shard in region `r` for this thread (releasing any it held elsewhere) and caches
+    /// it. A thread that is exiting gets the shared shard, uncached.
     #[cold]
-    fn adopt(&self, slot: &ThreadSlot, r: *const Region) {
+    #[inline(never)]
+    fn adopt(&self, r: *const Region) -> ShardRef {
         let arc = {
             let st = self.state.lock();
             st.current
@@ -416,15 +413,24 @@ impl Tracker {
                 .find(|a| Arc::as_ptr(a) == r)
                 .cloned()
         };
-        let Some(arc) = arc else { return };
-        if let Some(old) = slot.owned.borrow_mut().take() {
-            old.release_shard(slot.shard.get(), current_pid());
-        }
+        // SAFETY: `r` was loaded from `self.region`, so the tracker's state keeps it alive.
+        let region = unsafe { &*r };
+        let Some(arc) = arc else {
+            return region.shard_ref(region.shared_shard(), 0);
+        };
         let tid = proc_info::thread_id();
-        slot.tid.set(tid);
-        slot.shard.set(arc.claim_shard(tid));
-        slot.region.set(r);
-        *slot.owned.borrow_mut() = Some(arc);
+        let adopted = OWNER.try_with(|o| {
+            let mut owned = o.owned.borrow_mut();
+            if let Some((old, shard)) = owned.take() {
+                old.release_shard(shard, current_pid());
+            }
+            let shard = arc.claim_shard(tid);
+            let s = arc.shard_ref(shard, tid);
+            *owned = Some((arc.clone(), shard));
+            FAST.with(|f| f.set(s));
+            s
+        });
+        adopted.unwrap_or_else(|_| region.shard_ref(region.shared_shard(), tid))
     }
 
     /// Registers a device (idempotent for the same hardware and logical id). When tracking is
@@ -434,10 +440,23 @@ impl Tracker {
         let Some(r) = self.ensure_region() else {
             return Ok(Device(0));
         };
-        let tid = proc_info::thread_id();
         // SAFETY: see `with_shard`: published regions live as long as the tracker.
-        let region = unsafe { &*r };
-        region.register_device(spec, tid).map(Device)
+        let (index, new) = unsafe { &*r }.register_device(spec)?;
+        if new {
+            // The registration is an event too, so a reader's timeline shows it.
+            self.with_shard(|r, s, tag| {
+                r.write_event(
+                    s,
+                    ttmem_region::EventKind::DeviceRegistered.code(),
+                    0,
+                    index,
+                    tag,
+                    spec.hw_id,
+                    index as u64,
+                )
+            });
+        }
+        Ok(Device(index))
     }
 
     /// Records an allocation of `size` bytes at `address` in `category` of `device`.
@@ -445,8 +464,8 @@ impl Tracker {
     /// rejected and otherwise ignored.
     #[inline]
     pub fn alloc(&self, device: Device, category: u8, address: u64, size: u64) {
-        self.with_shard(|r, shard, tag, tid| {
-            r.record(shard, Op::Alloc, device.0, category, address, size, tag, tid);
+        self.with_shard(|r, s, tag| {
+            r.record(s, Op::Alloc, device.0, category, address, size, tag);
         });
     }
 
@@ -454,8 +473,8 @@ impl Tracker {
     /// [`Tracker::free_addr`] for runtimes that only know the address.
     #[inline]
     pub fn free(&self, device: Device, category: u8, address: u64, size: u64) {
-        self.with_shard(|r, shard, tag, tid| {
-            r.record(shard, Op::Free, device.0, category, address, size, tag, tid);
+        self.with_shard(|r, s, tag| {
+            r.record(s, Op::Free, device.0, category, address, size, tag);
         });
     }
 
@@ -489,19 +508,16 @@ impl Tracker {
                 true
             }
             None => {
-                self.with_shard(|r, shard, tag, tid| {
-                    let shared = shard == r.shared_shard();
+                self.with_shard(|r, s, tag| {
                     r.write_event(
-                        shard,
-                        shared,
+                        s,
                         ttmem_region::EventKind::FreeUnknown.code(),
                         0,
                         device.0,
                         tag,
                         address,
                         0,
-                        tid,
-                    );
+                    )
                 });
                 false
             }
@@ -524,12 +540,12 @@ impl Tracker {
             Some(r) => unsafe { &*r }.intern(name),
             None => 0,
         };
-        SLOT.try_with(|s| s.tag.replace(id)).unwrap_or(0)
+        TAG.try_with(|t| t.replace(id)).unwrap_or(0)
     }
 
     /// Restores a tag returned by [`Tracker::push_tag`].
     pub fn pop_tag(&self, previous: u32) {
-        let _ = SLOT.try_with(|s| s.tag.set(previous));
+        let _ = TAG.try_with(|t| t.set(previous));
     }
 
     /// Writes a `mark` event with a tag (a phase boundary, a step number).
@@ -537,20 +553,7 @@ impl Tracker {
         let Some(r) = self.ensure_region() else { return };
         // SAFETY: see `with_shard`.
         let id = unsafe { &*r }.intern(name);
-        self.with_shard(|r, shard, _tag, tid| {
-            let shared = shard == r.shared_shard();
-            r.write_event(
-                shard,
-                shared,
-                ttmem_region::EventKind::Mark.code(),
-                0,
-                device.0,
-                id,
-                0,
-                0,
-                tid,
-            );
-        });
+        self.with_shard(|r, s, _tag| r.write_event(s, ttmem_region::EventKind::Mark.code(), 0, device.0, id, 0, 0));
     }
 
     /// The region file readers see, if there is one.
@@ -654,7 +657,7 @@ pub struct TagScope {
 
 impl Drop for TagScope {
     fn drop(&mut self) {
-        let _ = SLOT.try_with(|s| s.tag.set(self.previous));
+        let _ = TAG.try_with(|t| t.set(self.previous));
     }
 }
 

@@ -15,14 +15,28 @@ pub(crate) struct ProcessInfo {
 }
 
 impl ProcessInfo {
+    /// The current process's facts, read once per pid (a forked child reads its own).
     pub(crate) fn current() -> Self {
+        static CACHE: std::sync::Mutex<Option<ProcessInfo>> = std::sync::Mutex::new(None);
         let pid = std::process::id();
+        let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        match cache.as_ref() {
+            Some(info) if info.pid == pid => info.clone(),
+            _ => {
+                let info = Self::read(pid);
+                *cache = Some(info.clone());
+                info
+            }
+        }
+    }
+
+    fn read(pid: u32) -> Self {
         ProcessInfo {
             pid,
             // SAFETY: getuid has no preconditions and cannot fail.
             uid: unsafe { libc::getuid() },
             start_time: start_time_of("self").unwrap_or(0),
-            boot_id: boot_id().unwrap_or([0; 16]),
+            boot_id: cached_boot_id(),
             exe: exe_name(),
             cmdline: cmdline(),
         }
@@ -51,20 +65,38 @@ pub(crate) fn boot_id() -> Option<[u8; 16]> {
     Some(out)
 }
 
+/// The boot id, read once per process (it cannot change while we run).
+fn cached_boot_id() -> [u8; 16] {
+    static BOOT: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(|| boot_id().unwrap_or([0; 16]))
+}
+
+/// The executable's file name from argv[0] (std holds argv already, also in a C host, so this
+/// makes no system call), else `/proc/self/comm`.
 fn exe_name() -> String {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .filter(|n| !n.is_empty())
         .or_else(|| fs::read_to_string("/proc/self/comm").ok().map(|s| s.trim().to_owned()))
         .unwrap_or_default()
 }
 
+/// The command line from argv, else `/proc/self/cmdline`.
 fn cmdline() -> String {
+    let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    if !args.is_empty() {
+        return args.join(" ");
+    }
     match fs::read("/proc/self/cmdline") {
         Ok(bytes) => String::from_utf8_lossy(&bytes)
             .trim_end_matches('\0')
             .replace('\0', " "),
-        Err(_) => std::env::args().collect::<Vec<_>>().join(" "),
+        Err(_) => String::new(),
     }
 }
 

@@ -19,7 +19,7 @@ use memmap2::MmapMut;
 use ttmem_region::raw::*;
 use ttmem_region::*;
 
-use crate::clock;
+use crate::clock::{self, ClockMode};
 use crate::config::Config;
 use crate::proc_info::ProcessInfo;
 use crate::{ClientError, DeviceSpec};
@@ -46,6 +46,8 @@ pub(crate) struct Region {
     devices: Mutex<Vec<(u64, i32)>>,
     tags: Mutex<HashMap<Box<str>, u32>>,
     shared_shard: u32,
+    /// Stamp events with the TSC (else the coarse clock).
+    tsc: bool,
 }
 
 // SAFETY: the mapping is only accessed through atomics (or, for write-once fields, before
@@ -105,7 +107,14 @@ impl Region {
         // SAFETY: the file was just created by us with O_EXCL and sized to the region; nobody
         // else truncates it (readers only read), so the mapping stays valid for its lifetime.
         let map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| fail(e, &path))?;
-        Ok(Self::init(map, geometry, Backing::File { path, _file: file }, info, 0))
+        Ok(Self::init(
+            map,
+            geometry,
+            Backing::File { path, _file: file },
+            info,
+            0,
+            config.clock,
+        ))
     }
 
     /// Creates a private, anonymous region: nothing outside the process sees it.
@@ -115,12 +124,32 @@ impl Region {
             path: "<anonymous>".into(),
             source: e,
         })?;
-        Ok(Self::init(map, geometry, Backing::Anonymous, info, FLAG_ANONYMOUS))
+        Ok(Self::init(
+            map,
+            geometry,
+            Backing::Anonymous,
+            info,
+            FLAG_ANONYMOUS,
+            config.clock,
+        ))
     }
 
-    fn init(mut map: MmapMut, geometry: Geometry, backing: Backing, info: &ProcessInfo, flags: u32) -> Self {
+    fn init(
+        mut map: MmapMut,
+        geometry: Geometry,
+        backing: Backing,
+        info: &ProcessInfo,
+        flags: u32,
+        clock_mode: ClockMode,
+    ) -> Self {
         let base = map.as_mut_ptr();
-        let (real, mono, ticks) = clock::calibration_point();
+        // The coarse clock needs its ticker; without one, fall back to stamping every event.
+        let resolution = match clock_mode {
+            ClockMode::Coarse(period) if clock::ensure_ticker(period) => Some(period),
+            _ => None,
+        };
+        let tsc = resolution.is_none() && clock::TSC_AVAILABLE;
+        let (real, mono, tsc_now) = clock::calibration_point();
         // SAFETY: the mapping is at least HEADER_SIZE bytes, page-aligned (so aligned for
         // RawHeader), zero-filled and not yet published (state = Creating), so we have the only
         // reference that writes it.
@@ -129,7 +158,7 @@ impl Region {
         h.layout_version = LAYOUT_VERSION;
         h.header_size = HEADER_SIZE as u32;
         h.region_size = geometry.region_size;
-        h.flags = flags | if clock::TICKS_ARE_TSC { FLAG_CLOCK_TSC } else { 0 };
+        h.flags = flags | if tsc { FLAG_CLOCK_TSC } else { 0 };
         h.pid = info.pid;
         h.uid = info.uid;
         h.start_time = info.start_time;
@@ -150,8 +179,11 @@ impl Region {
         h.strings_bytes = geometry.strings_bytes;
         h.clock_realtime_ns = real;
         h.clock_monotonic_ns = mono;
-        h.clock_ticks = ticks;
-        h.clock_ticks_per_sec = if clock::TICKS_ARE_TSC { 0 } else { 1_000_000_000 };
+        h.clock_ticks = if tsc { tsc_now } else { mono };
+        h.clock_ticks_per_sec = if tsc { 0 } else { 1_000_000_000 };
+        h.clock_resolution_us = resolution
+            .map(|p| p.as_micros().min(u32::MAX as u128) as u32)
+            .unwrap_or(0);
         put_str(&mut h.lib_version, env!("CARGO_PKG_VERSION"));
         put_str(&mut h.exe, &info.exe);
         put_str(&mut h.cmdline, &info.cmdline);
@@ -167,6 +199,7 @@ impl Region {
             devices: Mutex::new(Vec::new()),
             tags: Mutex::new(HashMap::new()),
             shared_shard: geometry.max_shards - 1,
+            tsc,
         }
     }
 
@@ -209,13 +242,6 @@ impl Region {
         }
     }
 
-    #[inline(always)]
-    fn event(&self, shard: u32, index: u64) -> &RawEvent {
-        // SAFETY: event_offset masks the index into the ring, and shard < max_shards, so the
-        // record lies inside the rings section; its fields are atomics.
-        unsafe { &*(self.base.add(self.geometry.event_offset(shard, index) as usize) as *const RawEvent) }
-    }
-
     fn strings(&self) -> &RawStrings {
         // SAFETY: the string header lies at strings_offset inside the mapping; atomics only.
         unsafe { &*(self.base.add(self.geometry.strings_offset as usize) as *const RawStrings) }
@@ -248,7 +274,8 @@ impl Region {
     }
 
     /// Registers a device, or returns the index it already has (same hardware id and logical id).
-    pub(crate) fn register_device(&self, spec: &DeviceSpec, tid: u32) -> Result<u16, ClientError> {
+    /// The flag says whether the device is new.
+    pub(crate) fn register_device(&self, spec: &DeviceSpec) -> Result<(u16, bool), ClientError> {
         if spec.categories.is_empty() || spec.categories.len() > MAX_CATEGORIES {
             return Err(ClientError::Categories(spec.categories.len()));
         }
@@ -257,7 +284,7 @@ impl Region {
             .iter()
             .position(|&(hw, logical)| hw == spec.hw_id && logical == spec.logical_id)
         {
-            return Ok(i as u16);
+            return Ok((i as u16, false));
         }
         let index = devices.len() as u32;
         if index >= self.geometry.max_devices || index > u16::MAX as u32 {
@@ -286,20 +313,7 @@ impl Region {
         self.header().num_devices.store(index + 1, Ordering::Release);
         devices.push((spec.hw_id, spec.logical_id));
         drop(devices);
-        // The registration is an event too, so a reader's timeline shows it.
-        let shard = self.shared_shard;
-        self.write_event(
-            shard,
-            true,
-            EventKind::DeviceRegistered.code(),
-            0,
-            index as u16,
-            0,
-            spec.hw_id,
-            index as u64,
-            tid,
-        );
-        Ok(index as u16)
+        Ok((index as u16, true))
     }
 
     /// Copies the device table and tags of `parent` (a forked child's inherited view of its
@@ -413,34 +427,55 @@ impl Region {
         }
     }
 
+    /// Precomputed pointers to one shard, cached per thread so the hot path does no offset
+    /// arithmetic beyond one index.
+    pub(crate) fn shard_ref(&self, shard: u32, tid: u32) -> ShardRef {
+        let g = &self.geometry;
+        // SAFETY: shard < max_shards, so each offset lies inside the mapping (Geometry's
+        // sections are sized for max_shards).
+        unsafe {
+            ShardRef {
+                region: self as *const Region,
+                cells: self.base.add(g.shard_counters_offset(shard) as usize) as *const RawCell,
+                header: self.base.add(g.shard_offset(shard) as usize) as *const RawShard,
+                ring: self.base.add(g.ring_offset(shard) as usize) as *const RawEvent,
+                mask: g.ring_events as u64 - 1,
+                shared: shard == self.shared_shard,
+                tid,
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn ticks(&self) -> u64 {
+        if self.tsc { clock::tsc() } else { clock::coarse_ns() }
+    }
+
     /// The hot path: updates the counters of (shard, device, category) and appends an event.
     /// Returns false (and counts a rejection) when the device or category is not registered.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn record(
         &self,
-        shard: u32,
+        s: &ShardRef,
         op: Op,
         device: u16,
         category: u8,
         address: u64,
         size: u64,
         tag: u32,
-        tid: u32,
     ) -> bool {
-        let shared = shard == self.shared_shard;
+        // SAFETY: `s` was made by `shard_ref` of this region, which is alive (callers hold it).
+        let header = unsafe { &*s.header };
         if (category as u32) >= self.categories_of(device as u32) {
-            let r = &self.shard(shard).rejected;
-            if shared {
-                r.fetch_add(1, Ordering::Relaxed);
-            } else {
-                r.store(r.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-            }
+            bump(&header.rejected, 1, s.shared);
             return false;
         }
-        let cell = self.cell(shard, device as u32, category as u32);
+        // SAFETY: device < max_devices (categories_of returns 0 beyond the table) and category <
+        // the device's declared count <= MAX_CATEGORIES, so the cell lies in this shard's cells.
+        let cell = unsafe { &*s.cells.add(device as usize * MAX_CATEGORIES + category as usize) };
         let signed = size as i64;
-        if shared {
+        if s.shared {
             match op {
                 Op::Alloc => {
                     let live = cell
@@ -461,9 +496,6 @@ impl Region {
             }
         } else {
             // Single writer: plain loads and stores, no locked instructions.
-            let add = |a: &core::sync::atomic::AtomicU64, v: u64| {
-                a.store(a.load(Ordering::Relaxed).wrapping_add(v), Ordering::Relaxed)
-            };
             match op {
                 Op::Alloc => {
                     let live = cell.live_bytes.load(Ordering::Relaxed).wrapping_add(signed);
@@ -472,8 +504,8 @@ impl Region {
                         cell.live_count.load(Ordering::Relaxed).wrapping_add(1),
                         Ordering::Relaxed,
                     );
-                    add(&cell.allocs, 1);
-                    add(&cell.alloc_bytes, size);
+                    bump(&cell.allocs, 1, false);
+                    bump(&cell.alloc_bytes, size, false);
                     if live > cell.peak_bytes.load(Ordering::Relaxed) {
                         cell.peak_bytes.store(live, Ordering::Relaxed);
                     }
@@ -487,8 +519,8 @@ impl Region {
                         cell.live_count.load(Ordering::Relaxed).wrapping_sub(1),
                         Ordering::Relaxed,
                     );
-                    add(&cell.frees, 1);
-                    add(&cell.free_bytes, size);
+                    bump(&cell.frees, 1, false);
+                    bump(&cell.free_bytes, size, false);
                 }
             }
         }
@@ -496,7 +528,7 @@ impl Region {
             Op::Alloc => EventKind::Alloc.code(),
             Op::Free => EventKind::Free.code(),
         };
-        self.write_event(shard, shared, kind, category, device, tag, address, size, tid);
+        self.write_event(s, kind, category, device, tag, address, size);
         true
     }
 
@@ -505,45 +537,42 @@ impl Region {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn write_event(
         &self,
-        shard: u32,
-        shared: bool,
+        s: &ShardRef,
         kind: u8,
         category: u8,
         device: u16,
         tag: u32,
         address: u64,
         size: u64,
-        tid: u32,
     ) {
-        let s = self.shard(shard);
-        let index = if shared {
-            s.head.fetch_add(1, Ordering::Relaxed)
+        // SAFETY: `s` was made by `shard_ref` of this live region.
+        let header = unsafe { &*s.header };
+        let index = if s.shared {
+            header.head.fetch_add(1, Ordering::Relaxed)
         } else {
-            s.head.load(Ordering::Relaxed)
+            header.head.load(Ordering::Relaxed)
         };
         // Events an attached reader has not read yet are about to be overwritten: count them.
+        // `read_pos` is written by another process: never trust it not to overflow.
         if self.header().reader_pid.load(Ordering::Relaxed) != 0
-            && index >= s.read_pos.load(Ordering::Relaxed) + self.geometry.ring_events as u64
+            && index.saturating_sub(header.read_pos.load(Ordering::Relaxed)) > s.mask
         {
-            if shared {
-                s.lost.fetch_add(1, Ordering::Relaxed);
-            } else {
-                s.lost.store(s.lost.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-            }
+            bump(&header.lost, 1, s.shared);
         }
-        let e = self.event(shard, index);
+        // SAFETY: the index is masked into the ring of ring_events records.
+        let e = unsafe { &*s.ring.add((index & s.mask) as usize) };
         // Seqlock: mark the record busy, write it, then publish its sequence number.
         e.seq.store(0, Ordering::Relaxed);
         fence(Ordering::Release);
-        e.ticks.store(clock::ticks(), Ordering::Relaxed);
+        e.ticks.store(self.ticks(), Ordering::Relaxed);
         e.address.store(address, Ordering::Relaxed);
         e.size.store(size, Ordering::Relaxed);
         e.packed
             .store(pack_event(kind, category, device, tag), Ordering::Relaxed);
-        e.thread.store(tid as u64, Ordering::Relaxed);
+        e.thread.store(s.tid as u64, Ordering::Relaxed);
         e.seq.store(index + 1, Ordering::Release);
-        if !shared {
-            s.head.store(index + 1, Ordering::Release);
+        if !s.shared {
+            header.head.store(index + 1, Ordering::Release);
         }
     }
 
@@ -565,6 +594,43 @@ impl Region {
     pub(crate) fn shared_shard(&self) -> u32 {
         self.shared_shard
     }
+}
+
+/// Adds to a counter: a plain load and store for a single-writer shard, an atomic add for the
+/// shared one.
+#[inline(always)]
+fn bump(counter: &core::sync::atomic::AtomicU64, by: u64, shared: bool) {
+    if shared {
+        counter.fetch_add(by, Ordering::Relaxed);
+    } else {
+        counter.store(counter.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
+    }
+}
+
+/// Pointers to one shard of a region, precomputed by [`Region::shard_ref`]. Valid while the
+/// region lives; the tracker guarantees that for every `ShardRef` it hands to `record`.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct ShardRef {
+    pub(crate) region: *const Region,
+    cells: *const RawCell,
+    header: *const RawShard,
+    ring: *const RawEvent,
+    mask: u64,
+    pub(crate) shared: bool,
+    pub(crate) tid: u32,
+}
+
+impl ShardRef {
+    /// A reference to no region (never equal to a live region's pointer).
+    pub(crate) const NONE: ShardRef = ShardRef {
+        region: std::ptr::null(),
+        cells: std::ptr::null(),
+        header: std::ptr::null(),
+        ring: std::ptr::null(),
+        mask: 0,
+        shared: false,
+        tid: 0,
+    };
 }
 
 /// Creates the region directory if needed: world-writable with the sticky bit (like /tmp), so

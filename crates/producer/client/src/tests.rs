@@ -79,10 +79,12 @@ fn events_are_decodable_with_tags() {
         &bytes[g.strings_data_offset() as usize..][..g.strings_bytes as usize],
     );
     let shard = (0..g.max_shards - 1)
-        .find(|&s| decode::decode_shard(&bytes[g.shard_offset(s) as usize..]).unwrap().head == 2)
-        .expect("the test thread owns one shard with two events");
-    let e0 = decode::decode_event(&bytes[g.event_offset(shard, 0) as usize..], 0).unwrap();
-    let e1 = decode::decode_event(&bytes[g.event_offset(shard, 1) as usize..], 1).unwrap();
+        .find(|&s| decode::decode_shard(&bytes[g.shard_offset(s) as usize..]).unwrap().head == 3)
+        .expect("the test thread owns one shard with three events");
+    let reg = decode::decode_event(&bytes[g.event_offset(shard, 0) as usize..], 0).unwrap();
+    assert_eq!((reg.kind, reg.address), (ttmem_region::EventKind::DeviceRegistered, 1));
+    let e0 = decode::decode_event(&bytes[g.event_offset(shard, 1) as usize..], 1).unwrap();
+    let e1 = decode::decode_event(&bytes[g.event_offset(shard, 2) as usize..], 2).unwrap();
     assert_eq!(e0.kind, ttmem_region::EventKind::Alloc);
     assert_eq!(strings.get(e0.tag), Some("matmul_1"));
     assert_eq!(e1.tag, 0, "the scope ended");
@@ -198,7 +200,7 @@ fn ring_overwrites_and_counts_loss_for_an_attached_reader() {
     assert_eq!(s.events_written, 101);
     assert_eq!(
         s.events_lost,
-        100 - 64,
+        101 - 64,
         "events beyond the 64-slot ring overwrote unread ones"
     );
     assert_eq!(
@@ -206,4 +208,55 @@ fn ring_overwrites_and_counts_loss_for_an_attached_reader() {
         "counters stay exact"
     );
     assert!(region.bytes().len() as u64 == region.geometry.region_size);
+}
+
+#[test]
+fn a_hostile_read_position_cannot_break_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(dir.path());
+    let d = t.register_device(&spec(1)).unwrap();
+    let region = t.state.lock().current.clone().unwrap();
+    region.header().reader_pid.store(1, Ordering::Relaxed);
+    for s in 0..region.geometry.max_shards {
+        region.shard(s).read_pos.store(u64::MAX, Ordering::Relaxed);
+    }
+    for i in 0..200u64 {
+        t.alloc(d, tt::L1, i, 1);
+    }
+    let s = t.snapshot();
+    assert_eq!(
+        s.events_lost, 0,
+        "a read position ahead of the writer counts nothing as lost"
+    );
+    assert_eq!(s.devices[0].categories[1].counters.live_count, 200);
+}
+
+#[test]
+fn events_carry_monotonic_coarse_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(dir.path());
+    let d = t.register_device(&spec(1)).unwrap();
+    t.alloc(d, tt::DRAM, 0, 1);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    t.alloc(d, tt::DRAM, 64, 1);
+    let bytes = std::fs::read(t.region_path().unwrap()).unwrap();
+    let h = decode::decode_header(&bytes, bytes.len() as u64).unwrap();
+    assert_eq!(h.flags & ttmem_region::FLAG_CLOCK_TSC, 0);
+    assert_eq!((h.clock_ticks_per_sec, h.clock_resolution_us), (1_000_000_000, 1000));
+    let g = h.geometry;
+    let shard = (0..g.max_shards - 1)
+        .find(|&s| decode::decode_shard(&bytes[g.shard_offset(s) as usize..]).unwrap().head == 3)
+        .unwrap();
+    let e: Vec<_> = (0..3)
+        .map(|i| decode::decode_event(&bytes[g.event_offset(shard, i) as usize..], i).unwrap())
+        .collect();
+    assert!(
+        e[0].ticks >= h.clock_monotonic_ns - 2_000_000,
+        "stamped near region creation"
+    );
+    assert!(
+        e[2].ticks >= e[1].ticks + 3_000_000,
+        "5 ms apart to within the 1 ms resolution"
+    );
+    assert!(e[2].ticks <= clock::monotonic_ns());
 }
