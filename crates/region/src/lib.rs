@@ -438,6 +438,20 @@ mod tests {
     }
 
     #[test]
+    fn default_size_matches_the_documentation() {
+        let g = Geometry::new(
+            DEFAULT_MAX_DEVICES,
+            DEFAULT_MAX_SHARDS,
+            DEFAULT_RING_EVENTS,
+            DEFAULT_STRINGS_BYTES,
+        )
+        .unwrap();
+        assert_eq!(g.region_size, 10_629_120, "docs/region-format.md states this size");
+        let doc = include_str!("../../../docs/region-format.md");
+        assert!(doc.contains("10,629,120 bytes"));
+    }
+
+    #[test]
     fn geometry_rejects_bad_counts() {
         assert_eq!(
             Geometry::new(0, 4, 64, 4096),

@@ -25,17 +25,17 @@ pub enum ClockMode {
 }
 
 /// Whether [`tsc`] returns TSC ticks (else monotonic nanoseconds).
-pub(crate) const TSC_AVAILABLE: bool = cfg!(target_arch = "x86_64");
+pub(crate) const TSC_AVAILABLE: bool = cfg!(all(target_arch = "x86_64", not(miri)));
 
 /// The TSC (or monotonic ns where there is none).
 #[inline(always)]
 pub(crate) fn tsc() -> u64 {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
     {
         // SAFETY: rdtsc is available on every x86-64 CPU and has no memory effects.
         unsafe { core::arch::x86_64::_rdtsc() }
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
     {
         monotonic_ns()
     }

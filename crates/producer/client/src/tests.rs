@@ -260,3 +260,36 @@ fn events_carry_monotonic_coarse_timestamps() {
     );
     assert!(e[2].ticks <= clock::monotonic_ns());
 }
+
+/// Small enough for Miri (`scripts/test.sh` runs it there): threads, shard claiming, the shared
+/// shard, ring writes and snapshot reads on an anonymous region.
+#[test]
+fn miri_threads_on_an_anonymous_region() {
+    let t = Arc::new(Tracker::new(Config {
+        dir: "/dev/null".into(), // not a directory: the anonymous fallback
+        ring_events: 16,
+        max_shards: 2,
+        clock: ClockMode::Tsc,
+        ..Config::default()
+    }));
+    let d = t.register_device(&spec(3)).unwrap();
+    let handles: Vec<_> = (0..3u64)
+        .map(|i| {
+            let t = t.clone();
+            std::thread::spawn(move || {
+                let _tag = t.tag("miri");
+                for j in 0..20u64 {
+                    t.alloc(d, tt::L1, i << 32 | j, 8);
+                    if j % 2 == 1 {
+                        t.free(d, tt::L1, i << 32 | j, 8);
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let c = &t.snapshot().devices[0].categories[tt::L1 as usize].counters;
+    assert_eq!((c.allocs, c.frees, c.live_bytes), (60, 30, 240));
+}

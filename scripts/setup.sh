@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what building and testing ttmem needs on a fresh Debian machine with a Rust
+# toolchain: a C compiler (the C ABI test), rustfmt and clippy. Safe to run again.
+set -euo pipefail
+
+need_apt=()
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+if ((${#need_apt[@]})); then
+    if [[ $(id -u) -eq 0 ]]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+    else
+        echo "setup: please install ${need_apt[*]} (needs root)" >&2
+        exit 1
+    fi
+fi
+
+for component in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^${component}"; then
+        rustup component add "${component}"
+    fi
+done
