@@ -381,7 +381,7 @@ pub fn render_table(s: &Snapshot) -> String {
     } else {
         let _ = write!(out, "\n{}{}{}", pad("ID", 4), pad("DEVICE", 10), pad("ARCH", 13));
         for c in &cols {
-            let _ = write!(out, "{}", pad(c, 20));
+            let _ = write!(out, "{}", pad(c, 18));
         }
         let _ = writeln!(out, "PROCS");
         for d in &s.devices {
@@ -403,7 +403,7 @@ pub fn render_table(s: &Snapshot) -> String {
                     Some(x) => short_bytes(x.used),
                     None => "-".into(),
                 };
-                let _ = write!(out, "{}", pad(&cell, 20));
+                let _ = write!(out, "{}", pad(&cell, 18));
             }
             let _ = writeln!(out, "{}", d.processes);
         }
