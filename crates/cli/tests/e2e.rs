@@ -325,3 +325,30 @@ fn help_is_stable() {
     let out = Command::new(TTMEM).arg("--help").output().unwrap();
     insta::assert_snapshot!(String::from_utf8(out.stdout).unwrap());
 }
+
+#[test]
+fn other_users_regions_are_counted_not_listed() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run ttmem as another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _h = hold(dir.path(), "bursty", "n150", 0, 1);
+    let out = match ttmem(dir.path()).args(["ps", "--json"]).uid(65534).gid(65534).output() {
+        Ok(o) if o.status.success() => o,
+        other => {
+            eprintln!("skipped: cannot run ttmem as nobody here ({other:?})");
+            return;
+        }
+    };
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["not_permitted"], 1);
+    assert_eq!(v["processes"].as_array().unwrap().len(), 0);
+    assert_eq!(v["skipped"].as_array().unwrap().len(), 0);
+    let text = ttmem(dir.path()).arg("ps").uid(65534).gid(65534).output().unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("1 region of other users is not readable by you"));
+}

@@ -154,6 +154,9 @@ pub struct Snapshot {
     pub processes: Vec<ProcessRow>,
     /// Regions skipped.
     pub skipped: Vec<SkippedRegion>,
+    /// Regions of other users this user may not read.
+    #[serde(default)]
+    pub not_permitted: usize,
 }
 
 fn now_ns() -> u64 {
@@ -304,6 +307,7 @@ impl Snapshot {
                     reason: s.reason.clone(),
                 })
                 .collect(),
+            not_permitted: scan.not_permitted,
         }
     }
 
@@ -479,6 +483,15 @@ pub fn render_table(s: &Snapshot) -> String {
     }
     for k in &s.skipped {
         let _ = writeln!(out, "skipped {}: {}", k.path, k.reason);
+    }
+    if s.not_permitted > 0 {
+        let _ = writeln!(
+            out,
+            "{} region{} of other users {} not readable by you: run as root to see every process.",
+            s.not_permitted,
+            if s.not_permitted == 1 { "" } else { "s" },
+            if s.not_permitted == 1 { "is" } else { "are" }
+        );
     }
     out
 }

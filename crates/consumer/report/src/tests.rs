@@ -139,6 +139,7 @@ fn fixed() -> Snapshot {
         timestamp_ns: 0,
         devices: vec![dev(0, "n300-L", 5 << 30), dev(1, "n300-R", 0)],
         processes: vec![proc_(4242, "running", false), proc_(4343, "exited", true)],
+        not_permitted: 2,
         skipped: vec![SkippedRegion {
             path: "/dev/shm/ttmem/bad.ttmem".into(),
             reason: "not a ttmem region (wrong magic)".into(),

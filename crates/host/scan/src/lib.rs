@@ -120,8 +120,10 @@ pub struct Scan {
     pub dir_exists: bool,
     /// Regions read, ordered by pid.
     pub regions: Vec<ProcessRegion>,
-    /// Regions skipped (invalid, unreadable, being created).
+    /// Regions skipped (invalid, being created, unreadable for another reason).
     pub skipped: Vec<Skipped>,
+    /// Regions this user may not read (other users' processes; region files are 0600).
+    pub not_permitted: usize,
 }
 
 /// What to read besides counters.
@@ -155,6 +157,7 @@ pub fn scan(dir: &Path, opts: ScanOptions) -> io::Result<Scan> {
         match read_region(&path, opts, boot) {
             Ok(r) => out.regions.push(r),
             Err(RegionError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {} // exited meanwhile
+            Err(RegionError::Io(e)) if e.kind() == io::ErrorKind::PermissionDenied => out.not_permitted += 1,
             Err(e) => {
                 tracing::debug!(path = %path.display(), error = %e, "skipping region");
                 out.skipped.push(Skipped {
