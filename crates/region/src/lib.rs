@@ -18,6 +18,7 @@
 compile_error!("the ttmem region format is defined for little-endian hosts only");
 
 pub mod decode;
+pub mod identity;
 pub mod raw;
 
 /// The first eight bytes of every region.

@@ -297,23 +297,12 @@ pub fn start_time_of(pid: u32) -> Option<u64> {
     if pid == 0 {
         return None;
     }
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+    ttmem_region::identity::parse_start_time(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// This boot's id.
 pub fn current_boot_id() -> Option<[u8; 16]> {
-    let text = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    let hex: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
-    if hex.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, pair) in hex.chunks(2).enumerate() {
-        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-    }
-    Some(out)
+    ttmem_region::identity::parse_boot_id(&fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?)
 }
 
 /// The name of user `uid`, if it has one.

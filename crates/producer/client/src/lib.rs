@@ -76,22 +76,9 @@ pub enum ClientError {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Device(pub u16);
 
-/// One category a device declares: what it is called, how big it is, where it lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CategorySpec {
-    /// Name, e.g. `DRAM` (at most 16 bytes).
-    pub name: String,
-    /// Allocatable bytes across all banks (0: unknown).
-    pub capacity: u64,
-    /// First allocatable address of one bank.
-    pub addr_base: u64,
-    /// End (exclusive) of one bank's range.
-    pub addr_end: u64,
-    /// Banks the range repeats across (interleaving); 1 for a flat space.
-    pub banks: u32,
-    /// Allocation alignment in bytes.
-    pub alignment: u32,
-}
+/// One category a device declares: what it is called, how big it is, where it lives. The
+/// same type readers decode, so a declaration round-trips exactly.
+pub use ttmem_region::decode::Category as CategorySpec;
 
 /// What a runtime tells ttmem about a device it opened.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -45,24 +45,12 @@ impl ProcessInfo {
 
 /// Field 22 of `/proc/<pid>/stat`: start time in clock ticks since boot.
 pub(crate) fn start_time_of(pid: &str) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+    ttmem_region::identity::parse_start_time(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// `/proc/sys/kernel/random/boot_id` as 16 bytes.
 pub(crate) fn boot_id() -> Option<[u8; 16]> {
-    let text = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    let hex: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
-    if hex.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, pair) in hex.chunks(2).enumerate() {
-        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-    }
-    Some(out)
+    ttmem_region::identity::parse_boot_id(&fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?)
 }
 
 /// The boot id, read once per process (it cannot change while we run).
