@@ -1,0 +1,260 @@
+//! Ledger tests: aggregates, lifecycle, paging, and fragmentation/fit cross-checked against the
+//! simulator's allocator model.
+
+use super::*;
+use proptest::prelude::*;
+use ttmem_sim::allocator::{BankAllocator, BankLayout, Policy};
+
+const S: u64 = 1_000_000_000;
+
+fn dram(banks: u32) -> DeviceInfo {
+    DeviceInfo {
+        kind: 2,
+        hw_id: 7,
+        arch: "wormhole_b0".into(),
+        name: "n150".into(),
+        remote: false,
+        categories: vec![
+            CategoryInfo {
+                name: "DRAM".into(),
+                capacity: 12 * 1024,
+                addr_base: 0,
+                addr_end: 1024,
+                banks,
+                alignment: 32,
+            },
+            CategoryInfo {
+                name: "L1".into(),
+                capacity: 0,
+                addr_base: 0,
+                addr_end: 0,
+                banks: 1,
+                alignment: 0,
+            },
+        ],
+    }
+}
+
+fn ev(kind: EventKind, cat: u8, address: u64, size: u64, t: u64) -> Event {
+    Event {
+        kind,
+        device: 0,
+        category: cat,
+        address,
+        size,
+        time_ns: t,
+        tag: 0,
+    }
+}
+
+#[test]
+fn aggregates_follow_events_and_exits() {
+    let mut l = Ledger::new(0);
+    let d = l.add_device(dram(12));
+    assert_eq!(l.add_device(dram(12)), d, "same hardware id, same key");
+    l.add_process(1);
+    l.add_process(2);
+    l.apply(1, &ev(EventKind::Alloc, 0, 0, 1200, 0));
+    l.apply(1, &ev(EventKind::Alloc, 0, 320, 600, S));
+    l.apply(2, &ev(EventKind::Alloc, 1, 64, 10, S));
+    l.apply(1, &ev(EventKind::Free, 0, 0, 1200, 2 * S));
+    l.apply(1, &ev(EventKind::Free, 0, 999, 1, 2 * S)); // never allocated
+    l.apply(9, &ev(EventKind::Alloc, 0, 0, 1, 0)); // unknown process
+    let (_, _, t) = l.devices().next().unwrap();
+    assert_eq!(
+        t[0],
+        Totals {
+            bytes: 600,
+            count: 1,
+            peak: 1800,
+            allocs: 2,
+            frees: 1
+        }
+    );
+    assert_eq!(t[1].bytes, 10);
+    assert_eq!(
+        l.process_totals(1),
+        vec![(
+            0,
+            0,
+            Totals {
+                bytes: 600,
+                count: 1,
+                peak: 1800,
+                allocs: 2,
+                frees: 1
+            }
+        )]
+    );
+    assert_eq!(l.stats().unmatched_frees, 1);
+    assert_eq!(l.stats().rejected, 1);
+    assert_eq!(l.completeness(1), Some((0, 1)));
+    let rec = l.recent(1).unwrap();
+    assert_eq!(rec.len(), 4);
+    assert!(!rec.back().unwrap().matched);
+
+    l.process_exited(1, 3 * S);
+    let (_, _, t) = l.devices().next().unwrap();
+    assert_eq!((t[0].bytes, t[0].count), (0, 0), "a dead process leaves the totals");
+    assert_eq!(l.process_totals(1)[0].2.bytes, 600, "and keeps what it left behind");
+    l.process_exited(1, 4 * S);
+    assert_eq!(l.state(1), Some(ProcState::Exited { at_ns: 3 * S }), "idempotent");
+    // Events a dead process's ring still held (drained after death) change only its record.
+    l.apply(1, &ev(EventKind::Free, 0, 320, 600, 3 * S));
+    assert_eq!(l.devices().next().unwrap().2[0].bytes, 0);
+    assert_eq!(l.process_totals(1)[0].2.bytes, 0);
+    l.remove_process(1);
+    assert_eq!(l.state(1), None);
+}
+
+#[test]
+fn reallocation_at_a_live_address_replaces_it() {
+    let mut l = Ledger::new(0);
+    l.add_device(dram(1));
+    l.add_process(1);
+    l.apply(1, &ev(EventKind::Alloc, 0, 64, 100, 0));
+    l.apply(1, &ev(EventKind::Alloc, 0, 64, 40, 0));
+    assert_eq!(l.devices().next().unwrap().2[0].bytes, 40);
+    assert_eq!(l.stats().replaced, 1);
+}
+
+#[test]
+fn flight_recorder_keeps_the_last_events() {
+    let mut l = Ledger::new(0);
+    l.add_device(dram(1));
+    l.add_process(1);
+    for i in 0..1000 {
+        l.apply(1, &ev(EventKind::Alloc, 0, i * 64, 1, i));
+    }
+    let rec = l.recent(1).unwrap();
+    assert_eq!(rec.len(), FLIGHT_RECORDER_EVENTS);
+    assert_eq!(rec.back().unwrap().event.address, 999 * 64);
+    assert_eq!(
+        rec.front().unwrap().event.address,
+        (1000 - FLIGHT_RECORDER_EVENTS as u64) * 64
+    );
+}
+
+#[test]
+fn pages_sort_and_slice() {
+    let mut l = Ledger::new(0);
+    l.add_device(dram(1));
+    l.add_process(1);
+    l.set_tags(1, [(5, "weights".to_string())]);
+    for i in 0..100u64 {
+        let mut e = ev(EventKind::Alloc, 0, i * 64, (i * 37) % 100 + 1, i * S);
+        e.tag = if i == 3 { 5 } else { 0 };
+        l.apply(1, &e);
+    }
+    let p = l.allocations(1, SortBy::Address, 10, 5, 200 * S).unwrap();
+    assert_eq!(p.total, 100);
+    assert_eq!(
+        p.items.iter().map(|a| a.address).collect::<Vec<_>>(),
+        [640, 704, 768, 832, 896]
+    );
+    let p = l.allocations(1, SortBy::Size, 0, 3, 200 * S).unwrap();
+    assert!(p.items.windows(2).all(|w| w[0].size >= w[1].size));
+    assert_eq!(p.items[0].size, 100);
+    let p = l.allocations(1, SortBy::Age, 0, 4, 200 * S).unwrap();
+    assert_eq!(p.items[0].age_s, 200);
+    assert_eq!(p.items[3].tag.as_deref(), Some("weights"));
+    assert!(l.allocations(1, SortBy::Age, 1000, 4, 0).unwrap().items.is_empty());
+    assert_eq!(
+        l.allocations(7, SortBy::Age, 0, 1, 0),
+        Err(QueryError::UnknownProcess(7))
+    );
+    let leaks = l.leak_suspects(150, 10, 200 * S);
+    assert_eq!(leaks.len(), 10);
+    assert_eq!(leaks[0].address, 0, "oldest first");
+    assert!(leaks.iter().all(|a| a.age_s >= 150));
+}
+
+#[test]
+fn fit_names_the_allocations_around_the_best_gap() {
+    let mut l = Ledger::new(0);
+    l.add_device(dram(2));
+    l.add_process(1);
+    l.add_process(2);
+    // One bank is [0, 1024); allocations take size/2 per bank, aligned to 32.
+    l.apply(1, &ev(EventKind::Alloc, 0, 0, 512, 0)); // [0, 256)
+    l.apply(2, &ev(EventKind::Alloc, 0, 512, 256, 0)); // [512, 640)
+    let f = l.fit(0, "dram", 500).unwrap();
+    assert!(f.fits);
+    assert_eq!(f.needed_per_bank, 256);
+    assert_eq!(f.largest_free_per_bank, 384);
+    let best = &f.best_gaps[0];
+    assert_eq!((best.start, best.end), (640, 1024));
+    assert_eq!(
+        best.below,
+        Some(Neighbour {
+            process: 2,
+            address: 512,
+            size: 256
+        })
+    );
+    assert_eq!(best.above, None);
+    assert_eq!(f.best_gaps[1].below.as_ref().unwrap().process, 1);
+    assert!(!l.fit(0, "DRAM", 1000).unwrap().fits);
+    assert_eq!(f.fragmentation.free_per_bank, 640);
+    assert_eq!(l.fit(0, "L1", 1), Err(QueryError::NoAddressRange("L1".into())));
+    assert_eq!(l.fit(0, "TRACE", 1), Err(QueryError::UnknownCategory("TRACE".into())));
+    assert_eq!(l.fit(5, "DRAM", 1), Err(QueryError::UnknownDevice(5)));
+    // A dead process's memory is free again.
+    l.process_exited(2, 0);
+    assert_eq!(l.fit(0, "DRAM", 1).unwrap().largest_free_per_bank, 1024 - 256);
+}
+
+proptest! {
+    /// The ledger's view of free space equals the allocator model's own statistics, and "fit"
+    /// agrees with whether the model can really allocate.
+    #[test]
+    fn fragmentation_matches_the_allocator_model(
+        ops in proptest::collection::vec((any::<bool>(), 1u64..40_000, any::<prop::sample::Index>()), 1..150),
+        probe in 1u64..200_000,
+        best in any::<bool>(),
+    ) {
+        let layout = BankLayout { banks: 4, base: 4096, end: 1 << 16, page: 512, alignment: 64, top_down: false };
+        let mut model = BankAllocator::new("DRAM", layout, if best { Policy::BestFit } else { Policy::FirstFit });
+        let mut l = Ledger::new(0);
+        let d = l.add_device(DeviceInfo {
+            kind: 2, hw_id: 1, arch: "x".into(), name: "x".into(), remote: false,
+            categories: vec![CategoryInfo { name: "DRAM".into(), capacity: 0, addr_base: 4096, addr_end: 1 << 16, banks: 4, alignment: 64 }],
+        });
+        l.add_process(1);
+        let mut live: Vec<(u64, u64)> = Vec::new();
+        for (alloc, size, idx) in ops {
+            if alloc || live.is_empty() {
+                if let Ok(addr) = model.allocate(size) {
+                    let fp = model.footprint(size);
+                    live.push((addr, fp));
+                    l.apply(1, &Event { kind: EventKind::Alloc, device: d, category: 0, address: addr, size: fp, time_ns: 0, tag: 0 });
+                }
+            } else {
+                let (addr, fp) = live.swap_remove(idx.index(live.len()));
+                model.deallocate(addr).unwrap();
+                l.apply(1, &Event { kind: EventKind::Free, device: d, category: 0, address: addr, size: fp, time_ns: 0, tag: 0 });
+            }
+        }
+        let s = model.statistics();
+        let f = l.fragmentation(d, "DRAM").unwrap();
+        prop_assert_eq!(f.largest_free_per_bank, s.largest_free_per_bank);
+        prop_assert_eq!(f.free_per_bank * 4, s.free);
+        prop_assert_eq!(f.free_blocks as usize, s.free_blocks);
+        prop_assert_eq!(l.devices().next().unwrap().2[0].bytes, s.allocated);
+        let fit = l.fit(d, "DRAM", probe).unwrap();
+        prop_assert_eq!(fit.fits, model.clone().allocate(probe).is_ok());
+    }
+}
+
+#[test]
+fn a_million_allocations_fit_the_memory_budget() {
+    let mut l = Ledger::new(0);
+    l.add_device(dram(1));
+    l.add_process(1);
+    for i in 0..1_000_000u64 {
+        l.apply(1, &ev(EventKind::Alloc, 0, i * 64, 64, 0));
+    }
+    assert_eq!(l.live_allocations(), 1_000_000);
+    let per = l.map_bytes() as f64 / 1e6;
+    assert!(per <= 64.0, "{per} bytes per allocation");
+}
