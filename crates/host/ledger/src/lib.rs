@@ -11,6 +11,7 @@
 //!   [`Entry`] plus the bucket's [`Totals`];
 //! - per device, per category [`Totals`] over running processes, updated in O(1) per event;
 //! - per process a bounded flight recorder of its last events.
+//!
 //! Free-block maps are not kept per event: [`Ledger::fragmentation`] and [`Ledger::fit`] sort
 //! one device category's allocations when asked.
 
