@@ -8,6 +8,8 @@
 
 #![deny(missing_docs)]
 
+pub mod attach;
+
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io;

@@ -170,3 +170,187 @@ proptest! {
         }
     }
 }
+
+mod attached {
+    use super::*;
+    use crate::attach::{Attached, TickClock, monotonic_ns};
+    use ttmem_region::EventKind;
+
+    #[test]
+    fn drains_every_event_once_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t, path) = populated(dir.path());
+        let mut a = Attached::open(&path).unwrap();
+        let devs = a.new_devices().unwrap();
+        assert_eq!(devs.len(), 1);
+        assert!(a.new_devices().unwrap().is_empty(), "only new devices are returned");
+        assert_eq!(a.new_tags().unwrap(), vec![(1, "weights".to_string())]);
+        let mut out = Vec::new();
+        let s = a.drain(1000, &mut out).unwrap();
+        assert_eq!((s.events, s.lost, s.anomalies), (4, 0, 0));
+        assert_eq!(out[0].1.kind, EventKind::DeviceRegistered);
+        assert_eq!(out.iter().filter(|(_, e)| e.kind == EventKind::Alloc).count(), 2);
+        out.clear();
+        assert_eq!(a.drain(1000, &mut out).unwrap().events, 0, "nothing new");
+        let d = ttmem_client::Device(0);
+        t.alloc(d, tt::CB, 0x77, 10);
+        let _t2 = t.tag("later");
+        assert_eq!(a.new_tags().unwrap(), vec![(9, "later".to_string())]);
+        assert_eq!(a.drain(1000, &mut out).unwrap().events, 1);
+        assert_eq!(out[0].1.address, 0x77);
+        let c = a.counters().unwrap();
+        assert_eq!(c[0].counters[tt::CB as usize].live_bytes, 10);
+        // Timestamps are monotonic ns from the coarse clock, near now.
+        let clock = TickClock::for_header(a.header());
+        let ns = clock.to_ns(out[0].1.ticks);
+        assert!(ns <= monotonic_ns() && ns + 5_000_000_000 > monotonic_ns());
+    }
+
+    #[test]
+    fn overflow_is_counted_and_a_late_reader_gets_the_last_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tracker(dir.path());
+        let spec = DeviceSpec::tenstorrent(
+            DeviceKind::SimulatedTenstorrent,
+            1,
+            0,
+            "wormhole_b0",
+            "n150",
+            tt::wormhole_categories(),
+        );
+        let d = t.register_device(&spec).unwrap();
+        let path = t.region_path().unwrap();
+        let mut early = Attached::open(&path).unwrap();
+        for i in 0..200u64 {
+            t.alloc(d, tt::DRAM, i * 64, 64);
+        }
+        let mut out = Vec::new();
+        let s = early.drain(10_000, &mut out).unwrap();
+        assert_eq!(s.events, 64, "the ring holds 64");
+        assert_eq!(s.lost, 201 - 64);
+        assert_eq!(out.last().unwrap().1.address, 199 * 64);
+        // A reader attaching now (a restarted daemon) starts from the oldest event still held.
+        let mut late = Attached::open(&path).unwrap();
+        out.clear();
+        let s = late.drain(10_000, &mut out).unwrap();
+        assert_eq!((s.events, s.lost), (64, 0));
+        assert_eq!(out[0].1.address, (200 - 64) * 64);
+        // Bounded drains continue where they stopped.
+        let mut bounded = Attached::open(&path).unwrap();
+        out.clear();
+        bounded.drain(10, &mut out).unwrap();
+        bounded.drain(100, &mut out).unwrap();
+        assert_eq!(out.len(), 64);
+        assert!(out.windows(2).all(|w| w[0].1.index + 1 == w[1].1.index));
+    }
+
+    #[test]
+    fn a_hostile_region_changing_under_the_reader_is_refused_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = tempfile::tempdir().unwrap();
+        let (_t, real) = populated(src.path());
+        let path = dir.path().join("hostile.ttmem");
+        fs::copy(&real, &path).unwrap();
+        let mut a = Attached::open(&path).unwrap();
+        let mut out = Vec::new();
+        a.drain(1000, &mut out).unwrap();
+        let g = a.header().geometry;
+        let mut bytes = fs::read(&path).unwrap();
+        // Move a head backwards: an anomaly, then the reader follows the new head.
+        let shard = (0..g.max_shards).find(|&s| a.positions()[s as usize] > 0).unwrap();
+        let at = g.shard_offset(shard) as usize + 8;
+        bytes[at..at + 8].copy_from_slice(&1u64.to_le_bytes());
+        fs::write(&path, &bytes).unwrap();
+        assert_eq!(a.drain(1000, &mut out).unwrap().anomalies, 1);
+        // Make a head leap: only a ring's worth is read, the rest is lost, records that do not
+        // carry their sequence number are refused.
+        bytes[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        fs::write(&path, &bytes).unwrap();
+        let s = a.drain(u64::MAX, &mut out).unwrap();
+        assert_eq!(s.events, 0);
+        assert!(s.lost > 0);
+        // Truncate the file under the reader: a clear error, never a crash.
+        fs::write(&path, &bytes[..5000]).unwrap();
+        assert!(matches!(a.drain(1000, &mut out), Err(RegionError::Changed { .. })));
+        assert!(a.counters().is_err());
+        assert!(a.new_devices().is_err() || a.new_devices().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_reader_racing_a_writer_accepts_only_whole_events_and_accounts_for_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = std::sync::Arc::new(tracker(dir.path()));
+        let spec = DeviceSpec::tenstorrent(
+            DeviceKind::SimulatedTenstorrent,
+            1,
+            0,
+            "wormhole_b0",
+            "n150",
+            tt::wormhole_categories(),
+        );
+        let d = t.register_device(&spec).unwrap();
+        let mut a = Attached::open(&t.region_path().unwrap()).unwrap();
+        const N: u64 = 200_000;
+        let writer = {
+            let t = t.clone();
+            std::thread::spawn(move || {
+                for i in 1..=N {
+                    // Every field derives from i, so a torn record cannot look whole.
+                    t.alloc(d, tt::DRAM, i << 6, i * 3);
+                }
+            })
+        };
+        let mut out = Vec::new();
+        let (mut accepted, mut lost) = (0u64, 0u64);
+        loop {
+            let done = writer.is_finished();
+            out.clear();
+            let s = a.drain(50, &mut out).unwrap();
+            accepted += s.events;
+            lost += s.lost;
+            for (_, e) in &out {
+                if e.kind == EventKind::Alloc {
+                    assert_eq!(e.size, (e.address >> 6) * 3, "a torn event was accepted: {e:?}");
+                }
+            }
+            if done && s.events == 0 {
+                break;
+            }
+        }
+        writer.join().unwrap();
+        assert_eq!(accepted + lost, N + 1, "every event is either read or counted lost");
+        assert!(accepted > 0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(100))]
+        /// Any rewrite of a region between drains leaves the reader with an error or bounded
+        /// results; it never panics.
+        #[test]
+        fn rewrites_between_drains_never_panic(flips in proptest::collection::vec((0usize..11_000_000, any::<u8>()), 1..200), cut in proptest::option::of(0usize..11_000_000)) {
+            let dir = tempfile::tempdir().unwrap();
+            let src = tempfile::tempdir().unwrap();
+            let (_t, real) = populated(src.path());
+            let path = dir.path().join("x.ttmem");
+            fs::copy(&real, &path).unwrap();
+            let mut a = Attached::open(&path).unwrap();
+            let mut out = Vec::new();
+            a.drain(1000, &mut out).unwrap();
+            let mut bytes = fs::read(&path).unwrap();
+            let len = bytes.len();
+            for (at, v) in flips {
+                bytes[at % len] = v;
+            }
+            if let Some(c) = cut {
+                bytes.truncate(c % len);
+            }
+            fs::write(&path, &bytes).unwrap();
+            let _ = a.new_devices();
+            let _ = a.new_tags();
+            if a.drain(1 << 20, &mut out).is_ok() {
+                prop_assert!(out.len() as u64 <= 4 + a.header().geometry.ring_events as u64 * a.header().geometry.max_shards as u64);
+            }
+            let _ = a.counters();
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! Incremental reading of one region, for a reader that stays attached (the daemon): new
+//! devices, new tags, exact counters, and the rings drained event by event.
+//!
+//! Reads are positional (`pread`), never a mapping: a hostile writer that truncates or rewrites
+//! its file cannot fault the reader, only make its own data be refused. An event is accepted
+//! only if its sequence word matches and the writer cannot have begun overwriting it while it
+//! was copied (checked by re-reading the shard's head afterwards).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use ttmem_region::decode::{self, Event, Header, Strings};
+use ttmem_region::{EVENT_SIZE, SHARD_HEADER_SIZE, STRINGS_HEADER_SIZE};
+
+use crate::{DeviceCounters, RegionError, ScanOptions, read_at};
+
+/// What one drain pass found.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct DrainStats {
+    /// Events accepted.
+    pub events: u64,
+    /// Events that were overwritten before they could be read.
+    pub lost: u64,
+    /// Times a shard's head went backwards or jumped impossibly (a corrupt or hostile writer);
+    /// the reader resynchronizes at the new head.
+    pub anomalies: u64,
+}
+
+/// A region the reader follows.
+pub struct Attached {
+    path: PathBuf,
+    file: File,
+    header: Header,
+    /// Next event index to read, per shard.
+    next: Vec<u64>,
+    strings_seen: u64,
+    devices_seen: u32,
+    buf: Vec<u8>,
+}
+
+impl Attached {
+    /// Opens and validates a region. Draining starts at the oldest event the rings still hold,
+    /// so a reader that attaches late (or restarts) rebuilds what the rings remember.
+    pub fn open(path: &Path) -> Result<Self, RegionError> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        let head = read_at(&file, 0, ttmem_region::HEADER_SIZE.min(len as usize))?;
+        let header = decode::decode_header(&head, len)?;
+        if header.state == ttmem_region::RegionState::Creating {
+            return Err(RegionError::Creating);
+        }
+        let mut a = Attached {
+            path: path.to_owned(),
+            file,
+            next: vec![0; header.geometry.max_shards as usize],
+            header,
+            strings_seen: 0,
+            devices_seen: 0,
+            buf: Vec::new(),
+        };
+        let cap = a.header.geometry.ring_events as u64;
+        for s in 0..a.header.geometry.max_shards {
+            let head = a.shard_head(s)?;
+            a.next[s as usize] = head.saturating_sub(cap);
+        }
+        Ok(a)
+    }
+
+    /// The header as read at open (geometry and identity never change).
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn shard_head(&self, s: u32) -> Result<u64, RegionError> {
+        let b = read_at(&self.file, self.header.geometry.shard_offset(s), SHARD_HEADER_SIZE)?;
+        Ok(decode::decode_shard(&b)?.head)
+    }
+
+    fn seq_now(&self, s: u32, index: u64) -> Result<u64, RegionError> {
+        let b = read_at(&self.file, self.header.geometry.event_offset(s, index), 8)?;
+        Ok(u64::from_le_bytes(b[..8].try_into().expect("8 bytes")))
+    }
+
+    /// Devices published since the last call.
+    pub fn new_devices(&mut self) -> Result<Vec<(u32, decode::Device)>, RegionError> {
+        let g = self.header.geometry;
+        let h = read_at(&self.file, 0, ttmem_region::HEADER_SIZE)?;
+        let n = u32::from_le_bytes(h[176..180].try_into().expect("4 bytes")).min(g.max_devices);
+        let mut out = Vec::new();
+        for i in self.devices_seen..n {
+            let b = read_at(&self.file, g.device_offset(i), ttmem_region::DEVICE_ENTRY_SIZE)?;
+            match decode::decode_device(&b)? {
+                Some(d) => out.push((i, d)),
+                None => break, // not published yet: try again next time
+            }
+            self.devices_seen = i + 1;
+        }
+        Ok(out)
+    }
+
+    /// Tags interned since the last call.
+    pub fn new_tags(&mut self) -> Result<Vec<(u32, String)>, RegionError> {
+        let g = self.header.geometry;
+        let header = read_at(&self.file, g.strings_offset, STRINGS_HEADER_SIZE)?;
+        let used = u64::from_le_bytes(header[..8].try_into().expect("8 bytes")).min(g.strings_bytes);
+        if used <= self.strings_seen {
+            return Ok(Vec::new());
+        }
+        let data = read_at(&self.file, g.strings_data_offset(), used as usize)?;
+        let strings = Strings::decode(&header, &data);
+        let mut out = Vec::new();
+        let mut off = self.strings_seen as usize;
+        while off < used as usize {
+            let len = data[off] as usize;
+            if len == 0 || off + 1 + len > used as usize {
+                break;
+            }
+            let id = off as u32 + 1;
+            if let Some(s) = strings.get(id) {
+                out.push((id, s.to_string()));
+            }
+            off += 1 + len;
+        }
+        self.strings_seen = off as u64;
+        Ok(out)
+    }
+
+    /// The exact counters of every published device (as `ttmem ps` reads them).
+    pub fn counters(&self) -> Result<Vec<DeviceCounters>, RegionError> {
+        crate::read_region(&self.path, ScanOptions::default(), None).map(|r| r.devices)
+    }
+
+    /// Appends new events (at most `max_per_shard` per shard) to `out`, with their shard.
+    pub fn drain(&mut self, max_per_shard: u64, out: &mut Vec<(u32, Event)>) -> Result<DrainStats, RegionError> {
+        let g = self.header.geometry;
+        let cap = g.ring_events as u64;
+        let shared = g.max_shards - 1;
+        let mut stats = DrainStats::default();
+        let table = read_at(&self.file, g.shards_offset, g.max_shards as usize * SHARD_HEADER_SIZE)?;
+        for s in 0..g.max_shards {
+            let head = decode::decode_shard(&table[s as usize * SHARD_HEADER_SIZE..])?.head;
+            let mut next = self.next[s as usize];
+            if head < next {
+                stats.anomalies += 1;
+                self.next[s as usize] = head;
+                continue;
+            }
+            if head - next > cap {
+                stats.lost += head - next - cap;
+                next = head - cap;
+            }
+            let end = head.min(next.saturating_add(max_per_shard));
+            if end == next {
+                self.next[s as usize] = next;
+                continue;
+            }
+            // Copy [next, end) in at most two contiguous reads (the ring may wrap).
+            let count = (end - next) as usize;
+            self.buf.resize(count * EVENT_SIZE, 0);
+            let first_slot = (next % cap) as usize;
+            let first = count.min(cap as usize - first_slot);
+            self.file
+                .read_exact_at(&mut self.buf[..first * EVENT_SIZE], g.event_offset(s, next))
+                .map_err(io_changed(&self.file))?;
+            if first < count {
+                self.file
+                    .read_exact_at(&mut self.buf[first * EVENT_SIZE..], g.ring_offset(s))
+                    .map_err(io_changed(&self.file))?;
+            }
+            // The writer overwrites slot `i` when it writes event `i + cap`. Re-reading the head
+            // after the copy tells which records may have changed under it: those with
+            // `i + cap < head_after` certainly were (lost); the one with `i + cap == head_after`
+            // may be being rewritten, so its sequence word is read again: the writer zeroes it
+            // before touching any field, so an unchanged word proves the copy consistent.
+            let head_after = self.shard_head(s)?;
+            let mut index = next;
+            for rec in self.buf.chunks_exact(EVENT_SIZE) {
+                let seq = u64::from_le_bytes(rec[..8].try_into().expect("8 bytes"));
+                if seq == 0 && s == shared && index + cap > head_after {
+                    break; // still being written by a thread of the shared shard: retry later
+                }
+                let stable = match (index + cap).cmp(&head_after) {
+                    std::cmp::Ordering::Less => false,
+                    std::cmp::Ordering::Equal => self.seq_now(s, index)? == index + 1,
+                    std::cmp::Ordering::Greater => true,
+                };
+                match decode::decode_event(rec, index) {
+                    Some(e) if stable => {
+                        out.push((s, e));
+                        stats.events += 1;
+                    }
+                    _ => stats.lost += 1,
+                }
+                index += 1;
+            }
+            self.next[s as usize] = index;
+        }
+        Ok(stats)
+    }
+
+    /// Event indices the reader will read next, per shard (for tests and statistics).
+    pub fn positions(&self) -> &[u64] {
+        &self.next
+    }
+}
+
+fn io_changed(file: &File) -> impl Fn(std::io::Error) -> RegionError + '_ {
+    move |e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            RegionError::Changed {
+                now: file.metadata().map(|m| m.len()).unwrap_or(0),
+            }
+        } else {
+            e.into()
+        }
+    }
+}
+
+/// Converts a region's event ticks to `CLOCK_MONOTONIC` nanoseconds.
+#[derive(Copy, Clone, Debug)]
+pub struct TickClock {
+    tsc: bool,
+    ticks0: u64,
+    mono0: u64,
+    /// Nanoseconds per tick, as a 32.32 fixed-point number.
+    ns_per_tick_fp: u128,
+}
+
+impl TickClock {
+    /// Calibrates for a region: monotonic ns pass through; TSC ticks are converted with the
+    /// header's (TSC, monotonic) pair and one taken now (same boot, constant TSC).
+    pub fn for_header(h: &Header) -> Self {
+        let tsc = h.flags & ttmem_region::FLAG_CLOCK_TSC != 0;
+        let mut c = TickClock {
+            tsc,
+            ticks0: h.clock_ticks,
+            mono0: h.clock_monotonic_ns,
+            ns_per_tick_fp: 1 << 32,
+        };
+        if tsc {
+            let (t1, m1) = now_tsc_and_mono();
+            let dt = t1.saturating_sub(h.clock_ticks);
+            let dm = m1.saturating_sub(h.clock_monotonic_ns);
+            if dt > 0 && dm > 0 {
+                c.ns_per_tick_fp = ((dm as u128) << 32) / dt as u128;
+            }
+        }
+        c
+    }
+
+    /// Ticks to monotonic ns.
+    #[inline]
+    pub fn to_ns(&self, ticks: u64) -> u64 {
+        if !self.tsc {
+            return ticks;
+        }
+        let dt = ticks.wrapping_sub(self.ticks0) as i64 as i128;
+        let dns = (dt * self.ns_per_tick_fp as i128) >> 32;
+        (self.mono0 as i128 + dns).clamp(0, u64::MAX as i128) as u64
+    }
+}
+
+fn now_tsc_and_mono() -> (u64, u64) {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    // SAFETY: rdtsc is available on every x86-64 CPU and has no memory effects.
+    let tsc = || unsafe { core::arch::x86_64::_rdtsc() };
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    let tsc = monotonic_ns;
+    let t0 = tsc();
+    let m = monotonic_ns();
+    let t1 = tsc();
+    (t0 / 2 + t1 / 2, m)
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds.
+pub fn monotonic_ns() -> u64 {
+    let t =
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
