@@ -22,6 +22,8 @@ pub struct Args {
 pub enum Command {
     /// Per-chip and per-process memory, once (like nvidia-smi, per buffer type).
     Ps(PsArgs),
+    /// Run the host daemon: every allocation in one ledger, process lifecycle, one API.
+    Serve(ServeArgs),
     /// The devices seen, with arch and capacities; exits 1 when there are none.
     Info(InfoArgs),
     /// Remove regions left by processes that no longer run.
@@ -36,8 +38,46 @@ pub enum Command {
     Bench(BenchCommand),
 }
 
+/// How to reach the daemon (readers fall back to the regions when none answers).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DaemonArgs {
+    /// The daemon's API socket (default: /run/ttmem/api.sock for root, else under $XDG_RUNTIME_DIR).
+    #[arg(long, env = "TTMEM_API_SOCKET", value_name = "PATH", global = true)]
+    pub api_socket: Option<PathBuf>,
+    /// The daemon's URL instead (http://HOST:PORT).
+    #[arg(long, value_name = "URL", global = true, conflicts_with = "api_socket")]
+    pub url: Option<String>,
+    /// Read the regions directly even if a daemon runs.
+    #[arg(long, global = true)]
+    pub no_daemon: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Config file (TOML; default /etc/ttmem/ttmem.toml or ~/.config/ttmem/ttmem.toml if present).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Region directory to watch.
+    #[arg(long, value_name = "PATH")]
+    pub region_dir: Option<PathBuf>,
+    /// API Unix socket.
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
+    /// TCP address of the API (default 127.0.0.1:9477).
+    #[arg(long, value_name = "ADDR:PORT", conflicts_with = "no_http")]
+    pub http: Option<String>,
+    /// No TCP API.
+    #[arg(long)]
+    pub no_http: bool,
+    /// SQLite database for history and process records.
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct PsArgs {
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
     /// Print JSON (schema 1, docs/ps-json.md).
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,

@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod ps;
+mod serve;
 mod sim;
 
 use std::path::PathBuf;
@@ -12,8 +13,12 @@ use crate::args::{Args, Command, SimCommand};
 
 /// Runs the parsed command; the exit code is the command's answer (errors are exit 2 in main).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Command::Serve(a) = &args.command {
+        return serve::serve(args.dir.as_deref(), a);
+    }
     let dir = args.dir.unwrap_or_else(ttmem_region::default_dir);
     match args.command {
+        Command::Serve(_) => unreachable!("handled above"),
         Command::Ps(a) => ps::ps(&dir, &a),
         Command::Info(a) => ps::info(&dir, &a),
         Command::Gc(a) => ps::gc(&dir, &a),

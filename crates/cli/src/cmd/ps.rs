@@ -8,16 +8,44 @@ use ttmem_report::Snapshot;
 use ttmem_scan::ScanOptions;
 
 use super::{out, shown};
-use crate::args::{GcArgs, InfoArgs, PsArgs};
+use crate::args::{DaemonArgs, GcArgs, InfoArgs, PsArgs};
 
-fn snapshot(dir: &Path) -> anyhow::Result<Snapshot> {
+/// The daemon endpoint the flags name (or the default socket).
+pub fn endpoint(d: &DaemonArgs) -> anyhow::Result<ttmem_apiclient::Endpoint> {
+    Ok(match (&d.url, &d.api_socket) {
+        (Some(url), _) => ttmem_apiclient::Endpoint::parse(url)?,
+        (None, Some(p)) => ttmem_apiclient::Endpoint::Unix(p.clone()),
+        (None, None) => ttmem_apiclient::Endpoint::Unix(ttmem_daemon::Config::default_api_socket()),
+    })
+}
+
+/// The snapshot from the daemon when one answers for this region directory, else read from
+/// the regions directly.
+fn snapshot_via(dir: &Path, daemon: Option<&DaemonArgs>) -> anyhow::Result<Snapshot> {
+    if let Some(d) = daemon.filter(|d| !d.no_daemon) {
+        let ep = endpoint(d)?;
+        match ttmem_apiclient::get_json::<Snapshot>(&ep, "/api/v1/snapshot") {
+            Ok(s) if Path::new(&s.region_dir) == dir => return Ok(s),
+            Ok(s) => tracing::info!(
+                "the daemon at {ep} watches {}, not {}; reading regions",
+                s.region_dir,
+                dir.display()
+            ),
+            Err(ttmem_apiclient::ApiError::NotRunning(_)) => {}
+            Err(e) => tracing::warn!("{e}; reading regions directly"),
+        }
+    }
     let scan = ttmem_scan::scan(dir, ScanOptions::default())
         .with_context(|| format!("cannot read region directory {}", shown(dir).display()))?;
     Ok(Snapshot::from_scan(&scan))
 }
 
+fn snapshot(dir: &Path) -> anyhow::Result<Snapshot> {
+    snapshot_via(dir, None)
+}
+
 pub fn ps(dir: &Path, a: &PsArgs) -> anyhow::Result<ExitCode> {
-    let s = snapshot(dir)?;
+    let s = snapshot_via(dir, Some(&a.daemon))?;
     if a.json {
         out(&(serde_json::to_string_pretty(&s)? + "\n"))?;
     } else if a.csv && a.devices {

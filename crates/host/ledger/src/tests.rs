@@ -218,7 +218,7 @@ proptest! {
         let mut l = Ledger::new(0);
         let d = l.add_device(DeviceInfo {
             kind: 2, hw_id: 1, arch: "x".into(), name: "x".into(), remote: false,
-            categories: vec![CategoryInfo { name: "DRAM".into(), capacity: 0, addr_base: 4096, addr_end: 1 << 16, banks: 4, alignment: 64 }],
+            categories: vec![CategoryInfo { name: "DRAM".into(), capacity: 0, addr_base: 4096, addr_end: 1 << 16, banks: 4, alignment: 512 }],
         });
         l.add_process(1);
         let mut live: Vec<(u64, u64)> = Vec::new();

@@ -135,6 +135,27 @@ pub struct ScanOptions {
     pub events_per_shard: u32,
 }
 
+/// A file this young that does not decode yet is presumed still being created (its writer
+/// creates, sizes, then fills it): readers retry instead of reporting it.
+pub const CREATION_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl RegionError {
+    /// Whether the error may vanish on its own because the file is still being written: a
+    /// decode failure of a file modified within [`CREATION_GRACE`].
+    pub fn is_transient(&self, path: &Path) -> bool {
+        match self {
+            RegionError::Creating
+            | RegionError::Decode(DecodeError::Truncated { .. } | DecodeError::BadMagic)
+            | RegionError::Changed { .. } => fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age < CREATION_GRACE),
+            _ => false,
+        }
+    }
+}
+
 /// Reads every `*.ttmem` region in `dir`. A missing directory is an empty scan, not an error;
 /// an unreadable one is an error.
 pub fn scan(dir: &Path, opts: ScanOptions) -> io::Result<Scan> {
@@ -159,6 +180,7 @@ pub fn scan(dir: &Path, opts: ScanOptions) -> io::Result<Scan> {
         match read_region(&path, opts, boot) {
             Ok(r) => out.regions.push(r),
             Err(RegionError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {} // exited meanwhile
+            Err(e) if e.is_transient(&path) => {}                                // still being created
             Err(RegionError::Io(e)) if e.kind() == io::ErrorKind::PermissionDenied => out.not_permitted += 1,
             Err(e) => {
                 tracing::debug!(path = %path.display(), error = %e, "skipping region");

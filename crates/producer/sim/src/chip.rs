@@ -61,7 +61,9 @@ impl Arch {
         tt::NAMES
             .iter()
             .zip(self.layouts())
-            .map(|(name, l)| tt::category(name, l.banks, l.base, l.end, l.alignment as u32))
+            // Interleaved buffers take whole pages per bank, so the page is the effective
+            // alignment a reader must assume (nested ceiling divisions compose exactly).
+            .map(|(name, l)| tt::category(name, l.banks, l.base, l.end, l.alignment.max(l.page) as u32))
             .collect()
     }
 }

@@ -1,0 +1,323 @@
+//! End-to-end tests of `ttmem serve`: a real daemon, real workload processes, the real API.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use ttmem_apiclient::{ApiError, Endpoint, get_json};
+
+const TTMEM: &str = env!("CARGO_BIN_EXE_ttmem");
+
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    regions: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start() -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let regions = dir.path().join("regions");
+        let socket = dir.path().join("api.sock");
+        let mut d = Daemon {
+            child: spawn_serve(&regions, &socket, dir.path()),
+            socket,
+            regions,
+            _dir: dir,
+        };
+        d.wait_ready();
+        d
+    }
+
+    fn wait_ready(&mut self) {
+        wait_until(|| get_json::<Value>(&self.ep(), "/api/v1/health").is_ok());
+    }
+
+    fn ep(&self) -> Endpoint {
+        Endpoint::Unix(self.socket.clone())
+    }
+
+    fn get(&self, path: &str) -> Value {
+        get_json(&self.ep(), path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    fn process(&self, pid: u64) -> Option<Value> {
+        self.get("/api/v1/processes")["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pid"] == pid)
+            .cloned()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_serve(regions: &Path, socket: &Path, dir: &Path) -> Child {
+    Command::new(TTMEM)
+        .args(["serve", "--no-http", "--region-dir"])
+        .arg(regions)
+        .arg("--api-socket")
+        .arg(socket)
+        .arg("--db")
+        .arg(dir.join("ttmem.db"))
+        .env_remove("TTMEM_CONFIG")
+        .env("XDG_CONFIG_HOME", dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+struct Held {
+    child: Child,
+    summary: Value,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn hold(regions: &Path, profile: &str, shape: &str, chip: u32, steps: u32) -> Held {
+    let mut child = Command::new(TTMEM)
+        .args(["sim", "run", "--profile", profile, "--device", shape, "--step-ms", "1"])
+        .args(["--chip-offset", &chip.to_string(), "--hold-after", &steps.to_string()])
+        .env("TTMEM_DIR", regions)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    Held {
+        summary: serde_json::from_str(&line).unwrap(),
+        child,
+    }
+}
+
+fn wait_until(mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(20), "timed out");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn pid(h: &Held) -> u64 {
+    h.summary["pid"].as_u64().unwrap()
+}
+
+/// Every (hw_id, category) of the model equals the API's process view, bytes and counts.
+fn assert_matches_model(p: &Value, summary: &Value) {
+    for chip in summary["chips"].as_array().unwrap() {
+        let hw = format!("{:#x}", chip["hw_id"].as_u64().unwrap());
+        let dev = p["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["hw_id"] == hw.as_str())
+            .unwrap();
+        for cat in chip["categories"].as_array().unwrap() {
+            let got = dev["categories"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == cat["name"])
+                .unwrap();
+            assert_eq!(got["bytes"], cat["allocated"], "{hw} {}", cat["name"]);
+            assert_eq!(got["count"], cat["buffers"], "{hw} {}", cat["name"]);
+        }
+    }
+}
+
+fn total_buffers(summary: &Value) -> u64 {
+    summary["chips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["categories"].as_array().unwrap())
+        .map(|c| c["buffers"].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn api_totals_equal_the_models_and_a_killed_workload_leaves_within_a_second() {
+    let d = Daemon::start();
+    let mut inference = hold(&d.regions, "llm-inference", "n300", 0, 20);
+    let training = hold(&d.regions, "training", "n150", 2, 20);
+    wait_until(|| d.process(pid(&inference)).is_some() && d.process(pid(&training)).is_some());
+    for h in [&inference, &training] {
+        assert_matches_model(&d.process(pid(h)).unwrap(), &h.summary);
+    }
+    // Device totals are the models' allocator statistics summed over the chip's processes.
+    let devices = d.get("/api/v1/devices")["devices"].clone();
+    assert_eq!(devices.as_array().unwrap().len(), 3);
+    assert_eq!(
+        devices[0]["categories"][0]["used"],
+        inference.summary["chips"][0]["categories"][0]["allocated"]
+    );
+    assert_eq!(
+        devices[2]["categories"][0]["used"],
+        training.summary["chips"][0]["categories"][0]["allocated"]
+    );
+
+    // The ledger holds every live allocation, with tags, and agrees on free space.
+    let page = d.get(&format!(
+        "/api/v1/processes/{}/allocations?sort=size&limit=5",
+        pid(&inference)
+    ));
+    assert_eq!(page["total"].as_u64().unwrap(), total_buffers(&inference.summary));
+    assert_eq!(page["complete"], true);
+    assert!(page["items"][0]["size"].as_u64() >= page["items"][4]["size"].as_u64());
+    assert!(page["items"][0]["tag"].as_str().unwrap().starts_with("layers."));
+    let fit = d.get("/api/v1/fit?device=0&category=DRAM&bytes=1073741824");
+    assert_eq!(
+        fit["largest_free_per_bank"],
+        inference.summary["chips"][0]["categories"][0]["largest_free_per_bank"]
+    );
+    assert_eq!(fit["fits"], true);
+    let huge = d.get("/api/v1/fit?device=0&category=DRAM&bytes=100000000000");
+    assert_eq!(huge["fits"], false);
+    assert_eq!(huge["best_gaps"][0]["below"]["pid"], pid(&inference));
+    let frag = d.get("/api/v1/devices/0/fragmentation");
+    assert!(frag["categories"].as_array().unwrap().iter().any(|c| c["name"] == "L1"));
+
+    // ps asks the daemon.
+    let ps = Command::new(TTMEM)
+        .args(["ps", "--json", "--api-socket"])
+        .arg(&d.socket)
+        .env("TTMEM_DIR", &d.regions)
+        .output()
+        .unwrap();
+    let ps: Value = serde_json::from_slice(&ps.stdout).unwrap();
+    assert_eq!(ps["source"], "daemon");
+    assert_eq!(ps["devices"], devices);
+
+    // SIGKILL: within a second the memory leaves the totals and is kept as left behind.
+    let killed = pid(&inference);
+    inference.child.kill().unwrap();
+    let t0 = Instant::now();
+    inference.child.wait().unwrap();
+    wait_until(|| d.get("/api/v1/devices")["devices"][0]["categories"][0]["used"] == 0);
+    assert!(t0.elapsed() < Duration::from_secs(1), "took {:?}", t0.elapsed());
+    let dead = d.process(killed).unwrap();
+    assert_eq!(dead["state"], "exited");
+    assert_eq!(dead["left_behind"], true);
+    assert_matches_model(&dead, &inference.summary);
+    let rec = d.get(&format!("/api/v1/processes/{killed}/events"));
+    assert_eq!(rec["state"]["state"], "exited");
+    let events = rec["events"].as_array().unwrap();
+    assert!(!events.is_empty() && events.len() <= 256);
+    assert!(events.iter().any(|e| e["kind"] == "alloc" && e["category"] == "DRAM"));
+    wait_until(|| std::fs::read_dir(&d.regions).unwrap().count() == 1); // only training's remains
+    assert_eq!(
+        d.get(&format!("/api/v1/processes/{killed}/allocations"))["total"]
+            .as_u64()
+            .unwrap(),
+        total_buffers(&inference.summary)
+    );
+    let stats = d.get("/api/v1/stats");
+    assert_eq!(stats["collector"]["deaths"], 1);
+    assert!(stats["bytes_per_live_allocation"].as_f64().unwrap() <= 64.0);
+}
+
+#[test]
+fn the_daemon_survives_kill_9_and_rebuilds_from_the_rings() {
+    let mut d = Daemon::start();
+    let a = hold(&d.regions, "llm-inference", "n150", 0, 10);
+    let b = hold(&d.regions, "bursty", "n150", 1, 1);
+    wait_until(|| d.process(pid(&a)).is_some() && d.process(pid(&b)).is_some());
+    // kill -9 the daemon while the workloads run, then start it again.
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    assert!(d.socket.exists(), "a killed daemon leaves its socket behind");
+    let c = hold(&d.regions, "training", "n150", 2, 5); // starts while no daemon runs
+    d.child = spawn_serve(&d.regions, &d.socket, d._dir.path());
+    d.wait_ready();
+    wait_until(|| d.process(pid(&c)).is_some());
+    for h in [&a, &b, &c] {
+        let p = d.process(pid(h)).unwrap();
+        assert_eq!(p["state"], "running");
+        assert_matches_model(&p, &h.summary);
+        let page = d.get(&format!("/api/v1/processes/{}/allocations?limit=1", pid(h)));
+        assert_eq!(
+            page["total"].as_u64().unwrap(),
+            total_buffers(&h.summary),
+            "ledger rebuilt from the ring"
+        );
+    }
+}
+
+#[test]
+fn api_errors_are_json_with_a_reason() {
+    let d = Daemon::start();
+    let ep = d.ep();
+    let refused = |path: &str| match get_json::<Value>(&ep, path) {
+        Err(ApiError::Refused { status, reason }) => (status, reason),
+        other => panic!("{path}: expected an error, got {other:?}"),
+    };
+    assert_eq!(refused("/api/v1/nope").0, 404);
+    assert_eq!(
+        refused("/api/v1/processes/999999/allocations"),
+        (404, "no process with pid 999999".into())
+    );
+    let (status, reason) = refused("/api/v1/fit?device=0");
+    assert_eq!(status, 400);
+    assert!(reason.contains("fit needs device, category and bytes"));
+    assert_eq!(refused("/api/v1/fit?device=7&category=DRAM&bytes=1").0, 404);
+    assert_eq!(refused("/api/v1/fit?device=x&category=DRAM&bytes=1").0, 400);
+    let h = hold(&d.regions, "bursty", "n150", 0, 1);
+    wait_until(|| d.process(pid(&h)).is_some());
+    let (status, reason) = refused(&format!("/api/v1/processes/{}/allocations?sort=color", pid(&h)));
+    assert_eq!(
+        (status, reason.as_str()),
+        (400, "unknown sort \"color\" (address, size or age)")
+    );
+    assert_eq!(
+        refused("/api/v1/fit?device=0&category=GPU&bytes=1"),
+        (400, "the device has no category GPU".into())
+    );
+}
+
+#[test]
+fn hostile_regions_are_refused_and_sigterm_stops_cleanly() {
+    let mut d = Daemon::start();
+    std::fs::write(d.regions.join("junk.ttmem"), vec![0x5Au8; 8192]).unwrap();
+    let h = hold(&d.regions, "bursty", "n150", 0, 1);
+    wait_until(|| d.process(pid(&h)).is_some());
+    wait_until(|| !d.get("/api/v1/snapshot")["skipped"].as_array().unwrap().is_empty());
+    let snap = d.get("/api/v1/snapshot");
+    assert_eq!(snap["skipped"][0]["reason"], "not a ttmem region (wrong magic)");
+    assert_eq!(d.get("/api/v1/health")["status"], "ok");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
+    let status = d.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!d.socket.exists(), "the socket is removed on a clean stop");
+}
+
+#[test]
+fn a_second_daemon_on_the_same_socket_is_refused() {
+    let d = Daemon::start();
+    let out = Command::new(TTMEM)
+        .args(["serve", "--no-http", "--region-dir"])
+        .arg(&d.regions)
+        .arg("--api-socket")
+        .arg(&d.socket)
+        .env("XDG_CONFIG_HOME", d._dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another ttmem daemon is already serving on"));
+}

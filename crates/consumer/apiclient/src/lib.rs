@@ -1,0 +1,261 @@
+//! A small blocking client for the daemon's API: one `GET`, JSON back.
+//!
+//! The API is local (a Unix socket or loopback TCP) and answers small JSON documents, so a
+//! request is `GET path HTTP/1.1` with `Connection: close` and the answer is read to the end.
+//! Chunked bodies are decoded. Every failure is an [`ApiError`] that says which end failed.
+
+#![deny(missing_docs)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+/// Where the daemon listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A Unix socket path.
+    Unix(PathBuf),
+    /// `host:port` over TCP.
+    Tcp(String),
+}
+
+impl Endpoint {
+    /// From a URL: `http://HOST:PORT[/...]`, `unix:/path`, or a bare socket path.
+    pub fn parse(url: &str) -> Result<Self, ApiError> {
+        if let Some(rest) = url.strip_prefix("http://") {
+            let host = rest.split('/').next().unwrap_or_default();
+            if host.is_empty() {
+                return Err(ApiError::BadUrl(url.into()));
+            }
+            let host = if host.contains(':') {
+                host.to_string()
+            } else {
+                format!("{host}:80")
+            };
+            Ok(Endpoint::Tcp(host))
+        } else if let Some(path) = url.strip_prefix("unix:") {
+            Ok(Endpoint::Unix(path.into()))
+        } else if url.starts_with('/') {
+            Ok(Endpoint::Unix(url.into()))
+        } else {
+            Err(ApiError::BadUrl(url.into()))
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+            Endpoint::Tcp(h) => write!(f, "http://{h}"),
+        }
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Nothing listens there (no daemon).
+    #[error("no ttmem daemon at {0}")]
+    NotRunning(Endpoint),
+    /// The connection or transfer failed.
+    #[error("talking to the daemon at {endpoint} failed: {source}")]
+    Io {
+        /// Where.
+        endpoint: Endpoint,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The answer is not HTTP or not the JSON expected.
+    #[error("the daemon at {endpoint} answered something unexpected: {why}")]
+    Protocol {
+        /// Where.
+        endpoint: Endpoint,
+        /// What.
+        why: String,
+    },
+    /// The daemon answered with an error.
+    #[error("the daemon refused: {reason} (HTTP {status})")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// Its `error` text.
+        reason: String,
+    },
+    /// The URL is not one this client speaks.
+    #[error("unsupported daemon URL {0:?} (use http://HOST:PORT or unix:/path)")]
+    BadUrl(String),
+}
+
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
+fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Box<dyn Stream>, ApiError> {
+    let io = |source| ApiError::Io {
+        endpoint: endpoint.clone(),
+        source,
+    };
+    let absent = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+        )
+    };
+    match endpoint {
+        Endpoint::Unix(p) => {
+            let s = UnixStream::connect(p).map_err(|e| {
+                if absent(&e) {
+                    ApiError::NotRunning(endpoint.clone())
+                } else {
+                    io(e)
+                }
+            })?;
+            s.set_read_timeout(Some(timeout)).map_err(io)?;
+            s.set_write_timeout(Some(timeout)).map_err(io)?;
+            Ok(Box::new(s))
+        }
+        Endpoint::Tcp(h) => {
+            use std::net::ToSocketAddrs;
+            let addr = h
+                .to_socket_addrs()
+                .map_err(io)?
+                .next()
+                .ok_or_else(|| ApiError::BadUrl(h.clone()))?;
+            let s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| {
+                if absent(&e) {
+                    ApiError::NotRunning(endpoint.clone())
+                } else {
+                    io(e)
+                }
+            })?;
+            s.set_read_timeout(Some(timeout)).map_err(io)?;
+            s.set_write_timeout(Some(timeout)).map_err(io)?;
+            Ok(Box::new(s))
+        }
+    }
+}
+
+/// `GET path`; returns the status and body.
+pub fn get(endpoint: &Endpoint, path: &str) -> Result<(u16, Vec<u8>), ApiError> {
+    let mut s = connect(endpoint, Duration::from_secs(10))?;
+    let io = |source| ApiError::Io {
+        endpoint: endpoint.clone(),
+        source,
+    };
+    let host = match endpoint {
+        Endpoint::Tcp(h) => h.as_str(),
+        Endpoint::Unix(_) => "localhost",
+    };
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(io)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(io)?;
+    parse_response(&raw).map_err(|why| ApiError::Protocol {
+        endpoint: endpoint.clone(),
+        why,
+    })
+}
+
+/// Splits a raw HTTP/1.1 response into status and (de-chunked) body.
+pub fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no end of headers")?;
+    let head = std::str::from_utf8(&raw[..split]).map_err(|_| "headers are not text")?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let chunked = lines.any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = &raw[split + 4..];
+    if !chunked {
+        return Ok((status, body.to_vec()));
+    }
+    let mut out = Vec::new();
+    let mut rest = body;
+    loop {
+        let eol = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("truncated chunk size")?;
+        let size_text = std::str::from_utf8(&rest[..eol]).map_err(|_| "bad chunk size")?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| "bad chunk size")?;
+        rest = &rest[eol + 2..];
+        if size == 0 {
+            return Ok((status, out));
+        }
+        if rest.len() < size + 2 {
+            return Err("truncated chunk".into());
+        }
+        out.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+/// `GET path` and decode the JSON answer; an error status becomes [`ApiError::Refused`] with
+/// the daemon's reason.
+pub fn get_json<T: DeserializeOwned>(endpoint: &Endpoint, path: &str) -> Result<T, ApiError> {
+    let (status, body) = get(endpoint, path)?;
+    if !(200..300).contains(&status) {
+        let reason = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        return Err(ApiError::Refused { status, reason });
+    }
+    serde_json::from_slice(&body).map_err(|e| ApiError::Protocol {
+        endpoint: endpoint.clone(),
+        why: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_parse_plain_and_chunked() {
+        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+        assert_eq!(parse_response(plain).unwrap(), (200, b"{}".to_vec()));
+        let chunked =
+            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n5;x=1\r\n\":1}\n\r\n0\r\n\r\n";
+        assert_eq!(parse_response(chunked).unwrap(), (404, b"{\"a\":1}\n".to_vec()));
+        assert!(parse_response(b"garbage").is_err());
+        assert!(parse_response(b"HTTP/1.1 abc\r\n\r\n").is_err());
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nff\r\nab").is_err());
+    }
+
+    #[test]
+    fn endpoints_parse_and_a_missing_daemon_is_named() {
+        assert_eq!(
+            Endpoint::parse("http://127.0.0.1:9477/x").unwrap(),
+            Endpoint::Tcp("127.0.0.1:9477".into())
+        );
+        assert_eq!(
+            Endpoint::parse("http://localhost").unwrap(),
+            Endpoint::Tcp("localhost:80".into())
+        );
+        assert_eq!(
+            Endpoint::parse("unix:/run/a.sock").unwrap(),
+            Endpoint::Unix("/run/a.sock".into())
+        );
+        assert!(matches!(Endpoint::parse("ftp://x"), Err(ApiError::BadUrl(_))));
+        let e = get(&Endpoint::Unix("/nonexistent/ttmem.sock".into()), "/").unwrap_err();
+        assert!(matches!(e, ApiError::NotRunning(_)), "{e}");
+        assert_eq!(e.to_string(), "no ttmem daemon at unix:/nonexistent/ttmem.sock");
+    }
+}

@@ -1,0 +1,292 @@
+//! The HTTP/JSON API under `/api/v1`, served the same over the Unix socket and TCP. Read-only.
+//! Errors are JSON objects `{"error": "..."}` with a fitting status code.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use parking_lot::RwLock;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use ttmem_ledger::SortBy;
+
+use crate::collector::Collector;
+
+/// What handlers share.
+pub struct Shared {
+    /// The collector (write-locked only by its own thread, briefly per tick).
+    pub collector: RwLock<Collector>,
+    /// When the daemon started.
+    pub started: Instant,
+    /// A monotonic-ns clock (tests may pin it).
+    pub now_ns: fn() -> u64,
+}
+
+/// An error answer.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+fn not_found(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, msg.into())
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+/// The router.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/stats", get(stats))
+        .route("/api/v1/snapshot", get(snapshot))
+        .route("/api/v1/devices", get(devices))
+        .route("/api/v1/devices/{id}/fragmentation", get(fragmentation))
+        .route("/api/v1/processes", get(processes))
+        .route("/api/v1/processes/{pid}/allocations", get(allocations))
+        .route("/api/v1/processes/{pid}/events", get(events))
+        .route("/api/v1/fit", get(fit))
+        .route("/api/v1/leaks", get(leaks))
+        .fallback(|| async { not_found("no such endpoint; see docs/api.md") })
+        .with_state(shared)
+}
+
+async fn health(State(s): State<Arc<Shared>>) -> ApiResult {
+    let c = s.collector.read();
+    Ok(Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": s.started.elapsed().as_secs_f64(),
+        "region_dir": c.region_dir().display().to_string(),
+    })))
+}
+
+async fn stats(State(s): State<Arc<Shared>>) -> ApiResult {
+    let c = s.collector.read();
+    let l = c.ledger();
+    let live = l.live_allocations();
+    Ok(Json(json!({
+        "collector": c.stats(),
+        "ledger": l.stats(),
+        "live_allocations": live,
+        "ledger_map_bytes": l.map_bytes(),
+        "bytes_per_live_allocation": if live == 0 { 0.0 } else { l.map_bytes() as f64 / live as f64 },
+    })))
+}
+
+async fn snapshot(State(s): State<Arc<Shared>>) -> ApiResult {
+    Ok(Json(
+        serde_json::to_value(s.collector.read().snapshot()).expect("snapshot serializes"),
+    ))
+}
+
+async fn devices(State(s): State<Arc<Shared>>) -> ApiResult {
+    Ok(Json(json!({ "devices": s.collector.read().snapshot().devices })))
+}
+
+async fn processes(State(s): State<Arc<Shared>>) -> ApiResult {
+    Ok(Json(json!({ "processes": s.collector.read().snapshot().processes })))
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    sort: Option<String>,
+    offset: Option<u64>,
+    limit: Option<u64>,
+}
+
+fn key_of(c: &Collector, pid: u32) -> Result<ttmem_ledger::ProcKey, ApiError> {
+    c.key_of_pid(pid)
+        .ok_or_else(|| not_found(format!("no process with pid {pid}")))
+}
+
+async fn allocations(State(s): State<Arc<Shared>>, Path(pid): Path<u32>, Query(q): Query<PageQuery>) -> ApiResult {
+    let sort = match q.sort.as_deref().unwrap_or("address") {
+        "address" => SortBy::Address,
+        "size" => SortBy::Size,
+        "age" => SortBy::Age,
+        other => return Err(bad(format!("unknown sort {other:?} (address, size or age)"))),
+    };
+    let limit = q.limit.unwrap_or(100);
+    if limit > 10_000 {
+        return Err(bad("limit must be at most 10000"));
+    }
+    let c = s.collector.read();
+    let key = key_of(&c, pid)?;
+    let page = c
+        .ledger()
+        .allocations(key, sort, q.offset.unwrap_or(0), limit, (s.now_ns)())
+        .map_err(|e| not_found(e.to_string()))?;
+    let (lost, unmatched) = c.ledger().completeness(key).unwrap_or((0, 0));
+    let devices = device_ids(&c);
+    let mut v = serde_json::to_value(&page).expect("page serializes");
+    if let Some(items) = v["items"].as_array_mut() {
+        for item in items {
+            let dk = item["device"].as_u64().unwrap_or(0) as u32;
+            item["device"] = json!(devices.get(&dk).copied());
+            item["pid"] = json!(pid);
+            item.as_object_mut().map(|o| o.remove("process"));
+        }
+    }
+    v["pid"] = json!(pid);
+    v["complete"] = json!(lost == 0);
+    v["events_lost"] = json!(lost);
+    v["unmatched_frees"] = json!(unmatched);
+    Ok(Json(v))
+}
+
+async fn events(State(s): State<Arc<Shared>>, Path(pid): Path<u32>) -> ApiResult {
+    let c = s.collector.read();
+    let key = key_of(&c, pid)?;
+    let devices = device_ids(&c);
+    let recent = c
+        .ledger()
+        .recent(key)
+        .map(|r| r.iter().copied().collect::<Vec<_>>())
+        .unwrap_or_default();
+    let events: Vec<Value> = recent
+        .iter()
+        .map(|r| {
+            json!({
+                "kind": r.event.kind,
+                "device": devices.get(&r.event.device).copied(),
+                "category": category_name(&c, r.event.device, r.event.category),
+                "address": r.event.address,
+                "size": r.event.size,
+                "time_ns": r.event.time_ns,
+                "tag": c.ledger().tag(key, r.event.tag),
+                "matched": r.matched,
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "pid": pid, "state": c.ledger().state(key), "events": events }),
+    ))
+}
+
+fn category_name(c: &Collector, dev: u32, cat: u8) -> Option<String> {
+    c.ledger()
+        .devices()
+        .find(|(k, _, _)| *k == dev)
+        .and_then(|(_, i, _)| i.categories.get(cat as usize))
+        .map(|x| x.name.clone())
+}
+
+/// Ledger device key → the host-wide device id of the snapshot (by kind and hardware id).
+fn device_ids(c: &Collector) -> std::collections::HashMap<u32, u32> {
+    let snap = c.snapshot();
+    c.ledger()
+        .devices()
+        .filter_map(|(k, info, _)| {
+            let hw = format!("{:#x}", info.hw_id);
+            snap.devices
+                .iter()
+                .find(|d| d.hw_id == hw && info.hw_id != 0)
+                .map(|d| (k, d.id))
+        })
+        .collect()
+}
+
+fn ledger_device(c: &Collector, id: u32) -> Result<u32, ApiError> {
+    device_ids(c)
+        .into_iter()
+        .find(|(_, v)| *v == id)
+        .map(|(k, _)| k)
+        .ok_or_else(|| not_found(format!("no device {id}")))
+}
+
+async fn fragmentation(State(s): State<Arc<Shared>>, Path(id): Path<u32>) -> ApiResult {
+    let c = s.collector.read();
+    let dk = ledger_device(&c, id)?;
+    let (_, info, _) = c.ledger().devices().find(|(k, _, _)| *k == dk).expect("device exists");
+    let cats: Vec<Value> = info
+        .categories
+        .iter()
+        .filter(|cat| cat.addr_end > cat.addr_base)
+        .filter_map(|cat| {
+            c.ledger()
+                .fragmentation(dk, &cat.name)
+                .ok()
+                .map(|f| json!({ "name": cat.name, "banks": cat.banks, "fragmentation": f }))
+        })
+        .collect();
+    Ok(Json(json!({ "device": id, "categories": cats })))
+}
+
+#[derive(Deserialize)]
+struct FitQuery {
+    device: Option<u32>,
+    category: Option<String>,
+    bytes: Option<u64>,
+}
+
+async fn fit(State(s): State<Arc<Shared>>, Query(q): Query<FitQuery>) -> ApiResult {
+    let (Some(id), Some(category), Some(bytes)) = (q.device, q.category, q.bytes) else {
+        return Err(bad(
+            "fit needs device, category and bytes, e.g. /api/v1/fit?device=0&category=DRAM&bytes=1073741824",
+        ));
+    };
+    let c = s.collector.read();
+    let dk = ledger_device(&c, id)?;
+    let f = c.ledger().fit(dk, &category, bytes).map_err(|e| bad(e.to_string()))?;
+    let mut v = serde_json::to_value(&f).expect("fit serializes");
+    // Owners as pids, not internal keys.
+    if let Some(gaps) = v["best_gaps"].as_array_mut() {
+        for g in gaps {
+            for side in ["below", "above"] {
+                if let Some(k) = g[side]["process"].as_u64() {
+                    g[side]["pid"] = json!(c.pid_of(k as u32));
+                    g[side].as_object_mut().map(|o| o.remove("process"));
+                }
+            }
+        }
+    }
+    v["device"] = json!(id);
+    v["category"] = json!(category);
+    Ok(Json(v))
+}
+
+#[derive(Deserialize)]
+struct LeakQuery {
+    min_age_s: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn leaks(State(s): State<Arc<Shared>>, Query(q): Query<LeakQuery>) -> ApiResult {
+    let c = s.collector.read();
+    let devices = device_ids(&c);
+    let items: Vec<Value> = c
+        .ledger()
+        .leak_suspects(
+            q.min_age_s.unwrap_or(300),
+            q.limit.unwrap_or(100).min(10_000),
+            (s.now_ns)(),
+        )
+        .into_iter()
+        .map(|a| {
+            json!({
+                "pid": c.pid_of(a.process),
+                "device": devices.get(&a.device).copied(),
+                "category": a.category,
+                "address": a.address,
+                "size": a.size,
+                "age_s": a.age_s,
+                "tag": a.tag,
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "min_age_s": q.min_age_s.unwrap_or(300), "allocations": items }),
+    ))
+}

@@ -1,0 +1,414 @@
+//! The collector: discovers regions, drains them into the ledger, keeps each process's exact
+//! counters, and follows process lifecycles. Synchronous and clock-free (callers pass the
+//! time), so tests drive it tick by tick; the daemon runs it on its own thread.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use ttmem_ledger::{DeviceInfo, Event, EventKind, Ledger, ProcKey};
+use ttmem_region::decode;
+use ttmem_scan::attach::{Attached, TickClock};
+use ttmem_scan::{Liveness, ProcessRegion, Scan, ScanOptions};
+
+/// The collector's own statistics (`/api/v1/stats`).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CollectorStats {
+    /// Regions attached since start.
+    pub regions_attached: u64,
+    /// Region files refused (invalid, other users').
+    pub regions_refused: u64,
+    /// Events drained into the ledger.
+    pub events: u64,
+    /// Events lost to ring overflow before they were read.
+    pub events_lost: u64,
+    /// Shard heads that went backwards or leapt (corrupt or hostile writers).
+    pub anomalies: u64,
+    /// Processes seen to die.
+    pub deaths: u64,
+    /// Region files removed after their process died.
+    pub regions_removed: u64,
+    /// Ticks run.
+    pub ticks: u64,
+}
+
+struct Proc {
+    attached: Option<Attached>,
+    /// The latest exact view (what `ps` shows).
+    view: ProcessRegion,
+    /// Process-local device index → ledger device.
+    devices: Vec<Option<ttmem_ledger::DeviceKey>>,
+    clock: TickClock,
+    pidfd: Option<OwnedFd>,
+    exited_at_ns: Option<u64>,
+    dirty: bool,
+}
+
+/// What the collector was told at creation.
+#[derive(Clone, Debug)]
+pub struct CollectorConfig {
+    /// Where regions are.
+    pub region_dir: PathBuf,
+    /// How long exited processes stay.
+    pub retention: Duration,
+    /// Remove dead processes' region files.
+    pub remove_dead_regions: bool,
+}
+
+/// See the module docs.
+pub struct Collector {
+    cfg: CollectorConfig,
+    ledger: Ledger,
+    procs: HashMap<ProcKey, Proc>,
+    by_path: HashMap<PathBuf, ProcKey>,
+    refused: HashMap<PathBuf, (Option<SystemTime>, String)>,
+    not_permitted: usize,
+    next_key: ProcKey,
+    stats: CollectorStats,
+    batch: Vec<(u32, decode::Event)>,
+    dir_exists: bool,
+}
+
+/// Events drained per shard per tick at most (bounds the time one tick can take).
+const MAX_EVENTS_PER_SHARD: u64 = 1 << 16;
+
+impl Collector {
+    /// A collector with an empty ledger whose ages count from `now_ns`.
+    pub fn new(cfg: CollectorConfig, now_ns: u64) -> Self {
+        Collector {
+            cfg,
+            ledger: Ledger::new(now_ns),
+            procs: HashMap::new(),
+            by_path: HashMap::new(),
+            refused: HashMap::new(),
+            not_permitted: 0,
+            next_key: 1,
+            stats: CollectorStats::default(),
+            batch: Vec::new(),
+            dir_exists: false,
+        }
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Statistics.
+    pub fn stats(&self) -> CollectorStats {
+        self.stats
+    }
+
+    /// The region directory.
+    pub fn region_dir(&self) -> &Path {
+        &self.cfg.region_dir
+    }
+
+    /// One round: discover, drain, check liveness, expire old records.
+    pub fn tick(&mut self, now_ns: u64) {
+        self.stats.ticks += 1;
+        self.discover();
+        self.drain_all();
+        self.check_liveness(now_ns);
+        self.expire(now_ns);
+    }
+
+    /// Attaches to region files not seen before.
+    pub fn discover(&mut self) {
+        let entries = match std::fs::read_dir(&self.cfg.region_dir) {
+            Ok(e) => {
+                self.dir_exists = true;
+                e
+            }
+            Err(_) => {
+                self.dir_exists = false;
+                return;
+            }
+        };
+        let mut not_permitted = 0;
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            if path.extension().is_none_or(|x| x != ttmem_region::REGION_EXTENSION) || self.by_path.contains_key(&path)
+            {
+                continue;
+            }
+            let mtime = entry.metadata().ok().and_then(|m| m.modified().ok());
+            if let Some((seen, _)) = self.refused.get(&path)
+                && *seen == mtime
+            {
+                continue; // refused before and unchanged since
+            }
+            match Attached::open(&path) {
+                Ok(a) => self.attach(path, a),
+                Err(ttmem_scan::RegionError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(ttmem_scan::RegionError::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    not_permitted += 1
+                }
+                Err(e) if e.is_transient(&path) => {} // still being created: next tick
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "refusing region: {e}");
+                    self.stats.regions_refused += 1;
+                    self.refused.insert(path, (mtime, e.to_string()));
+                }
+            }
+        }
+        self.not_permitted = not_permitted;
+    }
+
+    fn attach(&mut self, path: PathBuf, attached: Attached) {
+        let h = attached.header().clone();
+        let key = self.next_key;
+        self.next_key += 1;
+        self.ledger.add_process(key);
+        let pidfd = open_pidfd(h.pid, h.start_time);
+        let view = ProcessRegion {
+            path: path.clone(),
+            liveness: ttmem_scan::liveness(&h, ttmem_scan::current_boot_id()),
+            header: h.clone(),
+            devices: Vec::new(),
+            shards: Vec::new(),
+            strings: Default::default(),
+            events: Vec::new(),
+        };
+        tracing::info!(pid = h.pid, exe = %h.exe, path = %path.display(), "attached region");
+        self.refused.remove(&path);
+        self.stats.regions_attached += 1;
+        self.by_path.insert(path, key);
+        self.procs.insert(
+            key,
+            Proc {
+                clock: TickClock::for_header(&h),
+                attached: Some(attached),
+                view,
+                devices: Vec::new(),
+                pidfd,
+                exited_at_ns: None,
+                dirty: true,
+            },
+        );
+    }
+
+    /// Drains every attached region into the ledger and refreshes changed counters.
+    pub fn drain_all(&mut self) {
+        let keys: Vec<ProcKey> = self.procs.keys().copied().collect();
+        for key in keys {
+            if let Err(e) = self.drain_one(key) {
+                tracing::warn!(process = key, "region became unreadable: {e}");
+                if let Some(p) = self.procs.get_mut(&key) {
+                    p.attached = None;
+                }
+            }
+        }
+    }
+
+    fn drain_one(&mut self, key: ProcKey) -> Result<(), ttmem_scan::RegionError> {
+        let Some(p) = self.procs.get_mut(&key) else {
+            return Ok(());
+        };
+        let Some(a) = p.attached.as_mut() else { return Ok(()) };
+        for (index, d) in a.new_devices()? {
+            let info = DeviceInfo {
+                kind: d.kind.code(),
+                hw_id: d.hw_id,
+                arch: d.arch.clone(),
+                name: d.name.clone(),
+                remote: d.flags & ttmem_region::DEVICE_FLAG_REMOTE != 0,
+                categories: d
+                    .categories
+                    .iter()
+                    .map(|c| ttmem_ledger::CategoryInfo {
+                        name: c.name.clone(),
+                        capacity: c.capacity,
+                        addr_base: c.addr_base,
+                        addr_end: c.addr_end,
+                        banks: c.banks,
+                        alignment: c.alignment,
+                    })
+                    .collect(),
+            };
+            let dk = self.ledger.add_device(info);
+            if p.devices.len() <= index as usize {
+                p.devices.resize(index as usize + 1, None);
+            }
+            p.devices[index as usize] = Some(dk);
+            p.dirty = true;
+        }
+        let tags = a.new_tags()?;
+        if !tags.is_empty() {
+            self.ledger.set_tags(key, tags);
+        }
+        self.batch.clear();
+        let s = a.drain(MAX_EVENTS_PER_SHARD, &mut self.batch)?;
+        self.stats.events_lost += s.lost;
+        self.stats.anomalies += s.anomalies;
+        if s.lost > 0 {
+            self.ledger.mark_lost(key, s.lost);
+        }
+        // Merge the shards' events by time; a stable sort keeps each shard's own order.
+        self.batch.sort_by_key(|(_, e)| e.ticks);
+        for (_, e) in &self.batch {
+            let kind = match e.kind {
+                ttmem_region::EventKind::Alloc => EventKind::Alloc,
+                ttmem_region::EventKind::Free => EventKind::Free,
+                _ => continue,
+            };
+            let Some(Some(device)) = p.devices.get(e.device as usize) else {
+                continue;
+            };
+            self.ledger.apply(
+                key,
+                &Event {
+                    kind,
+                    device: *device,
+                    category: e.category,
+                    address: e.address,
+                    size: e.size,
+                    time_ns: p.clock.to_ns(e.ticks),
+                    tag: e.tag,
+                },
+            );
+            self.stats.events += 1;
+        }
+        if s.events > 0 || p.dirty {
+            let region = ttmem_scan::read_region(a.path(), ScanOptions::default(), None)?;
+            p.view.devices = region.devices;
+            p.view.shards = region.shards;
+            p.view.header = region.header;
+            p.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Checks which running processes died (pidfd readiness, else `/proc` start time) and
+    /// records their deaths.
+    pub fn check_liveness(&mut self, now_ns: u64) {
+        let boot = ttmem_scan::current_boot_id();
+        let dead: Vec<ProcKey> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| p.exited_at_ns.is_none())
+            .filter(|(_, p)| match &p.pidfd {
+                Some(fd) => pidfd_exited(fd.as_raw_fd()),
+                None => ttmem_scan::liveness(&p.view.header, boot) == Liveness::Exited,
+            })
+            .map(|(&k, _)| k)
+            .collect();
+        for key in dead {
+            self.process_died(key, now_ns);
+        }
+    }
+
+    /// Records a death: a last drain (the ring is still readable), then the process's memory
+    /// leaves the totals and stays as what it left behind; its region file is removed.
+    pub fn process_died(&mut self, key: ProcKey, now_ns: u64) {
+        if let Err(e) = self.drain_one(key) {
+            tracing::debug!(process = key, "last drain failed: {e}");
+        }
+        let Some(p) = self.procs.get_mut(&key) else { return };
+        if p.exited_at_ns.is_some() {
+            return;
+        }
+        p.exited_at_ns = Some(now_ns);
+        p.view.liveness = Liveness::Exited;
+        p.pidfd = None;
+        self.ledger.process_exited(key, now_ns);
+        self.stats.deaths += 1;
+        tracing::info!(pid = p.view.header.pid, exe = %p.view.header.exe, "process exited");
+        if let Some(a) = p.attached.take()
+            && self.cfg.remove_dead_regions
+        {
+            match std::fs::remove_file(a.path()) {
+                Ok(()) => self.stats.regions_removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {} // a clean exit removed it
+                Err(e) => tracing::debug!(path = %a.path().display(), "cannot remove region: {e}"),
+            }
+        }
+    }
+
+    /// Forgets exited processes older than the retention period.
+    pub fn expire(&mut self, now_ns: u64) {
+        let retention = self.cfg.retention.as_nanos() as u64;
+        let old: Vec<ProcKey> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| p.exited_at_ns.is_some_and(|t| now_ns.saturating_sub(t) >= retention))
+            .map(|(&k, _)| k)
+            .collect();
+        for k in old {
+            if let Some(p) = self.procs.remove(&k) {
+                self.by_path.remove(&p.view.path);
+            }
+            self.ledger.remove_process(k);
+        }
+    }
+
+    /// Pidfds of running processes, for a poll loop that wakes on deaths.
+    pub fn pidfds(&self) -> Vec<RawFd> {
+        self.procs
+            .values()
+            .filter_map(|p| p.pidfd.as_ref().map(|f| f.as_raw_fd()))
+            .collect()
+    }
+
+    /// The process key of a pid: the running process with it, else the latest exited one.
+    pub fn key_of_pid(&self, pid: u32) -> Option<ProcKey> {
+        self.procs
+            .iter()
+            .filter(|(_, p)| p.view.header.pid == pid)
+            .max_by_key(|(k, p)| (p.exited_at_ns.is_none(), **k))
+            .map(|(&k, _)| k)
+    }
+
+    /// The pid of a process key.
+    pub fn pid_of(&self, key: ProcKey) -> Option<u32> {
+        self.procs.get(&key).map(|p| p.view.header.pid)
+    }
+
+    /// The `ps` snapshot (schema 1) of everything the collector knows, from exact counters.
+    pub fn snapshot(&self) -> ttmem_report::Snapshot {
+        let scan = Scan {
+            dir: self.cfg.region_dir.clone(),
+            dir_exists: self.dir_exists,
+            regions: self.procs.values().map(|p| p.view.clone()).collect(),
+            skipped: self
+                .refused
+                .iter()
+                .map(|(path, (_, reason))| ttmem_scan::Skipped {
+                    path: path.clone(),
+                    reason: reason.clone(),
+                })
+                .collect(),
+            not_permitted: self.not_permitted,
+        };
+        let mut s = ttmem_report::Snapshot::from_scan(&scan);
+        s.source = "daemon".into();
+        s
+    }
+}
+
+/// Opens a pidfd for `pid` and checks it still names the process that started at
+/// `start_time` (so a reused pid is never followed). None if it cannot be opened.
+fn open_pidfd(pid: u32, start_time: u64) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fd is a new descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    (ttmem_scan::start_time_of(pid) == Some(start_time)).then_some(fd)
+}
+
+/// Whether the process behind a pidfd has exited (its pidfd is readable).
+fn pidfd_exited(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+}

@@ -1,0 +1,405 @@
+//! `ttmem serve` configuration: defaults, then a TOML file, then `TTMEM_*` environment
+//! variables, then flags, merged here and nowhere else.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The config file to read when none is named: `/etc/ttmem/ttmem.toml` for root,
+/// `$XDG_CONFIG_HOME/ttmem/ttmem.toml` (else `~/.config/ttmem/ttmem.toml`) otherwise; used only
+/// if it exists.
+pub const ENV_CONFIG: &str = "TTMEM_CONFIG";
+/// The API socket path.
+pub const ENV_API_SOCKET: &str = "TTMEM_API_SOCKET";
+/// `ADDR:PORT` for the TCP API, or `off`.
+pub const ENV_HTTP: &str = "TTMEM_HTTP";
+/// The SQLite database path.
+pub const ENV_DB: &str = "TTMEM_DB";
+/// The region directory (shared with the client library).
+pub const ENV_DIR: &str = "TTMEM_DIR";
+/// Seconds exited processes stay queryable.
+pub const ENV_RETENTION_S: &str = "TTMEM_RETENTION_S";
+
+/// Default TCP address of the API: loopback only.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:9477";
+/// Default drain interval.
+pub const DEFAULT_DRAIN_MS: u64 = 50;
+/// Default retention of exited processes.
+pub const DEFAULT_RETENTION_S: u64 = 24 * 3600;
+
+/// The daemon's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Where regions are.
+    pub region_dir: PathBuf,
+    /// The API's Unix socket.
+    pub api_socket: PathBuf,
+    /// Its mode (default 0666: the API is read-only, like `nvidia-smi` for everyone).
+    pub api_socket_mode: u32,
+    /// The TCP API address (None: off).
+    pub http: Option<SocketAddr>,
+    /// The SQLite database.
+    pub db: PathBuf,
+    /// How long exited processes stay queryable.
+    pub retention: Duration,
+    /// How often rings are drained.
+    pub drain_interval: Duration,
+    /// Remove a dead process's region once its record is kept.
+    pub remove_dead_regions: bool,
+}
+
+/// The keys a config file may hold (all optional; unknown keys are an error).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// See [`Config::region_dir`].
+    pub region_dir: Option<PathBuf>,
+    /// See [`Config::api_socket`].
+    pub api_socket: Option<PathBuf>,
+    /// Octal text, e.g. `"660"`.
+    pub api_socket_mode: Option<String>,
+    /// `ADDR:PORT` or `"off"`.
+    pub http: Option<String>,
+    /// See [`Config::db`].
+    pub db: Option<PathBuf>,
+    /// Seconds.
+    pub retention_s: Option<u64>,
+    /// Milliseconds.
+    pub drain_interval_ms: Option<u64>,
+    /// See [`Config::remove_dead_regions`].
+    pub remove_dead_regions: Option<bool>,
+}
+
+/// Values given as flags (None: not given).
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--config`.
+    pub config_file: Option<PathBuf>,
+    /// `--region-dir`.
+    pub region_dir: Option<PathBuf>,
+    /// `--api-socket`.
+    pub api_socket: Option<PathBuf>,
+    /// `--http`.
+    pub http: Option<String>,
+    /// `--no-http`.
+    pub no_http: bool,
+    /// `--db`.
+    pub db: Option<PathBuf>,
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// What is wrong, with its place.
+        message: String,
+    },
+    /// A value is malformed.
+    #[error("invalid {what} {value:?}: {why}")]
+    Value {
+        /// Which setting.
+        what: &'static str,
+        /// The value.
+        value: String,
+        /// Why.
+        why: String,
+    },
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/tmp".into())
+}
+
+impl Config {
+    /// Defaults for this user: system paths for root, per-user paths otherwise.
+    pub fn defaults(get: &dyn Fn(&str) -> Option<String>) -> Self {
+        let (api_socket, db) = if is_root() {
+            (
+                PathBuf::from("/run/ttmem/api.sock"),
+                PathBuf::from("/var/lib/ttmem/ttmem.db"),
+            )
+        } else {
+            let runtime = get("XDG_RUNTIME_DIR")
+                .map(PathBuf::from)
+                // SAFETY: getuid has no preconditions and cannot fail.
+                .unwrap_or_else(|| std::env::temp_dir().join(format!("ttmem-{}", unsafe { libc::getuid() })));
+            let state = get("XDG_STATE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| home().join(".local/state"));
+            (runtime.join("ttmem/api.sock"), state.join("ttmem/ttmem.db"))
+        };
+        Config {
+            region_dir: ttmem_region::default_dir(),
+            api_socket,
+            api_socket_mode: 0o666,
+            http: Some(DEFAULT_HTTP.parse().expect("valid default address")),
+            db,
+            retention: Duration::from_secs(DEFAULT_RETENTION_S),
+            drain_interval: Duration::from_millis(DEFAULT_DRAIN_MS),
+            remove_dead_regions: true,
+        }
+    }
+
+    /// The default API socket (what clients try when not told otherwise).
+    pub fn default_api_socket() -> PathBuf {
+        if let Some(p) = std::env::var_os(ENV_API_SOCKET).filter(|p| !p.is_empty()) {
+            return p.into();
+        }
+        Self::defaults(&|k| std::env::var(k).ok()).api_socket
+    }
+
+    /// Defaults, then the config file, then the environment, then the flags.
+    pub fn load(flags: &Overrides, get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut c = Self::defaults(get);
+        let named = flags.config_file.clone().or_else(|| get(ENV_CONFIG).map(PathBuf::from));
+        let file = match &named {
+            Some(p) => Some(read_file(p)?),
+            None => {
+                let p = default_config_file(get);
+                if p.exists() { Some(read_file(&p)?) } else { None }
+            }
+        };
+        if let Some(f) = file {
+            c.apply_file(f)?;
+        }
+        if let Some(v) = get(ENV_DIR).filter(|v| !v.is_empty()) {
+            c.region_dir = v.into();
+        }
+        if let Some(v) = get(ENV_API_SOCKET).filter(|v| !v.is_empty()) {
+            c.api_socket = v.into();
+        }
+        if let Some(v) = get(ENV_HTTP) {
+            c.http = parse_http(&v)?;
+        }
+        if let Some(v) = get(ENV_DB).filter(|v| !v.is_empty()) {
+            c.db = v.into();
+        }
+        if let Some(v) = get(ENV_RETENTION_S) {
+            c.retention =
+                Duration::from_secs(
+                    v.trim()
+                        .parse()
+                        .map_err(|e: std::num::ParseIntError| ConfigError::Value {
+                            what: ENV_RETENTION_S,
+                            value: v.clone(),
+                            why: e.to_string(),
+                        })?,
+                );
+        }
+        if let Some(v) = &flags.region_dir {
+            c.region_dir = v.clone();
+        }
+        if let Some(v) = &flags.api_socket {
+            c.api_socket = v.clone();
+        }
+        if let Some(v) = &flags.http {
+            c.http = parse_http(v)?;
+        }
+        if flags.no_http {
+            c.http = None;
+        }
+        if let Some(v) = &flags.db {
+            c.db = v.clone();
+        }
+        Ok(c)
+    }
+
+    fn apply_file(&mut self, f: FileConfig) -> Result<(), ConfigError> {
+        if let Some(v) = f.region_dir {
+            self.region_dir = v;
+        }
+        if let Some(v) = f.api_socket {
+            self.api_socket = v;
+        }
+        if let Some(v) = f.api_socket_mode {
+            self.api_socket_mode = u32::from_str_radix(v.trim(), 8).map_err(|e| ConfigError::Value {
+                what: "api_socket_mode",
+                value: v.clone(),
+                why: e.to_string(),
+            })? & 0o777;
+        }
+        if let Some(v) = f.http {
+            self.http = parse_http(&v)?;
+        }
+        if let Some(v) = f.db {
+            self.db = v;
+        }
+        if let Some(v) = f.retention_s {
+            self.retention = Duration::from_secs(v);
+        }
+        if let Some(v) = f.drain_interval_ms {
+            self.drain_interval = Duration::from_millis(v.clamp(1, 1000));
+        }
+        if let Some(v) = f.remove_dead_regions {
+            self.remove_dead_regions = v;
+        }
+        Ok(())
+    }
+}
+
+fn default_config_file(get: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    if is_root() {
+        PathBuf::from("/etc/ttmem/ttmem.toml")
+    } else {
+        get("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home().join(".config"))
+            .join("ttmem/ttmem.toml")
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    parse_file(&text).map_err(|message| ConfigError::Parse {
+        path: path.into(),
+        message,
+    })
+}
+
+/// Parses config file text.
+pub fn parse_file(text: &str) -> Result<FileConfig, String> {
+    toml::from_str(text).map_err(|e| e.to_string())
+}
+
+fn parse_http(v: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    let v = v.trim();
+    if v.eq_ignore_ascii_case("off") || v.is_empty() {
+        return Ok(None);
+    }
+    v.parse()
+        .map(Some)
+        .map_err(|e: std::net::AddrParseError| ConfigError::Value {
+            what: "http address",
+            value: v.to_string(),
+            why: format!("{e} (expected ADDR:PORT, e.g. {DEFAULT_HTTP}, or off)"),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ttmem.toml");
+        std::fs::write(&file, "region_dir = \"/from/file\"\nhttp = \"127.0.0.1:1\"\ndb = \"/file.db\"\nretention_s = 60\napi_socket_mode = \"660\"\n").unwrap();
+        let get = env(&[
+            ("TTMEM_CONFIG", file.to_str().unwrap()),
+            ("TTMEM_HTTP", "127.0.0.1:2"),
+            ("TTMEM_DB", "/env.db"),
+        ]);
+        let c = Config::load(
+            &Overrides {
+                db: Some("/flag.db".into()),
+                ..Default::default()
+            },
+            &get,
+        )
+        .unwrap();
+        assert_eq!(c.region_dir, PathBuf::from("/from/file"));
+        assert_eq!(
+            c.http,
+            Some("127.0.0.1:2".parse().unwrap()),
+            "environment beats the file"
+        );
+        assert_eq!(c.db, PathBuf::from("/flag.db"), "flags beat the environment");
+        assert_eq!(c.retention, Duration::from_secs(60));
+        assert_eq!(c.api_socket_mode, 0o660);
+        let off = Config::load(
+            &Overrides {
+                no_http: true,
+                ..Default::default()
+            },
+            &get,
+        )
+        .unwrap();
+        assert_eq!(off.http, None);
+    }
+
+    #[test]
+    fn bad_input_says_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "regoin_dir = \"/typo\"\n").unwrap();
+        let e = Config::load(
+            &Overrides {
+                config_file: Some(file),
+                ..Default::default()
+            },
+            &env(&[]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field `regoin_dir`"), "{e}");
+        let e = Config::load(
+            &Overrides {
+                http: Some("localhost".into()),
+                ..Default::default()
+            },
+            &env(&[]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("expected ADDR:PORT"), "{e}");
+        let e = Config::load(
+            &Overrides {
+                config_file: Some("/nonexistent.toml".into()),
+                ..Default::default()
+            },
+            &env(&[]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("cannot read config file /nonexistent.toml"));
+    }
+
+    #[test]
+    fn the_example_config_is_valid_and_documents_every_key() {
+        let text = include_str!("../../../../docs/ttmem.example.toml");
+        let f = parse_file(
+            &text
+                .lines()
+                .map(|l| l.strip_prefix("# ").filter(|l| l.contains(" = ")).unwrap_or(l))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+        .unwrap();
+        assert!(f.region_dir.is_some() && f.api_socket.is_some() && f.api_socket_mode.is_some() && f.http.is_some());
+        assert!(
+            f.db.is_some()
+                && f.retention_s.is_some()
+                && f.drain_interval_ms.is_some()
+                && f.remove_dead_regions.is_some()
+        );
+        assert_eq!(f.retention_s, Some(DEFAULT_RETENTION_S));
+        assert_eq!(f.drain_interval_ms, Some(DEFAULT_DRAIN_MS));
+        assert_eq!(f.http.as_deref(), Some(DEFAULT_HTTP));
+    }
+}

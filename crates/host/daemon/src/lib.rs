@@ -1,0 +1,205 @@
+//! `ttmem serve`: the host daemon.
+//!
+//! - [`collector`]: discovers regions, drains them into the ledger, follows process lifecycles
+//!   (pidfd), records what dead processes left behind. Synchronous; runs on its own thread,
+//!   woken by inotify (new regions), pidfds (deaths) or the drain interval.
+//! - [`api`]: the HTTP/JSON API, the same over the Unix socket and TCP (loopback by default).
+//! - [`config`]: defaults, TOML file, environment, flags.
+
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod collector;
+pub mod config;
+
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use parking_lot::RwLock;
+
+pub use config::Config;
+
+/// Why the daemon could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Another daemon answers on the API socket.
+    #[error("another ttmem daemon is already serving on {0} (stop it, or pass --api-socket)")]
+    AlreadyRunning(PathBuf),
+    /// A listener could not be created.
+    #[error("cannot listen on {what}: {source}")]
+    Listen {
+        /// The socket path or address.
+        what: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Another I/O failure.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds (the clock events are stamped with).
+pub fn monotonic_ns() -> u64 {
+    ttmem_scan::attach::monotonic_ns()
+}
+
+/// Removes a socket file left by a daemon that is gone; refuses if one still answers.
+fn claim_socket_path(path: &Path) -> Result<(), DaemonError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| DaemonError::Io {
+            context: format!("cannot create {}", dir.display()),
+            source,
+        })?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(DaemonError::AlreadyRunning(path.into()));
+        }
+        std::fs::remove_file(path).map_err(|source| DaemonError::Io {
+            context: format!("cannot remove stale socket {}", path.display()),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. Blocks.
+pub fn serve(config: Config) -> Result<(), DaemonError> {
+    ensure_region_dir(&config.region_dir)?;
+    claim_socket_path(&config.api_socket)?;
+    let shared = Arc::new(api::Shared {
+        collector: RwLock::new(collector::Collector::new(
+            collector::CollectorConfig {
+                region_dir: config.region_dir.clone(),
+                retention: config.retention,
+                remove_dead_regions: config.remove_dead_regions,
+            },
+            monotonic_ns(),
+        )),
+        started: Instant::now(),
+        now_ns: monotonic_ns,
+    });
+    // A first tick before answering, so the first query already sees every region.
+    shared.collector.write().tick(monotonic_ns());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let collector_thread = {
+        let (shared, stop, config) = (shared.clone(), stop.clone(), config.clone());
+        std::thread::Builder::new()
+            .name("ttmem-collector".into())
+            .spawn(move || collect_loop(&shared, &stop, &config))
+            .map_err(|source| DaemonError::Io {
+                context: "cannot start the collector thread".into(),
+                source,
+            })?
+    };
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| DaemonError::Io {
+            context: "cannot start the async runtime".into(),
+            source,
+        })?;
+    let result = runtime.block_on(async {
+        let unix = tokio::net::UnixListener::bind(&config.api_socket)
+            .map_err(|source| DaemonError::Listen { what: config.api_socket.display().to_string(), source })?;
+        let _ = std::fs::set_permissions(&config.api_socket, std::fs::Permissions::from_mode(config.api_socket_mode));
+        let tcp = match config.http {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|source| DaemonError::Listen { what: addr.to_string(), source })?),
+            None => None,
+        };
+        tracing::info!(socket = %config.api_socket.display(), http = ?config.http, regions = %config.region_dir.display(), "ttmem serve ready");
+        let router = api::router(shared.clone());
+        let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
+        let mut rx_unix = tx.subscribe();
+        let mut rx_tcp = tx.subscribe();
+        let unix_server = axum::serve(unix, router.clone()).with_graceful_shutdown(async move {
+            let _ = rx_unix.recv().await;
+        });
+        let tcp_server = async move {
+            if let Some(l) = tcp {
+                let _ = axum::serve(l, router).with_graceful_shutdown(async move {
+                    let _ = rx_tcp.recv().await;
+                })
+                .await;
+            }
+        };
+        let signals = async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).expect("SIGINT handler");
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            }
+            let _ = tx.send(());
+        };
+        let (r, _, _) = tokio::join!(unix_server, tcp_server, signals);
+        r.map_err(|source| DaemonError::Io { context: "API server failed".into(), source })
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = collector_thread.join();
+    let _ = std::fs::remove_file(&config.api_socket);
+    result
+}
+
+fn ensure_region_dir(dir: &Path) -> Result<(), DaemonError> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|source| DaemonError::Io {
+            context: format!("cannot create region directory {}", dir.display()),
+            source,
+        })?;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777));
+    }
+    Ok(())
+}
+
+/// The collector thread: sleeps in poll() on inotify and the processes' pidfds, ticking when
+/// woken or when the drain interval passes.
+fn collect_loop(shared: &api::Shared, stop: &AtomicBool, config: &Config) {
+    let mut inotify = inotify::Inotify::init().ok();
+    if let Some(i) = inotify.as_mut() {
+        let mask = inotify::WatchMask::CREATE | inotify::WatchMask::MOVED_TO | inotify::WatchMask::DELETE;
+        if let Err(e) = i.watches().add(&config.region_dir, mask) {
+            tracing::warn!("inotify unavailable ({e}); discovering regions by rescan only");
+            inotify = None;
+        }
+    }
+    let mut buf = [0u8; 4096];
+    let timeout_ms = config.drain_interval.as_millis().clamp(1, 1000) as i32;
+    while !stop.load(Ordering::Relaxed) {
+        let mut fds: Vec<libc::pollfd> = Vec::new();
+        if let Some(i) = &inotify {
+            fds.push(libc::pollfd {
+                fd: i.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        fds.extend(shared.collector.read().pidfds().into_iter().map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        }));
+        // SAFETY: fds is a valid array of pollfd of the given length.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if let Some(i) = inotify.as_mut() {
+            // Empty the queue; what changed does not matter, the tick rescans.
+            while let Ok(mut events) = i.read_events(&mut buf) {
+                if events.next().is_none() {
+                    break;
+                }
+            }
+        }
+        shared.collector.write().tick(monotonic_ns());
+    }
+}
