@@ -6,10 +6,16 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// ttmem: who uses device memory on Tenstorrent chips, per process, per buffer type.
 #[derive(Debug, Parser)]
-#[command(name = "ttmem", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "ttmem",
+    version,
+    about = "ttmem: who uses device memory on Tenstorrent chips, per process and per buffer type",
+    long_about = None,
+    propagate_version = true
+)]
 pub struct Args {
     /// Region directory (default: $TTMEM_DIR, else /dev/shm/ttmem).
-    #[arg(long, global = true, env = "TTMEM_DIR", value_name = "DIR")]
+    #[arg(long, global = true, env = "TTMEM_DIR", hide_env_values = true, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// More log output on stderr (-v info, -vv debug); TTMEM_LOG takes a tracing filter.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -42,7 +48,7 @@ pub enum Command {
 #[derive(Debug, Clone, clap::Args)]
 pub struct DaemonArgs {
     /// The daemon's API socket (default: /run/ttmem/api.sock for root, else under $XDG_RUNTIME_DIR).
-    #[arg(long, env = "TTMEM_API_SOCKET", value_name = "PATH", global = true)]
+    #[arg(long, env = "TTMEM_API_SOCKET", hide_env_values = true, value_name = "PATH", global = true)]
     pub api_socket: Option<PathBuf>,
     /// The daemon's URL instead (http://HOST:PORT).
     #[arg(long, value_name = "URL", global = true, conflicts_with = "api_socket")]

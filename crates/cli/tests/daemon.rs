@@ -118,6 +118,19 @@ fn pid(h: &Held) -> u64 {
     h.summary["pid"].as_u64().unwrap()
 }
 
+/// Waits until the daemon has drained a quiescent workload's last events (its counters then
+/// equal the model's), then asserts it.
+fn wait_matches_model(d: &Daemon, h: &Held) {
+    let matches = |p: &Value| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| assert_matches_model(p, &h.summary))).is_ok()
+    };
+    let start = Instant::now();
+    while !d.process(pid(h)).is_some_and(|p| matches(&p)) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_matches_model(&d.process(pid(h)).unwrap(), &h.summary);
+}
+
 /// Every (hw_id, category) of the model equals the API's process view, bytes and counts.
 fn assert_matches_model(p: &Value, summary: &Value) {
     for chip in summary["chips"].as_array().unwrap() {
@@ -156,9 +169,8 @@ fn api_totals_equal_the_models_and_a_killed_workload_leaves_within_a_second() {
     let d = Daemon::start();
     let mut inference = hold(&d.regions, "llm-inference", "n300", 0, 20);
     let training = hold(&d.regions, "training", "n150", 2, 20);
-    wait_until(|| d.process(pid(&inference)).is_some() && d.process(pid(&training)).is_some());
     for h in [&inference, &training] {
-        assert_matches_model(&d.process(pid(h)).unwrap(), &h.summary);
+        wait_matches_model(&d, h);
     }
     // Device totals are the models' allocator statistics summed over the chip's processes.
     let devices = d.get("/api/v1/devices")["devices"].clone();
@@ -245,11 +257,9 @@ fn the_daemon_survives_kill_9_and_rebuilds_from_the_rings() {
     let c = hold(&d.regions, "training", "n150", 2, 5); // starts while no daemon runs
     d.child = spawn_serve(&d.regions, &d.socket, d._dir.path());
     d.wait_ready();
-    wait_until(|| d.process(pid(&c)).is_some());
     for h in [&a, &b, &c] {
-        let p = d.process(pid(h)).unwrap();
-        assert_eq!(p["state"], "running");
-        assert_matches_model(&p, &h.summary);
+        wait_matches_model(&d, h);
+        assert_eq!(d.process(pid(h)).unwrap()["state"], "running");
         let page = d.get(&format!("/api/v1/processes/{}/allocations?limit=1", pid(h)));
         assert_eq!(
             page["total"].as_u64().unwrap(),

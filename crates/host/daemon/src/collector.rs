@@ -271,7 +271,8 @@ impl Collector {
             );
             self.stats.events += 1;
         }
-        if s.events > 0 || p.dirty {
+        // Counters change with every event, including the ones lost to overflow.
+        if s.events > 0 || s.lost > 0 || s.anomalies > 0 || p.dirty {
             let region = ttmem_scan::read_region(a.path(), ScanOptions::default(), None)?;
             p.view.devices = region.devices;
             p.view.shards = region.shards;

@@ -135,22 +135,34 @@ pub struct ScanOptions {
     pub events_per_shard: u32,
 }
 
-/// A file this young that does not decode yet is presumed still being created (its writer
-/// creates, sizes, then fills it): readers retry instead of reporting it.
+/// A region younger than this that looks like one being created is retried, not reported.
 pub const CREATION_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl RegionError {
-    /// Whether the error may vanish on its own because the file is still being written: a
-    /// decode failure of a file modified within [`CREATION_GRACE`].
+    /// Whether the file looks like a region its writer is still creating: the writer creates
+    /// it empty, sizes it (zero-filled) and only then writes the header, and inotify may wake a
+    /// reader in between. True for a file modified within [`CREATION_GRACE`] that is empty, has
+    /// an all-zero magic, or is marked as being created. Any other defect is reported at once.
     pub fn is_transient(&self, path: &Path) -> bool {
-        match self {
-            RegionError::Creating
-            | RegionError::Decode(DecodeError::Truncated { .. } | DecodeError::BadMagic)
-            | RegionError::Changed { .. } => fs::metadata(path)
-                .and_then(|m| m.modified())
+        let young = |m: &fs::Metadata| {
+            m.modified()
                 .ok()
                 .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age < CREATION_GRACE),
+                .is_some_and(|age| age < CREATION_GRACE)
+        };
+        let Ok(meta) = fs::metadata(path) else { return false };
+        if !young(&meta) {
+            return false;
+        }
+        match self {
+            RegionError::Creating => true,
+            RegionError::Decode(DecodeError::Truncated { .. } | DecodeError::BadMagic) => {
+                let mut magic = [0u8; 8];
+                meta.len() == 0
+                    || File::open(path)
+                        .and_then(|f| f.read_exact_at(&mut magic, 0))
+                        .is_ok_and(|()| magic == [0; 8])
+            }
             _ => false,
         }
     }

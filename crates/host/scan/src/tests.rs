@@ -84,7 +84,48 @@ fn a_dead_pid_or_other_boot_is_exited() {
 fn write_variant(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let p = dir.join(format!("{name}.ttmem"));
     fs::write(&p, bytes).unwrap();
+    age(&p);
     p
+}
+
+/// Makes a file look older than the creation grace period.
+fn age(p: &Path) {
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    fs::File::options()
+        .write(true)
+        .open(p)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+}
+
+#[test]
+fn a_region_being_created_is_retried_not_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("a.ttmem");
+    let zeros = dir.path().join("b.ttmem");
+    let junk = dir.path().join("c.ttmem");
+    fs::write(&empty, b"").unwrap();
+    fs::write(&zeros, vec![0u8; 64 << 10]).unwrap();
+    fs::write(&junk, vec![0x5Au8; 64 << 10]).unwrap();
+    let s = scan(dir.path(), ScanOptions::default()).unwrap();
+    let names: Vec<_> = s
+        .skipped
+        .iter()
+        .map(|k| k.path.file_name().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["c.ttmem"],
+        "young empty or zero-filled files are still being created; garbage is reported at once"
+    );
+    age(&empty);
+    age(&zeros);
+    assert_eq!(
+        scan(dir.path(), ScanOptions::default()).unwrap().skipped.len(),
+        3,
+        "once old, they are reported"
+    );
 }
 
 #[test]
