@@ -48,7 +48,13 @@ pub enum Command {
 #[derive(Debug, Clone, clap::Args)]
 pub struct DaemonArgs {
     /// The daemon's API socket (default: /run/ttmem/api.sock for root, else under $XDG_RUNTIME_DIR).
-    #[arg(long, env = "TTMEM_API_SOCKET", hide_env_values = true, value_name = "PATH", global = true)]
+    #[arg(
+        long,
+        env = "TTMEM_API_SOCKET",
+        hide_env_values = true,
+        value_name = "PATH",
+        global = true
+    )]
     pub api_socket: Option<PathBuf>,
     /// The daemon's URL instead (http://HOST:PORT).
     #[arg(long, value_name = "URL", global = true, conflicts_with = "api_socket")]

@@ -241,8 +241,8 @@ impl Collector {
         }
         self.batch.clear();
         let s = a.drain(MAX_EVENTS_PER_SHARD, &mut self.batch)?;
-        self.stats.events_lost += s.lost;
-        self.stats.anomalies += s.anomalies;
+        self.stats.events_lost = self.stats.events_lost.saturating_add(s.lost);
+        self.stats.anomalies = self.stats.anomalies.saturating_add(s.anomalies);
         if s.lost > 0 {
             self.ledger.mark_lost(key, s.lost);
         }

@@ -657,7 +657,7 @@ impl Ledger {
         for (&pk, p) in self.procs.iter().filter(|(_, p)| p.state == ProcState::Running) {
             if let Some(b) = p.buckets.get(&(dev, cat)) {
                 v.extend(b.live.iter().map(|(&a, e)| {
-                    let per_bank = e.size.div_ceil(banks).div_ceil(align) * align;
+                    let per_bank = e.size.div_ceil(banks).div_ceil(align).saturating_mul(align);
                     (a, a.saturating_add(per_bank), pk, e.size)
                 }));
             }
@@ -743,7 +743,8 @@ impl Ledger {
         }
         let banks = c.banks.max(1) as u64;
         let align = (c.alignment as u64).max(1);
-        let needed = bytes.div_ceil(banks).div_ceil(align) * align;
+        // `bytes` comes from a query and sizes from untrusted regions: saturate, never overflow.
+        let needed = bytes.div_ceil(banks).div_ceil(align).saturating_mul(align);
         let (mut gaps, allocations) = self.gaps(dev, cat, c);
         let fragmentation = Self::summarize(&gaps, allocations);
         gaps.sort_by_key(|g| std::cmp::Reverse(g.end - g.start));

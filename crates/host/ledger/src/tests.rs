@@ -258,3 +258,18 @@ fn a_million_allocations_fit_the_memory_budget() {
     let per = l.map_bytes() as f64 / 1e6;
     assert!(per <= 64.0, "{per} bytes per allocation");
 }
+
+#[test]
+fn extreme_sizes_and_queries_saturate() {
+    let mut l = Ledger::new(u64::MAX);
+    l.add_device(dram(3));
+    l.add_process(1);
+    l.apply(1, &ev(EventKind::Alloc, 0, u64::MAX - 1, u64::MAX, 0));
+    l.apply(1, &ev(EventKind::Alloc, 0, 0, u64::MAX, u64::MAX));
+    l.apply(1, &ev(EventKind::Alloc, 0, 64, u64::MAX, u64::MAX));
+    assert_eq!(l.devices().next().unwrap().2[0].bytes, u64::MAX);
+    assert!(!l.fit(0, "DRAM", u64::MAX).unwrap().fits);
+    let _ = l.fragmentation(0, "DRAM").unwrap();
+    let _ = l.allocations(1, SortBy::Size, u64::MAX, u64::MAX, 0).unwrap();
+    let _ = l.leak_suspects(0, usize::MAX, u64::MAX);
+}

@@ -152,7 +152,7 @@ impl Attached {
                 continue;
             }
             if head - next > cap {
-                stats.lost += head - next - cap;
+                stats.lost = stats.lost.saturating_add(head - next - cap);
                 next = head - cap;
             }
             let end = head.min(next.saturating_add(max_per_shard));
@@ -182,12 +182,13 @@ impl Attached {
             let mut index = next;
             for rec in self.buf.chunks_exact(EVENT_SIZE) {
                 let seq = u64::from_le_bytes(rec[..8].try_into().expect("8 bytes"));
-                if seq == 0 && s == shared && index + cap > head_after {
+                // Indices come from the file: no arithmetic on them may overflow.
+                if seq == 0 && s == shared && index.saturating_add(cap) > head_after {
                     break; // still being written by a thread of the shared shard: retry later
                 }
-                let stable = match (index + cap).cmp(&head_after) {
+                let stable = match index.saturating_add(cap).cmp(&head_after) {
                     std::cmp::Ordering::Less => false,
-                    std::cmp::Ordering::Equal => self.seq_now(s, index)? == index + 1,
+                    std::cmp::Ordering::Equal => self.seq_now(s, index)? == index.wrapping_add(1),
                     std::cmp::Ordering::Greater => true,
                 };
                 match decode::decode_event(rec, index) {
@@ -195,9 +196,9 @@ impl Attached {
                         out.push((s, e));
                         stats.events += 1;
                     }
-                    _ => stats.lost += 1,
+                    _ => stats.lost = stats.lost.saturating_add(1),
                 }
-                index += 1;
+                index = index.wrapping_add(1);
             }
             self.next[s as usize] = index;
         }
@@ -247,8 +248,12 @@ impl TickClock {
             let (t1, m1) = now_tsc_and_mono();
             let dt = t1.saturating_sub(h.clock_ticks);
             let dm = m1.saturating_sub(h.clock_monotonic_ns);
+            // The header is untrusted: accept only a physical rate (10 MHz to 100 GHz ticks).
             if dt > 0 && dm > 0 {
-                c.ns_per_tick_fp = ((dm as u128) << 32) / dt as u128;
+                let fp = ((dm as u128) << 32) / dt as u128;
+                if ((1u128 << 32) / 100..=(100u128 << 32)).contains(&fp) {
+                    c.ns_per_tick_fp = fp;
+                }
             }
         }
         c
@@ -261,7 +266,7 @@ impl TickClock {
             return ticks;
         }
         let dt = ticks.wrapping_sub(self.ticks0) as i64 as i128;
-        let dns = (dt * self.ns_per_tick_fp as i128) >> 32;
+        let dns = dt.saturating_mul(self.ns_per_tick_fp as i128) >> 32;
         (self.mono0 as i128 + dns).clamp(0, u64::MAX as i128) as u64
     }
 }

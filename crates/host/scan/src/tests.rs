@@ -363,6 +363,78 @@ mod attached {
         assert!(accepted > 0);
     }
 
+    #[test]
+    fn hostile_clock_calibration_cannot_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_t, path) = populated(dir.path());
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[28..32].copy_from_slice(&ttmem_region::FLAG_CLOCK_TSC.to_le_bytes());
+        for (mono, ticks) in [(0u64, u64::MAX), (0, 1), (u64::MAX, 0), (1, u64::MAX - 1)] {
+            bytes[152..160].copy_from_slice(&mono.to_le_bytes());
+            bytes[160..168].copy_from_slice(&ticks.to_le_bytes());
+            let h = decode::decode_header(&bytes, bytes.len() as u64).unwrap();
+            let c = TickClock::for_header(&h);
+            for t in [0, 1, u64::MAX / 2, u64::MAX] {
+                let _ = c.to_ns(t);
+            }
+        }
+    }
+
+    fn edge_u64() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            Just(0u64),
+            Just(1),
+            Just(u64::MAX),
+            Just(u64::MAX - 1),
+            Just(1 << 63),
+            any::<u64>(),
+            0u64..200
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Whole 64-bit values (extremes included) in every shard head, read position and the
+        /// clock fields, rewritten between drains: the reader never panics or overflows.
+        #[test]
+        fn extreme_counters_never_overflow_the_reader(heads in proptest::collection::vec(edge_u64(), 4), clock in (edge_u64(), edge_u64()), tsc in any::<bool>()) {
+            let dir = tempfile::tempdir().unwrap();
+            let src = tempfile::tempdir().unwrap();
+            let (_t, real) = populated(src.path());
+            let path = dir.path().join("x.ttmem");
+            fs::copy(&real, &path).unwrap();
+            let mut a = Attached::open(&path).unwrap();
+            let mut out = Vec::new();
+            a.drain(1000, &mut out).unwrap();
+            let g = a.header().geometry;
+            let mut bytes = fs::read(&path).unwrap();
+            for (s, h) in heads.iter().enumerate() {
+                let at = g.shard_offset(s as u32) as usize + 8;
+                bytes[at..at + 8].copy_from_slice(&h.to_le_bytes());
+                bytes[at + 8..at + 16].copy_from_slice(&h.wrapping_mul(3).to_le_bytes());
+            }
+            bytes[152..160].copy_from_slice(&clock.0.to_le_bytes());
+            bytes[160..168].copy_from_slice(&clock.1.to_le_bytes());
+            if tsc {
+                bytes[28..32].copy_from_slice(&ttmem_region::FLAG_CLOCK_TSC.to_le_bytes());
+            }
+            fs::write(&path, &bytes).unwrap();
+            for _ in 0..3 {
+                let _ = a.drain(u64::MAX, &mut out);
+            }
+            if let Ok(h) = decode::decode_header(&bytes, bytes.len() as u64) {
+                let c = TickClock::for_header(&h);
+                for (_, e) in &out {
+                    let _ = c.to_ns(e.ticks);
+                }
+            }
+            if let Ok(r) = read_region(&path, ScanOptions { events_per_shard: 64 }, current_boot_id()) {
+                prop_assert!(r.events.len() <= 64 * r.shards.len());
+                let _ = (r.events_written(), r.events_lost(), r.rejected());
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(100))]
         /// Any rewrite of a region between drains leaves the reader with an error or bounded
