@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod baselines;
+pub mod daemon;
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
@@ -138,7 +139,7 @@ where
         .collect()
 }
 
-fn figure(name: &str, description: &str, threads: u32, samples: Vec<f64>) -> Figure {
+pub(crate) fn figure(name: &str, description: &str, threads: u32, samples: Vec<f64>) -> Figure {
     let n = samples.len();
     let (median_ns, p99_ns) = stats(samples);
     Figure {
@@ -380,12 +381,14 @@ impl Drop for TempDir {
     }
 }
 
-fn tempdir() -> Result<TempDir, BenchError> {
+pub(crate) fn tempdir() -> Result<TempDir, BenchError> {
     let base = ttmem_region::default_dir()
         .parent()
         .map(|p| p.to_path_buf())
         .unwrap_or_else(std::env::temp_dir);
-    let p = base.join(format!("ttmem-bench-{}", std::process::id()));
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let p = base.join(format!("ttmem-bench-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&p).map_err(|e| BenchError::Setup(format!("{}: {e}", p.display())))?;
     Ok(TempDir(p))
 }

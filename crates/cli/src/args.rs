@@ -197,6 +197,18 @@ pub struct DemoArgs {
 pub enum BenchCommand {
     /// The cost of one tracked alloc or free, next to untracked and legacy-mechanism baselines.
     Producer(BenchProducerArgs),
+    /// The daemon: drain rate into the ledger, query latency and memory with many live allocations.
+    Daemon(BenchDaemonArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchDaemonArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Live allocations to build up.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub allocations: u64,
 }
 
 #[derive(Debug, clap::Args)]

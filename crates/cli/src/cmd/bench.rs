@@ -26,5 +26,19 @@ pub fn bench(b: BenchCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        BenchCommand::Daemon(a) => {
+            let quiet = a.json;
+            let report = ttmem_bench::daemon::daemon(a.allocations.max(1), &mut |step| {
+                if !quiet {
+                    eprintln!("measuring: {step}");
+                }
+            })?;
+            if a.json {
+                out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
+            } else {
+                out(&ttmem_bench::render(&report))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

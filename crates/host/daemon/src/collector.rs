@@ -68,6 +68,7 @@ pub struct Collector {
     next_key: ProcKey,
     stats: CollectorStats,
     batch: Vec<(u32, decode::Event)>,
+    events: Vec<Event>,
     dir_exists: bool,
 }
 
@@ -87,6 +88,7 @@ impl Collector {
             next_key: 1,
             stats: CollectorStats::default(),
             batch: Vec::new(),
+            events: Vec::new(),
             dir_exists: false,
         }
     }
@@ -246,8 +248,12 @@ impl Collector {
         if s.lost > 0 {
             self.ledger.mark_lost(key, s.lost);
         }
-        // Merge the shards' events by time; a stable sort keeps each shard's own order.
-        self.batch.sort_by_key(|(_, e)| e.ticks);
+        // Merge the shards' events by time; a stable sort keeps each shard's own order (and
+        // costs nothing when one shard wrote them all: the batch is then already sorted).
+        if self.batch.windows(2).any(|w| w[0].1.ticks > w[1].1.ticks) {
+            self.batch.sort_by_key(|(_, e)| e.ticks);
+        }
+        self.events.clear();
         for (_, e) in &self.batch {
             let kind = match e.kind {
                 ttmem_region::EventKind::Alloc => EventKind::Alloc,
@@ -257,20 +263,18 @@ impl Collector {
             let Some(Some(device)) = p.devices.get(e.device as usize) else {
                 continue;
             };
-            self.ledger.apply(
-                key,
-                &Event {
-                    kind,
-                    device: *device,
-                    category: e.category,
-                    address: e.address,
-                    size: e.size,
-                    time_ns: p.clock.to_ns(e.ticks),
-                    tag: e.tag,
-                },
-            );
-            self.stats.events += 1;
+            self.events.push(Event {
+                kind,
+                device: *device,
+                category: e.category,
+                address: e.address,
+                size: e.size,
+                time_ns: p.clock.to_ns(e.ticks),
+                tag: e.tag,
+            });
         }
+        self.ledger.apply_batch(key, &self.events);
+        self.stats.events += self.events.len() as u64;
         // Counters change with every event, including the ones lost to overflow.
         if s.events > 0 || s.lost > 0 || s.anomalies > 0 || p.dirty {
             let region = ttmem_scan::read_region(a.path(), ScanOptions::default(), None)?;

@@ -392,64 +392,91 @@ impl Ledger {
     /// Applies one event of a running or exited process. O(1).
     #[inline]
     pub fn apply(&mut self, proc: ProcKey, e: &Event) {
-        let time_s = self.time_s(e.time_ns);
-        let Some(p) = self.procs.get_mut(&proc) else {
-            self.stats.rejected += 1;
-            return;
-        };
-        let Some((_, dev_totals)) = self.devices.get_mut(e.device as usize) else {
-            self.stats.rejected += 1;
-            return;
-        };
-        let Some(dev_total) = dev_totals.get_mut(e.category as usize) else {
-            self.stats.rejected += 1;
+        self.apply_batch(proc, std::slice::from_ref(e));
+    }
+
+    /// Applies a process's events in order. O(1) per event; the process, its current bucket
+    /// and the device totals are looked up once per run of events that share them, and only
+    /// the batch's last [`FLIGHT_RECORDER_EVENTS`] events are written to the flight recorder.
+    pub fn apply_batch(&mut self, proc: ProcKey, events: &[Event]) {
+        let Ledger {
+            devices,
+            procs,
+            stats,
+            epoch_ns,
+            ..
+        } = self;
+        let Some(p) = procs.get_mut(&proc) else {
+            stats.rejected += events.len() as u64;
             return;
         };
         let running = p.state == ProcState::Running;
-        self.stats.events += 1;
-        let bucket = p.buckets.entry((e.device, e.category)).or_default();
-        let matched = match e.kind {
-            EventKind::Alloc => {
-                if let Some(old) = bucket.live.insert(
-                    e.address,
-                    Entry {
-                        size: e.size,
-                        time_s,
-                        tag: e.tag,
-                    },
-                ) {
-                    // A re-allocation at a live address: the runtime reused it without a free we saw.
-                    self.stats.replaced += 1;
-                    bucket.totals.sub(old.size);
-                    if running {
-                        dev_total.sub(old.size);
-                    }
-                }
-                bucket.totals.add(e.size);
-                if running {
-                    dev_total.add(e.size);
-                }
-                true
+        let recent_from = events.len().saturating_sub(FLIGHT_RECORDER_EVENTS);
+        let mut current: Option<((DeviceKey, u8), &mut Bucket, &mut Totals)> = None;
+        for (i, e) in events.iter().enumerate() {
+            let key = (e.device, e.category);
+            if current.as_ref().is_none_or(|(k, _, _)| *k != key) {
+                current = None;
+                let Some(dev_total) = devices
+                    .get_mut(e.device as usize)
+                    .and_then(|(_, t)| t.get_mut(e.category as usize))
+                else {
+                    stats.rejected += 1;
+                    continue;
+                };
+                // The bucket borrows `p.buckets` and the totals `devices`: disjoint, and both
+                // borrows end when `current` is replaced.
+                let bucket = p.buckets.entry(key).or_default();
+                current = Some((key, bucket, dev_total));
             }
-            EventKind::Free => match bucket.live.remove(&e.address) {
-                Some(old) => {
-                    bucket.totals.sub(old.size);
+            let (_, bucket, dev_total) = current.as_mut().expect("set above");
+            stats.events += 1;
+            let time_s = (e.time_ns.saturating_sub(*epoch_ns) / 1_000_000_000).min(u32::MAX as u64) as u32;
+            let matched = match e.kind {
+                EventKind::Alloc => {
+                    if let Some(old) = bucket.live.insert(
+                        e.address,
+                        Entry {
+                            size: e.size,
+                            time_s,
+                            tag: e.tag,
+                        },
+                    ) {
+                        // A re-allocation at a live address: the runtime reused it without a free we saw.
+                        stats.replaced += 1;
+                        bucket.totals.sub(old.size);
+                        if running {
+                            dev_total.sub(old.size);
+                        }
+                    }
+                    bucket.totals.add(e.size);
                     if running {
-                        dev_total.sub(old.size);
+                        dev_total.add(e.size);
                     }
                     true
                 }
-                None => {
-                    self.stats.unmatched_frees += 1;
-                    p.unmatched_frees += 1;
-                    false
+                EventKind::Free => match bucket.live.remove(&e.address) {
+                    Some(old) => {
+                        bucket.totals.sub(old.size);
+                        if running {
+                            dev_total.sub(old.size);
+                        }
+                        true
+                    }
+                    None => {
+                        stats.unmatched_frees += 1;
+                        p.unmatched_frees += 1;
+                        false
+                    }
+                },
+            };
+            if i >= recent_from {
+                if p.recent.len() == FLIGHT_RECORDER_EVENTS {
+                    p.recent.pop_front();
                 }
-            },
-        };
-        if p.recent.len() == FLIGHT_RECORDER_EVENTS {
-            p.recent.pop_front();
+                p.recent.push_back(RecentEvent { event: *e, matched });
+            }
         }
-        p.recent.push_back(RecentEvent { event: *e, matched });
     }
 
     /// Marks a process exited: its live bytes leave the device totals at once and stay in the
