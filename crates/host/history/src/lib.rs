@@ -113,16 +113,16 @@ impl History {
                 Some((b, v)) if *b == bucket => *v = (*v).max(value),
                 Some((b, _)) if bucket < *b => {} // the clock went back: ignore the sample
                 current => {
-                    if let Some((b, v)) = current.take() {
-                        if data.points.back().is_none_or(|&(_, last)| last != v) {
-                            data.points.push_back((b, v));
-                            self.pending.push(Pending {
-                                key: key.clone(),
-                                tier: i,
-                                t: b,
-                                value: v,
-                            });
-                        }
+                    if let Some((b, v)) = current.take()
+                        && data.points.back().is_none_or(|&(_, last)| last != v)
+                    {
+                        data.points.push_back((b, v));
+                        self.pending.push(Pending {
+                            key: key.clone(),
+                            tier: i,
+                            t: b,
+                            value: v,
+                        });
                     }
                     data.current = Some((bucket, value));
                 }
