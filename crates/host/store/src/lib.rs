@@ -109,6 +109,9 @@ pub struct ProcessRecord {
     pub left_behind: serde_json::Value,
 }
 
+/// One series' persisted points of one tier: (series, tier, points oldest first).
+pub type Loaded = (SeriesKey, usize, Vec<(u64, u64)>);
+
 /// The open database.
 pub struct Store {
     conn: Connection,
@@ -252,7 +255,7 @@ impl Store {
     }
 
     /// Points of every series with time ≥ `since[tier]`, per tier, oldest first.
-    pub fn load_history(&self, since: [u64; 3]) -> Result<Vec<(SeriesKey, usize, Vec<(u64, u64)>)>, StoreError> {
+    pub fn load_history(&self, since: [u64; 3]) -> Result<Vec<Loaded>, StoreError> {
         let mut out = Vec::new();
         let by_id: HashMap<i64, &SeriesKey> = self.series.iter().map(|(k, &id)| (id, k)).collect();
         let mut stmt = self
