@@ -62,8 +62,14 @@ impl Drop for Daemon {
 }
 
 fn spawn_serve(regions: &Path, socket: &Path, dir: &Path) -> Child {
+    // Flush history every second.
+    let config = dir.join("ttmem.toml");
+    std::fs::write(&config, "flush_interval_s = 1\n").unwrap();
     Command::new(TTMEM)
-        .args(["serve", "--no-http", "--region-dir"])
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .args(["--no-http", "--region-dir"])
         .arg(regions)
         .arg("--api-socket")
         .arg(socket)
@@ -330,4 +336,120 @@ fn a_second_daemon_on_the_same_socket_is_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("another ttmem daemon is already serving on"));
+}
+
+#[test]
+fn history_and_process_records_survive_kill_9_in_the_sqlite_file() {
+    let mut d = Daemon::start();
+    let h = hold(&d.regions, "llm-inference", "n150", 0, 5);
+    wait_matches_model(&d, &h);
+    let mut victim = hold(&d.regions, "bursty", "n150", 1, 1);
+    wait_matches_model(&d, &victim);
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
+    wait_until(|| d.process(pid(&victim)).is_some_and(|p| p["state"] == "exited"));
+    // A few seconds of history, flushed every second, then kill -9.
+    std::thread::sleep(Duration::from_millis(3500));
+    let before = d.get("/api/v1/history?device=0&category=DRAM&resolution=1s");
+    let points = before["points"].as_array().unwrap().clone();
+    assert!(!points.is_empty());
+    assert_eq!(
+        points.last().unwrap()[1],
+        h.summary["chips"][0]["categories"][0]["allocated"]
+    );
+    let per_process = d.get(&format!("/api/v1/history?device=0&category=DRAM&pid={}", pid(&h)));
+    assert_eq!(
+        per_process["points"].as_array().unwrap().last().unwrap()[1],
+        h.summary["chips"][0]["categories"][0]["allocated"]
+    );
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    let restart = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    d.child = spawn_serve(&d.regions, &d.socket, d._dir.path());
+    d.wait_ready();
+    let after = d.get(&format!(
+        "/api/v1/history?device=0&category=DRAM&resolution=1s&to={}",
+        restart - 2
+    ));
+    let old: Vec<&Value> = after["points"].as_array().unwrap().iter().collect();
+    assert!(
+        !old.is_empty(),
+        "history from before the kill is in the database: {after}"
+    );
+    assert_eq!(
+        old.last().unwrap()[1],
+        h.summary["chips"][0]["categories"][0]["allocated"]
+    );
+    let records = d.get("/api/v1/process-records")["processes"].clone();
+    let dead = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["pid"] == pid(&victim))
+        .expect("the dead process is remembered");
+    assert!(dead["exited_unix_ns"].is_u64());
+    let left: u64 = dead["left_behind"][0]["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["bytes"].as_u64().unwrap())
+        .sum();
+    assert!(left > 0, "what it left behind is recorded: {dead}");
+    assert!(records.as_array().unwrap().iter().any(|r| r["pid"] == pid(&h)));
+    assert_eq!(d.get("/api/v1/health")["database"]["ok"], true);
+}
+
+#[test]
+fn the_stream_sends_the_state_then_changes() {
+    use std::io::{Read, Write};
+    let d = Daemon::start();
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /api/v1/stream HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let mut read_until = |s: &mut std::os::unix::net::UnixStream, needle: &str| {
+        let start = Instant::now();
+        while !seen.contains(needle) {
+            assert!(start.elapsed() < Duration::from_secs(15), "no {needle:?} in {seen}");
+            let n = s.read(&mut buf).unwrap();
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        seen.clone()
+    };
+    let first = read_until(&mut s, "event: update");
+    assert!(first.contains("text/event-stream"), "{first}");
+    let h = hold(&d.regions, "training", "n150", 0, 1);
+    let text = read_until(&mut s, &format!("\"pid\":{}", pid(&h)));
+    let line = text
+        .lines()
+        .filter(|l| l.starts_with("data:"))
+        .find(|l| l.contains(&format!("\"pid\":{}", pid(&h))))
+        .unwrap();
+    let v: Value = serde_json::from_str(line.trim_start_matches("data:").trim()).unwrap();
+    assert_eq!(v["process_changes"][0]["state"], "running");
+    assert_eq!(v["process_changes"][0]["name"], "sim:training");
+}
+
+#[test]
+fn history_errors_are_clear() {
+    let d = Daemon::start();
+    let ep = d.ep();
+    let refused = |path: &str| match get_json::<Value>(&ep, path) {
+        Err(ApiError::Refused { status, reason }) => (status, reason),
+        other => panic!("{path}: expected an error, got {other:?}"),
+    };
+    assert_eq!(refused("/api/v1/history?device=0").0, 400);
+    let h = hold(&d.regions, "bursty", "n150", 0, 1);
+    wait_until(|| d.process(pid(&h)).is_some());
+    assert_eq!(
+        refused("/api/v1/history?device=0&category=DRAM&resolution=1h"),
+        (400, "unknown resolution \"1h\" (1s, 10s or 1m)".into())
+    );
+    assert_eq!(refused("/api/v1/history?device=0&category=DRAM&from=10&to=5").0, 400);
+    assert_eq!(refused("/api/v1/history?device=9&category=DRAM").0, 404);
+    assert_eq!(refused("/api/v1/history?device=0&category=DRAM&pid=1").0, 404);
 }

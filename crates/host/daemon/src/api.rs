@@ -24,6 +24,10 @@ pub struct Shared {
     pub started: Instant,
     /// A monotonic-ns clock (tests may pin it).
     pub now_ns: fn() -> u64,
+    /// The database (None when it could not be opened; the daemon then runs without it).
+    pub store: parking_lot::Mutex<Option<ttmem_store::Store>>,
+    /// The last database error, for health.
+    pub store_error: parking_lot::Mutex<Option<String>>,
 }
 
 /// An error answer.
@@ -58,6 +62,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/processes/{pid}/events", get(events))
         .route("/api/v1/fit", get(fit))
         .route("/api/v1/leaks", get(leaks))
+        .route("/api/v1/history", get(history))
+        .route("/api/v1/stream", get(stream))
+        .route("/api/v1/process-records", get(process_records))
         .fallback(|| async { not_found("no such endpoint; see docs/api.md") })
         .with_state(shared)
 }
@@ -69,7 +76,115 @@ async fn health(State(s): State<Arc<Shared>>) -> ApiResult {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": s.started.elapsed().as_secs_f64(),
         "region_dir": c.region_dir().display().to_string(),
+        "database": match (s.store.lock().is_some(), s.store_error.lock().clone()) {
+            (_, Some(e)) => json!({ "ok": false, "error": e }),
+            (true, None) => json!({ "ok": true }),
+            (false, None) => json!({ "ok": false, "error": "not open" }),
+        },
+        "history_points": c.history().points(),
     })))
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    device: Option<u32>,
+    category: Option<String>,
+    pid: Option<u32>,
+    resolution: Option<String>,
+    from: Option<u64>,
+    to: Option<u64>,
+}
+
+/// `GET /api/v1/history?device=ID&category=NAME[&pid=PID][&resolution=1s|10s|1m][&from=S][&to=S]`:
+/// a step series `[[unix_s, bytes], ...]` of the peak per bucket, from memory and, for older
+/// ranges, the database.
+async fn history(State(s): State<Arc<Shared>>, Query(q): Query<HistoryQuery>) -> ApiResult {
+    let (Some(id), Some(category)) = (q.device, q.category.clone()) else {
+        return Err(bad(
+            "history needs device and category, e.g. /api/v1/history?device=0&category=DRAM&resolution=1s",
+        ));
+    };
+    let resolution = q.resolution.clone().unwrap_or_else(|| "1s".into());
+    let tier = ttmem_history::tier_by_name(&resolution)
+        .ok_or_else(|| bad(format!("unknown resolution {resolution:?} (1s, 10s or 1m)")))?;
+    let now = crate::collector::unix_ns() / 1_000_000_000;
+    let to = q.to.unwrap_or(now);
+    let from = q.from.unwrap_or(to.saturating_sub(ttmem_history::TIERS[tier].window_s));
+    if from > to {
+        return Err(bad("from is after to"));
+    }
+    let c = s.collector.read();
+    let snap = c.snapshot();
+    let d = snap
+        .devices
+        .iter()
+        .find(|d| d.id == id)
+        .ok_or_else(|| not_found(format!("no device {id}")))?;
+    let process = match q.pid {
+        Some(pid) => {
+            let p = snap
+                .processes
+                .iter()
+                .find(|p| p.pid == pid)
+                .ok_or_else(|| not_found(format!("no process with pid {pid}")))?;
+            Some((p.pid, p.start_time))
+        }
+        None => None,
+    };
+    let key = ttmem_history::SeriesKey {
+        device: format!("{}:{}", d.kind, d.hw_id),
+        category: category.clone(),
+        process,
+    };
+    let mut points = c.history().query(&key, tier, from, to);
+    let oldest = c.history().oldest(&key, tier);
+    drop(c);
+    if oldest.is_none_or(|o| from < o)
+        && let Some(store) = s.store.lock().as_ref()
+    {
+        let upto = oldest.map(|o| o.saturating_sub(1)).unwrap_or(to).min(to);
+        match store.query(&key, tier, from, upto) {
+            Ok(older) => {
+                let first = points.first().map(|p| p.0).unwrap_or(u64::MAX);
+                let mut merged: Vec<(u64, u64)> = older.into_iter().filter(|p| p.0 < first).collect();
+                // The value "in force at from" from memory is superseded by the database's.
+                let db_has_from = merged.first().is_some_and(|m| m.0 == from);
+                merged.extend(points.into_iter().filter(|p| !(p.0 == from && db_has_from)));
+                points = merged;
+            }
+            Err(e) => tracing::warn!("history query: {e}"),
+        }
+    }
+    Ok(Json(json!({
+        "device": id,
+        "category": category,
+        "pid": q.pid,
+        "resolution": resolution,
+        "from": from,
+        "to": to,
+        "points": points,
+    })))
+}
+
+#[derive(Deserialize)]
+struct RecordsQuery {
+    since_s: Option<u64>,
+}
+
+/// `GET /api/v1/process-records[?since_s=S]`: processes as the database remembers them (also
+/// across daemon restarts), with what each left behind.
+async fn process_records(State(s): State<Arc<Shared>>, Query(q): Query<RecordsQuery>) -> ApiResult {
+    let guard = s.store.lock();
+    let store = guard.as_ref().ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the database is not open; see /api/v1/health".into(),
+        )
+    })?;
+    let records = store
+        .processes(q.since_s.unwrap_or(0).saturating_mul(1_000_000_000))
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(json!({ "processes": records })))
 }
 
 async fn stats(State(s): State<Arc<Shared>>) -> ApiResult {
@@ -289,4 +404,62 @@ async fn leaks(State(s): State<Arc<Shared>>, Query(q): Query<LeakQuery>) -> ApiR
     Ok(Json(
         json!({ "min_age_s": q.min_age_s.unwrap_or(300), "allocations": items }),
     ))
+}
+
+/// The part of the state the stream reports: device totals and which processes run.
+/// (pid, start time) → (name, state) of every process the daemon knows.
+type ProcStates = std::collections::BTreeMap<(u32, u64), (String, String)>;
+
+fn stream_state(c: &Collector) -> (Value, ProcStates) {
+    let snap = c.snapshot();
+    let devices: Vec<Value> = snap
+        .devices
+        .iter()
+        .map(|d| json!({ "id": d.id, "name": d.name, "categories": d.categories, "processes": d.processes }))
+        .collect();
+    let procs = snap
+        .processes
+        .iter()
+        .map(|p| ((p.pid, p.start_time), (p.name.clone(), p.state.clone())))
+        .collect();
+    (json!(devices), procs)
+}
+
+/// `GET /api/v1/stream`: Server-Sent Events. The first `update` carries the whole state; later
+/// ones come when something changed (checked twice a second): device totals, and processes
+/// that started or exited.
+async fn stream(
+    State(s): State<Arc<Shared>>,
+) -> axum::response::sse::Sse<
+    impl tokio_stream::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio_stream::StreamExt;
+    let mut last_devices = Value::Null;
+    let mut last_procs = std::collections::BTreeMap::new();
+    let ticks =
+        tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(std::time::Duration::from_millis(500)));
+    let updates = ticks.filter_map(move |_| {
+        let (devices, procs) = stream_state(&s.collector.read());
+        let mut changes = Vec::new();
+        for (k, (name, state)) in &procs {
+            if last_procs.get(k).map(|(_, st): &(String, String)| st) != Some(state) {
+                changes.push(json!({ "pid": k.0, "start_time": k.1, "name": name, "state": state }));
+            }
+        }
+        for (k, (name, _)) in &last_procs {
+            if !procs.contains_key(k) {
+                changes.push(json!({ "pid": k.0, "start_time": k.1, "name": name, "state": "forgotten" }));
+            }
+        }
+        if devices == last_devices && changes.is_empty() {
+            return None;
+        }
+        last_devices = devices.clone();
+        last_procs = procs;
+        let data =
+            json!({ "timestamp_ns": crate::collector::unix_ns(), "devices": devices, "process_changes": changes });
+        Some(Ok(Event::default().event("update").data(data.to_string())))
+    });
+    Sse::new(updates).keep_alive(KeepAlive::default())
 }

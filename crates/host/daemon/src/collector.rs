@@ -8,10 +8,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
+use ttmem_history::{History, SeriesKey};
 use ttmem_ledger::{DeviceInfo, Event, EventKind, Ledger, ProcKey};
 use ttmem_region::decode;
 use ttmem_scan::attach::{Attached, TickClock};
 use ttmem_scan::{Liveness, ProcessRegion, Scan, ScanOptions};
+use ttmem_store::ProcessRecord;
 
 /// The collector's own statistics (`/api/v1/stats`).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -70,6 +72,9 @@ pub struct Collector {
     batch: Vec<(u32, decode::Event)>,
     events: Vec<Event>,
     dir_exists: bool,
+    history: History,
+    last_sample_s: u64,
+    records: Vec<ProcessRecord>,
 }
 
 /// Events drained per shard per tick at most (bounds the time one tick can take).
@@ -90,6 +95,9 @@ impl Collector {
             batch: Vec::new(),
             events: Vec::new(),
             dir_exists: false,
+            history: History::new(),
+            last_sample_s: 0,
+            records: Vec::new(),
         }
     }
 
@@ -108,13 +116,98 @@ impl Collector {
         &self.cfg.region_dir
     }
 
-    /// One round: discover, drain, check liveness, expire old records.
+    /// One round: discover, drain, check liveness, expire old records, and once per
+    /// wall-clock second sample history.
     pub fn tick(&mut self, now_ns: u64) {
         self.stats.ticks += 1;
         self.discover();
         self.drain_all();
         self.check_liveness(now_ns);
         self.expire(now_ns);
+        let wall_s = unix_ns() / 1_000_000_000;
+        if wall_s != self.last_sample_s {
+            self.last_sample_s = wall_s;
+            self.sample(wall_s);
+        }
+    }
+
+    /// Records one history sample of every device category and of every running process's
+    /// device categories.
+    pub fn sample(&mut self, wall_s: u64) {
+        let snap = self.snapshot();
+        let device_key = |id: u32| {
+            snap.devices
+                .iter()
+                .find(|d| d.id == id)
+                .map(|d| format!("{}:{}", d.kind, d.hw_id))
+        };
+        for d in &snap.devices {
+            let dev = format!("{}:{}", d.kind, d.hw_id);
+            for c in &d.categories {
+                self.history.record(
+                    &SeriesKey {
+                        device: dev.clone(),
+                        category: c.name.clone(),
+                        process: None,
+                    },
+                    wall_s,
+                    c.used,
+                );
+            }
+        }
+        for p in snap.processes.iter().filter(|p| p.state == "running") {
+            for pd in &p.devices {
+                let Some(dev) = device_key(pd.id) else { continue };
+                for c in &pd.categories {
+                    let key = SeriesKey {
+                        device: dev.clone(),
+                        category: c.name.clone(),
+                        process: Some((p.pid, p.start_time)),
+                    };
+                    self.history.record(&key, wall_s, c.bytes);
+                }
+            }
+        }
+        self.history.prune(wall_s);
+    }
+
+    /// The history.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// The history, to load persisted points or take pending ones.
+    pub fn history_mut(&mut self) -> &mut History {
+        &mut self.history
+    }
+
+    /// Process records to persist since the last call (starts and exits).
+    pub fn take_records(&mut self) -> Vec<ProcessRecord> {
+        std::mem::take(&mut self.records)
+    }
+
+    fn record_of(&self, key: ProcKey, exited_unix_ns: Option<u64>) -> Option<ProcessRecord> {
+        let p = self.procs.get(&key)?;
+        let snap = ttmem_report::Snapshot::from_scan(&Scan {
+            regions: vec![p.view.clone()],
+            ..Default::default()
+        });
+        let row = snap.processes.first()?;
+        Some(ProcessRecord {
+            pid: row.pid,
+            start_time: row.start_time,
+            uid: row.uid,
+            name: row.name.clone(),
+            cmdline: row.cmdline.clone(),
+            started_unix_ns: p.view.header.clock_realtime_ns,
+            exited_unix_ns,
+            peak_bytes: row.peak_bytes,
+            left_behind: if exited_unix_ns.is_some() {
+                serde_json::to_value(&row.devices).unwrap_or_default()
+            } else {
+                serde_json::Value::Array(vec![])
+            },
+        })
     }
 
     /// Attaches to region files not seen before.
@@ -190,6 +283,10 @@ impl Collector {
                 dirty: true,
             },
         );
+        // Remember that it started (the record is completed when it exits).
+        if let Some(r) = self.record_of(key, None) {
+            self.records.push(r);
+        }
     }
 
     /// Drains every attached region into the ledger and refreshes changed counters.
@@ -320,6 +417,10 @@ impl Collector {
         p.pidfd = None;
         self.ledger.process_exited(key, now_ns);
         self.stats.deaths += 1;
+        if let Some(r) = self.record_of(key, Some(unix_ns())) {
+            self.records.push(r);
+        }
+        let Some(p) = self.procs.get_mut(&key) else { return };
         tracing::info!(pid = p.view.header.pid, exe = %p.view.header.exe, "process exited");
         if let Some(a) = p.attached.take()
             && self.cfg.remove_dead_regions
@@ -344,6 +445,7 @@ impl Collector {
         for k in old {
             if let Some(p) = self.procs.remove(&k) {
                 self.by_path.remove(&p.view.path);
+                self.history.remove_process(p.view.header.pid, p.view.header.start_time);
             }
             self.ledger.remove_process(k);
         }
@@ -391,6 +493,14 @@ impl Collector {
         s.source = "daemon".into();
         s
     }
+}
+
+/// Wall clock, ns since the epoch.
+pub fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 /// Opens a pidfd for `pid` and checks it still names the process that started at

@@ -26,6 +26,8 @@ pub const ENV_RETENTION_S: &str = "TTMEM_RETENTION_S";
 pub const DEFAULT_HTTP: &str = "127.0.0.1:9477";
 /// Default drain interval.
 pub const DEFAULT_DRAIN_MS: u64 = 50;
+/// Default interval of database flushes, in seconds.
+pub const DEFAULT_FLUSH_S: u64 = 10;
 /// Default retention of exited processes.
 pub const DEFAULT_RETENTION_S: u64 = 24 * 3600;
 
@@ -48,6 +50,8 @@ pub struct Config {
     pub drain_interval: Duration,
     /// Remove a dead process's region once its record is kept.
     pub remove_dead_regions: bool,
+    /// How often history and process records are written to the database.
+    pub flush_interval: Duration,
 }
 
 /// The keys a config file may hold (all optional; unknown keys are an error).
@@ -70,6 +74,8 @@ pub struct FileConfig {
     pub drain_interval_ms: Option<u64>,
     /// See [`Config::remove_dead_regions`].
     pub remove_dead_regions: Option<bool>,
+    /// Seconds between database flushes.
+    pub flush_interval_s: Option<u64>,
 }
 
 /// Values given as flags (None: not given).
@@ -158,6 +164,7 @@ impl Config {
             retention: Duration::from_secs(DEFAULT_RETENTION_S),
             drain_interval: Duration::from_millis(DEFAULT_DRAIN_MS),
             remove_dead_regions: true,
+            flush_interval: Duration::from_secs(DEFAULT_FLUSH_S),
         }
     }
 
@@ -253,6 +260,9 @@ impl Config {
         }
         if let Some(v) = f.remove_dead_regions {
             self.remove_dead_regions = v;
+        }
+        if let Some(v) = f.flush_interval_s {
+            self.flush_interval = Duration::from_secs(v.clamp(1, 3600));
         }
         Ok(())
     }

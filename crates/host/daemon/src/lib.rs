@@ -87,7 +87,10 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
         )),
         started: Instant::now(),
         now_ns: monotonic_ns,
+        store: parking_lot::Mutex::new(None),
+        store_error: parking_lot::Mutex::new(None),
     });
+    open_store(&shared, &config);
     // A first tick before answering, so the first query already sees every region.
     shared.collector.write().tick(monotonic_ns());
 
@@ -163,6 +166,75 @@ fn ensure_region_dir(dir: &Path) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// Opens the database and loads the history it holds. A failure is logged and reported by
+/// `/api/v1/health`; the daemon runs on without persistence.
+fn open_store(shared: &api::Shared, config: &Config) {
+    match ttmem_store::Store::open(&config.db) {
+        Ok(store) => {
+            let now = collector::unix_ns() / 1_000_000_000;
+            let since = ttmem_history::TIERS.map(|t| now.saturating_sub(t.memory_s));
+            match store.load_history(since) {
+                Ok(series) => {
+                    let mut c = shared.collector.write();
+                    for (key, tier, points) in &series {
+                        c.history_mut().load(key, *tier, points);
+                    }
+                    tracing::info!(db = %config.db.display(), series = series.len(), "loaded history");
+                }
+                Err(e) => tracing::warn!("cannot load history: {e}"),
+            }
+            *shared.store.lock() = Some(store);
+        }
+        Err(e) => {
+            tracing::error!("{e}; running without history persistence");
+            *shared.store_error.lock() = Some(e.to_string());
+        }
+    }
+}
+
+/// Most pending history points kept for a retry while the database refuses writes.
+const MAX_UNFLUSHED: usize = 1 << 20;
+
+/// Writes pending history and process records. Points a failed write could not store are
+/// kept (up to [`MAX_UNFLUSHED`]) and retried at the next flush.
+fn flush(
+    shared: &api::Shared,
+    unflushed: &mut Vec<ttmem_history::Pending>,
+    records: &mut Vec<ttmem_store::ProcessRecord>,
+) {
+    {
+        let mut c = shared.collector.write();
+        unflushed.extend(c.history_mut().take_pending());
+        records.extend(c.take_records());
+    }
+    let mut guard = shared.store.lock();
+    let Some(store) = guard.as_mut() else {
+        unflushed.clear();
+        records.clear();
+        return;
+    };
+    let mut error = None;
+    match store.write_samples(unflushed) {
+        Ok(_) => unflushed.clear(),
+        Err(e) => error = Some(e.to_string()),
+    }
+    records.retain(|r| match store.record_process(r) {
+        Ok(()) => false,
+        Err(e) => {
+            error = Some(e.to_string());
+            true
+        }
+    });
+    if unflushed.len() > MAX_UNFLUSHED {
+        let drop = unflushed.len() - MAX_UNFLUSHED;
+        unflushed.drain(..drop);
+    }
+    if let Some(e) = &error {
+        tracing::warn!("database write failed (will retry): {e}");
+    }
+    *shared.store_error.lock() = error;
+}
+
 /// The collector thread: sleeps in poll() on inotify and the processes' pidfds, ticking when
 /// woken or when the drain interval passes.
 fn collect_loop(shared: &api::Shared, stop: &AtomicBool, config: &Config) {
@@ -176,6 +248,9 @@ fn collect_loop(shared: &api::Shared, stop: &AtomicBool, config: &Config) {
     }
     let mut buf = [0u8; 4096];
     let timeout_ms = config.drain_interval.as_millis().clamp(1, 1000) as i32;
+    let (mut unflushed, mut records) = (Vec::new(), Vec::new());
+    let mut last_flush = Instant::now();
+    let mut last_prune = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let mut fds: Vec<libc::pollfd> = Vec::new();
         if let Some(i) = &inotify {
@@ -201,5 +276,23 @@ fn collect_loop(shared: &api::Shared, stop: &AtomicBool, config: &Config) {
             }
         }
         shared.collector.write().tick(monotonic_ns());
+        if last_flush.elapsed() >= config.flush_interval {
+            last_flush = Instant::now();
+            flush(shared, &mut unflushed, &mut records);
+        }
+        if last_prune.elapsed() >= std::time::Duration::from_secs(3600) {
+            last_prune = Instant::now();
+            let now = collector::unix_ns();
+            if let Some(store) = shared.store.lock().as_mut()
+                && let Err(e) = store.prune(
+                    now / 1_000_000_000,
+                    now.saturating_sub(config.retention.as_nanos() as u64),
+                )
+            {
+                tracing::warn!("database prune failed: {e}");
+            }
+        }
     }
+    // Shutting down: whatever is pending goes to disk.
+    flush(shared, &mut unflushed, &mut records);
 }
