@@ -77,8 +77,10 @@ pub struct Collector {
     records: Vec<ProcessRecord>,
 }
 
-/// Events drained per shard per tick at most (bounds the time one tick can take).
+/// Events drained per tick at most, per region (bounds the time one tick can take).
 const MAX_EVENTS_PER_SHARD: u64 = 1 << 16;
+/// Events per shard drained per round (a round's events stay in the CPU cache).
+const ROUND_EVENTS_PER_SHARD: u64 = 2048;
 
 impl Collector {
     /// A collector with an empty ledger whose ages count from `now_ns`.
@@ -338,40 +340,53 @@ impl Collector {
         if !tags.is_empty() {
             self.ledger.set_tags(key, tags);
         }
-        self.batch.clear();
-        let s = a.drain(MAX_EVENTS_PER_SHARD, &mut self.batch)?;
+        // Drain in rounds small enough that each round's events stay in the CPU cache through
+        // decoding, ordering, conversion and the ledger, up to a bound per tick.
+        let mut s = ttmem_scan::attach::DrainStats::default();
+        let mut drained = 0u64;
+        loop {
+            self.batch.clear();
+            let round = a.drain(ROUND_EVENTS_PER_SHARD, &mut self.batch)?;
+            s.events += round.events;
+            s.lost = s.lost.saturating_add(round.lost);
+            s.anomalies = s.anomalies.saturating_add(round.anomalies);
+            // Merge the shards' events by time; a stable sort keeps each shard's own order (and
+            // is skipped when the batch is already in order, as when one shard wrote it all).
+            if self.batch.windows(2).any(|w| w[0].1.ticks > w[1].1.ticks) {
+                self.batch.sort_by_key(|(_, e)| e.ticks);
+            }
+            self.events.clear();
+            for (_, e) in &self.batch {
+                let kind = match e.kind {
+                    ttmem_region::EventKind::Alloc => EventKind::Alloc,
+                    ttmem_region::EventKind::Free => EventKind::Free,
+                    _ => continue,
+                };
+                let Some(Some(device)) = p.devices.get(e.device as usize) else {
+                    continue;
+                };
+                self.events.push(Event {
+                    kind,
+                    device: *device,
+                    category: e.category,
+                    address: e.address,
+                    size: e.size,
+                    time_ns: p.clock.to_ns(e.ticks),
+                    tag: e.tag,
+                });
+            }
+            self.ledger.apply_batch(key, &self.events);
+            self.stats.events += self.events.len() as u64;
+            drained += round.events + round.lost;
+            if round.events + round.lost == 0 || drained >= MAX_EVENTS_PER_SHARD {
+                break;
+            }
+        }
         self.stats.events_lost = self.stats.events_lost.saturating_add(s.lost);
         self.stats.anomalies = self.stats.anomalies.saturating_add(s.anomalies);
         if s.lost > 0 {
             self.ledger.mark_lost(key, s.lost);
         }
-        // Merge the shards' events by time; a stable sort keeps each shard's own order (and
-        // costs nothing when one shard wrote them all: the batch is then already sorted).
-        if self.batch.windows(2).any(|w| w[0].1.ticks > w[1].1.ticks) {
-            self.batch.sort_by_key(|(_, e)| e.ticks);
-        }
-        self.events.clear();
-        for (_, e) in &self.batch {
-            let kind = match e.kind {
-                ttmem_region::EventKind::Alloc => EventKind::Alloc,
-                ttmem_region::EventKind::Free => EventKind::Free,
-                _ => continue,
-            };
-            let Some(Some(device)) = p.devices.get(e.device as usize) else {
-                continue;
-            };
-            self.events.push(Event {
-                kind,
-                device: *device,
-                category: e.category,
-                address: e.address,
-                size: e.size,
-                time_ns: p.clock.to_ns(e.ticks),
-                tag: e.tag,
-            });
-        }
-        self.ledger.apply_batch(key, &self.events);
-        self.stats.events += self.events.len() as u64;
         // Counters change with every event, including the ones lost to overflow.
         if s.events > 0 || s.lost > 0 || s.anomalies > 0 || p.dirty {
             let region = ttmem_scan::read_region(a.path(), ScanOptions::default(), None)?;

@@ -15,6 +15,10 @@ use ttmem_region::{EVENT_SIZE, SHARD_HEADER_SIZE, STRINGS_HEADER_SIZE};
 
 use crate::{DeviceCounters, RegionError, ScanOptions, read_at};
 
+/// Events copied and decoded at a time: 128 KiB, so a chunk stays in the CPU cache between
+/// the copy and the decoding.
+const CHUNK_EVENTS: usize = 2048;
+
 /// What one drain pass found.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct DrainStats {
@@ -160,45 +164,49 @@ impl Attached {
                 self.next[s as usize] = next;
                 continue;
             }
-            // Copy [next, end) in at most two contiguous reads (the ring may wrap).
-            let count = (end - next) as usize;
-            self.buf.resize(count * EVENT_SIZE, 0);
-            let first_slot = (next % cap) as usize;
-            let first = count.min(cap as usize - first_slot);
-            self.file
-                .read_exact_at(&mut self.buf[..first * EVENT_SIZE], g.event_offset(s, next))
-                .map_err(io_changed(&self.file))?;
-            if first < count {
-                self.file
-                    .read_exact_at(&mut self.buf[first * EVENT_SIZE..], g.ring_offset(s))
-                    .map_err(io_changed(&self.file))?;
-            }
-            // The writer overwrites slot `i` when it writes event `i + cap`. Re-reading the head
-            // after the copy tells which records may have changed under it: those with
-            // `i + cap < head_after` certainly were (lost); the one with `i + cap == head_after`
-            // may be being rewritten, so its sequence word is read again: the writer zeroes it
-            // before touching any field, so an unchanged word proves the copy consistent.
-            let head_after = self.shard_head(s)?;
+            // Copy [next, end) in chunks small enough to stay in the CPU cache while they are
+            // decoded, each in at most two contiguous reads (the ring may wrap).
             let mut index = next;
-            for rec in self.buf.chunks_exact(EVENT_SIZE) {
-                let seq = u64::from_le_bytes(rec[..8].try_into().expect("8 bytes"));
-                // Indices come from the file: no arithmetic on them may overflow.
-                if seq == 0 && s == shared && index.saturating_add(cap) > head_after {
-                    break; // still being written by a thread of the shared shard: retry later
+            'chunks: while index < end {
+                let count = ((end - index) as usize).min(CHUNK_EVENTS);
+                self.buf.resize(count * EVENT_SIZE, 0);
+                let first_slot = (index % cap) as usize;
+                let first = count.min(cap as usize - first_slot);
+                self.file
+                    .read_exact_at(&mut self.buf[..first * EVENT_SIZE], g.event_offset(s, index))
+                    .map_err(io_changed(&self.file))?;
+                if first < count {
+                    self.file
+                        .read_exact_at(&mut self.buf[first * EVENT_SIZE..], g.ring_offset(s))
+                        .map_err(io_changed(&self.file))?;
                 }
-                let stable = match index.saturating_add(cap).cmp(&head_after) {
-                    std::cmp::Ordering::Less => false,
-                    std::cmp::Ordering::Equal => self.seq_now(s, index)? == index.wrapping_add(1),
-                    std::cmp::Ordering::Greater => true,
-                };
-                match decode::decode_event(rec, index) {
-                    Some(e) if stable => {
-                        out.push((s, e));
-                        stats.events += 1;
+                // The writer overwrites slot `i` when it writes event `i + cap`. Re-reading the
+                // head after the copy tells which records may have changed under it: those with
+                // `i + cap < head_after` certainly were (lost); the one with `i + cap ==
+                // head_after` may be being rewritten, so its sequence word is read again: the
+                // writer zeroes it before touching any field, so an unchanged word proves the
+                // copy consistent.
+                let head_after = self.shard_head(s)?;
+                for rec in self.buf.chunks_exact(EVENT_SIZE) {
+                    let seq = u64::from_le_bytes(rec[..8].try_into().expect("8 bytes"));
+                    // Indices come from the file: no arithmetic on them may overflow.
+                    if seq == 0 && s == shared && index.saturating_add(cap) > head_after {
+                        break 'chunks; // still being written by a thread of the shared shard
                     }
-                    _ => stats.lost = stats.lost.saturating_add(1),
+                    let stable = match index.saturating_add(cap).cmp(&head_after) {
+                        std::cmp::Ordering::Less => false,
+                        std::cmp::Ordering::Equal => self.seq_now(s, index)? == index.wrapping_add(1),
+                        std::cmp::Ordering::Greater => true,
+                    };
+                    match decode::decode_event(rec, index) {
+                        Some(e) if stable => {
+                            out.push((s, e));
+                            stats.events += 1;
+                        }
+                        _ => stats.lost = stats.lost.saturating_add(1),
+                    }
+                    index = index.wrapping_add(1);
                 }
-                index = index.wrapping_add(1);
             }
             self.next[s as usize] = index;
         }
