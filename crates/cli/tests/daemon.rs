@@ -453,3 +453,90 @@ fn history_errors_are_clear() {
     assert_eq!(refused("/api/v1/history?device=9&category=DRAM").0, 404);
     assert_eq!(refused("/api/v1/history?device=0&category=DRAM&pid=1").0, 404);
 }
+
+#[test]
+fn ring_overflow_is_reported_while_totals_stay_exact() {
+    let d = Daemon::start();
+    // A 16-event ring and bursts of hundreds of allocations: the daemon cannot keep up.
+    let mut child = Command::new(TTMEM)
+        .args([
+            "sim",
+            "run",
+            "--profile",
+            "bursty",
+            "--device",
+            "n150",
+            "--step-ms",
+            "1",
+            "--hold-after",
+            "60",
+        ])
+        .env("TTMEM_DIR", &d.regions)
+        .env("TTMEM_RING_EVENTS", "16")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let h = Held {
+        summary: serde_json::from_str(&line).unwrap(),
+        child,
+    };
+    wait_matches_model(&d, &h);
+    let page = d.get(&format!("/api/v1/processes/{}/allocations?limit=1", pid(&h)));
+    assert_eq!(page["complete"], false, "{page}");
+    assert!(page["events_lost"].as_u64().unwrap() > 0);
+    let p = d.process(pid(&h)).unwrap();
+    assert!(p["events"]["lost"].as_u64().unwrap() > 0, "{}", p["events"]);
+    assert!(d.get("/api/v1/stats")["collector"]["events_lost"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn the_same_api_answers_over_tcp_and_lists_leak_suspects() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let regions = dir.path().join("regions");
+    let socket = dir.path().join("api.sock");
+    let child = Command::new(TTMEM)
+        .args(["serve", "--http", &format!("127.0.0.1:{port}"), "--region-dir"])
+        .arg(&regions)
+        .arg("--api-socket")
+        .arg(&socket)
+        .arg("--db")
+        .arg(dir.path().join("db"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut d = Daemon {
+        child,
+        socket,
+        regions,
+        _dir: dir,
+    };
+    d.wait_ready();
+    let tcp = Endpoint::Tcp(format!("127.0.0.1:{port}"));
+    let h = hold(&d.regions, "llm-inference", "n150", 0, 2);
+    wait_matches_model(&d, &h);
+    let over_tcp: Value = get_json(&tcp, "/api/v1/devices").unwrap();
+    assert_eq!(over_tcp, d.get("/api/v1/devices"), "one API, two transports");
+    let leaks: Value = get_json(&tcp, "/api/v1/leaks?min_age_s=0&limit=5").unwrap();
+    let items = leaks["allocations"].as_array().unwrap();
+    assert_eq!(items.len(), 5);
+    assert!(items.iter().all(|a| a["pid"] == pid(&h)));
+    let ps = Command::new(TTMEM)
+        .args(["ps", "--json", "--url"])
+        .arg(format!("http://127.0.0.1:{port}"))
+        .env("TTMEM_DIR", &d.regions)
+        .output()
+        .unwrap();
+    let ps: Value = serde_json::from_slice(&ps.stdout).unwrap();
+    assert_eq!(ps["source"], "daemon");
+    d.child.kill().unwrap();
+    let _ = d.child.wait();
+}

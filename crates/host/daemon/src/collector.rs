@@ -506,6 +506,19 @@ impl Collector {
         };
         let mut s = ttmem_report::Snapshot::from_scan(&scan);
         s.source = "daemon".into();
+        // Events the daemon itself lost (its rings overflowed between drains) count as lost:
+        // the process's detail is incomplete, its totals (from the counters) are not.
+        for row in &mut s.processes {
+            if let Some(key) = self
+                .procs
+                .iter()
+                .find(|(_, p)| p.view.header.pid == row.pid && p.view.header.start_time == row.start_time)
+                .map(|(&k, _)| k)
+                && let Some((lost, _)) = self.ledger.completeness(key)
+            {
+                row.events.lost = row.events.lost.max(lost);
+            }
+        }
         s
     }
 }
