@@ -32,6 +32,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// The devices seen, with arch and capacities; exits 1 when there are none.
     Info(InfoArgs),
+    /// A gate for CI and health checks: exit 0 ok, 1 a limit was crossed, 2 could not check.
+    Check(CheckArgs),
     /// Remove regions left by processes that no longer run.
     Gc(GcArgs),
     /// Simulated Tenstorrent chips and workloads.
@@ -99,6 +101,28 @@ pub struct PsArgs {
     /// With --csv: one row per device × category instead.
     #[arg(long, requires = "csv")]
     pub devices: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+    /// A limit: [CHIP:]CATEGORY=N% or [CHIP:]CATEGORY=SIZE (e.g. dram=90%, 0:l1=32MiB); repeatable.
+    #[arg(long = "max", value_name = "SPEC", value_parser = parse_limit)]
+    pub max: Vec<ttmem_report::check::Limit>,
+    /// Fail if an exited process left memory behind.
+    #[arg(long)]
+    pub no_leaks: bool,
+    /// Fail with fewer than N devices.
+    #[arg(long, value_name = "N")]
+    pub require_devices: Option<usize>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_limit(s: &str) -> Result<ttmem_report::check::Limit, String> {
+    ttmem_report::check::Limit::parse(s)
 }
 
 #[derive(Debug, clap::Args)]

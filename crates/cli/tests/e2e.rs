@@ -360,3 +360,69 @@ fn other_users_regions_are_counted_not_listed() {
     let text = ttmem(dir.path()).arg("ps").uid(65534).gid(65534).output().unwrap();
     assert!(String::from_utf8_lossy(&text.stdout).contains("1 region of other users is not readable by you"));
 }
+
+#[test]
+fn check_exit_codes_for_each_condition() {
+    let dir = tempfile::tempdir().unwrap();
+    let code = |args: &[&str]| {
+        let out = ttmem(dir.path()).arg("check").args(args).output().unwrap();
+        (out.status.code().unwrap(), String::from_utf8(out.stdout).unwrap())
+    };
+    assert_eq!(code(&["--require-devices", "1"]).0, 1, "no device yet");
+    let _h = hold(dir.path(), "llm-inference", "n150", 0, 3);
+    let (c, text) = code(&["--max", "dram=90%", "--max", "0:l1=64MiB", "--require-devices", "1"]);
+    assert_eq!(c, 0, "{text}");
+    assert!(
+        text.starts_with("ttmem check: OK: 1 device, 1 running process, 3 conditions met"),
+        "{text}"
+    );
+    let (c, text) = code(&["--max", "dram=10%"]);
+    assert_eq!(c, 1);
+    assert!(
+        text.starts_with("ttmem check: FAILED: device 0 (n150) DRAM at ") && text.trim_end().ends_with("% > 10%"),
+        "{text}"
+    );
+    let (c, text) = code(&["--max", "gpu=5%"]);
+    assert_eq!(c, 2);
+    assert!(text.contains("no device has a category \"gpu\""), "{text}");
+    let (c, json) = code(&["--max", "dram=1GiB", "--json"]);
+    assert_eq!(c, 1);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["exit_code"], 1);
+    assert_eq!(v["violations"][0]["kind"], "limit");
+    assert_eq!(v["violations"][0]["device"], 0);
+    // A crashed process that held memory fails --no-leaks.
+    assert_eq!(code(&["--no-leaks"]).0, 0);
+    let crash = ttmem(dir.path())
+        .args([
+            "sim",
+            "run",
+            "-p",
+            "crash",
+            "-d",
+            "n150",
+            "--chip-offset",
+            "1",
+            "--crash-after",
+            "0.2",
+        ])
+        .output()
+        .unwrap();
+    assert!(!crash.status.success());
+    let (c, text) = code(&["--no-leaks"]);
+    assert_eq!(c, 1);
+    assert!(text.contains("(sim:crash) exited leaving"), "{text}");
+    // Bad flags and an unreadable directory mean "could not check".
+    assert_eq!(code(&["--max", "dram"]).0, 2);
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let out = Command::new(TTMEM)
+        .args(["check", "--no-daemon", "--dir"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("ttmem check: COULD NOT CHECK: cannot read region directory")
+    );
+}

@@ -21,6 +21,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Serve(_) => unreachable!("handled above"),
         Command::Ps(a) => ps::ps(&dir, &a),
         Command::Info(a) => ps::info(&dir, &a),
+        Command::Check(a) => ps::check(&dir, &a),
         Command::Gc(a) => ps::gc(&dir, &a),
         Command::Sim(SimCommand::Run(a)) => sim::run(&dir, &a),
         Command::Sim(SimCommand::List) => sim::list(),

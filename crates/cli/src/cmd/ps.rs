@@ -8,7 +8,7 @@ use ttmem_report::Snapshot;
 use ttmem_scan::ScanOptions;
 
 use super::{out, shown};
-use crate::args::{DaemonArgs, GcArgs, InfoArgs, PsArgs};
+use crate::args::{CheckArgs, DaemonArgs, GcArgs, InfoArgs, PsArgs};
 
 /// The daemon endpoint the flags name (or the default socket).
 pub fn endpoint(d: &DaemonArgs) -> anyhow::Result<ttmem_apiclient::Endpoint> {
@@ -116,4 +116,34 @@ pub fn gc(dir: &Path, a: &GcArgs) -> anyhow::Result<ExitCode> {
     }
     out(&text)?;
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+pub fn check(dir: &Path, a: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let snapshot = match snapshot_via(dir, Some(&a.daemon)) {
+        Ok(s) => s,
+        Err(e) => {
+            // Could not check at all: exit 2 with the reason, in the form asked for.
+            let reason = format!("{e:#}");
+            if a.json {
+                out(&(serde_json::to_string_pretty(
+                    &serde_json::json!({ "exit_code": 2, "summary": format!("ttmem check: COULD NOT CHECK: {reason}"), "errors": [reason] }),
+                )? + "\n"))?;
+            } else {
+                out(&format!("ttmem check: COULD NOT CHECK: {reason}\n"))?;
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let checks = ttmem_report::check::Checks {
+        limits: a.max.clone(),
+        no_leaks: a.no_leaks,
+        require_devices: a.require_devices,
+    };
+    let report = ttmem_report::check::check(&snapshot, &checks);
+    if a.json {
+        out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
+    } else {
+        out(&format!("{}\n", report.summary))?;
+    }
+    Ok(ExitCode::from(report.exit_code))
 }

@@ -7,6 +7,8 @@
 
 #![deny(missing_docs)]
 
+pub mod check;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 

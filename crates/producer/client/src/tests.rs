@@ -237,7 +237,8 @@ fn events_carry_monotonic_coarse_timestamps() {
     let t = tracker(dir.path());
     let d = t.register_device(&spec(1)).unwrap();
     t.alloc(d, tt::DRAM, 0, 1);
-    std::thread::sleep(std::time::Duration::from_millis(5));
+    // The ticker is a thread: on a loaded machine it may run late, so leave wide margins.
+    std::thread::sleep(std::time::Duration::from_millis(100));
     t.alloc(d, tt::DRAM, 64, 1);
     let bytes = std::fs::read(t.region_path().unwrap()).unwrap();
     let h = decode::decode_header(&bytes, bytes.len() as u64).unwrap();
@@ -251,12 +252,12 @@ fn events_carry_monotonic_coarse_timestamps() {
         .map(|i| decode::decode_event(&bytes[g.event_offset(shard, i) as usize..], i).unwrap())
         .collect();
     assert!(
-        e[0].ticks >= h.clock_monotonic_ns - 2_000_000,
+        e[0].ticks + 1_000_000_000 >= h.clock_monotonic_ns,
         "stamped near region creation"
     );
     assert!(
-        e[2].ticks >= e[1].ticks + 3_000_000,
-        "5 ms apart to within the 1 ms resolution"
+        e[2].ticks >= e[1].ticks + 50_000_000,
+        "100 ms apart, seen through a 1 ms clock"
     );
     assert!(e[2].ticks <= clock::monotonic_ns());
 }
