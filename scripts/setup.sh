@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building and testing ttmem needs on a fresh Debian machine with a Rust
-# toolchain: a C compiler (the C ABI test), rustfmt and clippy. Safe to run again.
+# toolchain: a C compiler (the C ABI test), tmux (the TUI test), rustfmt and clippy. Safe to
+# run again.
 set -euo pipefail
 
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+command -v tmux >/dev/null 2>&1 || need_apt+=(tmux) # the ttmem top end-to-end test
 if ((${#need_apt[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         apt-get update -qq

@@ -34,6 +34,8 @@ pub enum Command {
     Info(InfoArgs),
     /// A gate for CI and health checks: exit 0 ok, 1 a limit was crossed, 2 could not check.
     Check(CheckArgs),
+    /// A live terminal view of every chip and process, per buffer type.
+    Top(TopArgs),
     /// Remove regions left by processes that no longer run.
     Gc(GcArgs),
     /// Simulated Tenstorrent chips and workloads.
@@ -101,6 +103,21 @@ pub struct PsArgs {
     /// With --csv: one row per device × category instead.
     #[arg(long, requires = "csv")]
     pub devices: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+    /// Refresh every MS milliseconds.
+    #[arg(short = 'r', long = "refresh-ms", default_value_t = 1000, value_name = "MS")]
+    pub refresh_ms: u64,
+    /// Also show the host whose daemon is at URL (http://HOST:PORT); repeatable.
+    #[arg(long, value_name = "URL")]
+    pub remote: Vec<String>,
+    /// Draw without colours.
+    #[arg(long)]
+    pub no_color: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -540,3 +540,41 @@ fn the_same_api_answers_over_tcp_and_lists_leak_suspects() {
     d.child.kill().unwrap();
     let _ = d.child.wait();
 }
+
+#[test]
+fn snapshots_can_be_light_and_conditional() {
+    let d = Daemon::start();
+    let h = hold(&d.regions, "bursty", "n150", 0, 1);
+    wait_matches_model(&d, &h);
+    let light = d.get("/api/v1/snapshot?detail=totals");
+    let p = &light["processes"][0];
+    assert!(p["devices"].as_array().unwrap().is_empty(), "{p}");
+    assert_eq!(p["device_ids"], serde_json::json!([0]));
+    assert_eq!(p["totals"], d.process(pid(&h)).unwrap()["totals"]);
+    // An unchanged snapshot is not sent again. The generation also moves once a second (ages
+    // change), so a few tries may be needed to ask twice within one.
+    let ep = d.ep();
+    let mut not_modified = false;
+    for _ in 0..20 {
+        let (s1, tag, body1) = ttmem_apiclient::get_conditional(&ep, "/api/v1/snapshot?detail=totals", None).unwrap();
+        assert_eq!(s1, 200);
+        assert!(!body1.is_empty() && tag.is_some());
+        let (s2, _, body2) =
+            ttmem_apiclient::get_conditional(&ep, "/api/v1/snapshot?detail=totals", tag.as_deref()).unwrap();
+        if s2 == 304 {
+            assert!(body2.is_empty());
+            not_modified = true;
+            break;
+        }
+    }
+    assert!(not_modified, "a matching If-None-Match gets 304");
+    match get_json::<Value>(&ep, "/api/v1/snapshot?detail=all") {
+        Err(ApiError::Refused { status, reason }) => assert_eq!(
+            (status, reason.as_str()),
+            (400, "unknown detail \"all\" (full or totals)")
+        ),
+        other => panic!("{other:?}"),
+    }
+    let maps = d.get("/api/v1/maps?category=DRAM&cells=16");
+    assert_eq!(maps["maps"][0]["cells"].as_array().unwrap().len(), 16);
+}

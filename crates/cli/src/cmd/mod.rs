@@ -5,6 +5,7 @@ mod demo;
 mod ps;
 mod serve;
 mod sim;
+mod top;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +23,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Ps(a) => ps::ps(&dir, &a),
         Command::Info(a) => ps::info(&dir, &a),
         Command::Check(a) => ps::check(&dir, &a),
+        Command::Top(a) => top::top(&dir, &a),
         Command::Gc(a) => ps::gc(&dir, &a),
         Command::Sim(SimCommand::Run(a)) => sim::run(&dir, &a),
         Command::Sim(SimCommand::List) => sim::list(),

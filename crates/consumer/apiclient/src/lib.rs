@@ -140,6 +140,16 @@ fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Box<dyn Stream>, Ap
 
 /// `GET path`; returns the status and body.
 pub fn get(endpoint: &Endpoint, path: &str) -> Result<(u16, Vec<u8>), ApiError> {
+    get_conditional(endpoint, path, None).map(|(status, _, body)| (status, body))
+}
+
+/// `GET path` with `If-None-Match: etag` when given; returns the status, the answer's `ETag`
+/// and the body.
+pub fn get_conditional(
+    endpoint: &Endpoint,
+    path: &str,
+    etag: Option<&str>,
+) -> Result<(u16, Option<String>, Vec<u8>), ApiError> {
     let mut s = connect(endpoint, Duration::from_secs(10))?;
     let io = |source| ApiError::Io {
         endpoint: endpoint.clone(),
@@ -149,16 +159,67 @@ pub fn get(endpoint: &Endpoint, path: &str) -> Result<(u16, Vec<u8>), ApiError> 
         Endpoint::Tcp(h) => h.as_str(),
         Endpoint::Unix(_) => "localhost",
     };
+    let condition = etag.map(|e| format!("If-None-Match: {e}\r\n")).unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n{condition}Connection: close\r\n\r\n"
     )
     .map_err(io)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(io)?;
-    parse_response(&raw).map_err(|why| ApiError::Protocol {
+    let (status, body) = parse_response(&raw).map_err(|why| ApiError::Protocol {
         endpoint: endpoint.clone(),
         why,
+    })?;
+    Ok((status, header(&raw, "etag"), body))
+}
+
+/// A header's value from a raw response (first match, any case).
+fn header(raw: &[u8], name: &str) -> Option<String> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    std::str::from_utf8(&raw[..end])
+        .ok()?
+        .split("\r\n")
+        .skip(1)
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+}
+
+/// The answer to a conditional request.
+#[derive(Debug)]
+pub enum Conditional<T> {
+    /// Unchanged since the ETag given.
+    NotModified,
+    /// New content, with its ETag.
+    Changed(T, Option<String>),
+}
+
+/// `GET path` as JSON, unless it is unchanged since `etag`.
+pub fn get_json_if_changed<T: DeserializeOwned>(
+    endpoint: &Endpoint,
+    path: &str,
+    etag: Option<&str>,
+) -> Result<Conditional<T>, ApiError> {
+    let (status, tag, body) = get_conditional(endpoint, path, etag)?;
+    if status == 304 {
+        return Ok(Conditional::NotModified);
+    }
+    Ok(Conditional::Changed(decode(endpoint, status, &body)?, tag))
+}
+
+fn decode<T: DeserializeOwned>(endpoint: &Endpoint, status: u16, body: &[u8]) -> Result<T, ApiError> {
+    if !(200..300).contains(&status) {
+        let reason = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+        return Err(ApiError::Refused { status, reason });
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::Protocol {
+        endpoint: endpoint.clone(),
+        why: e.to_string(),
     })
 }
 
@@ -210,17 +271,7 @@ pub fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
 /// the daemon's reason.
 pub fn get_json<T: DeserializeOwned>(endpoint: &Endpoint, path: &str) -> Result<T, ApiError> {
     let (status, body) = get(endpoint, path)?;
-    if !(200..300).contains(&status) {
-        let reason = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        return Err(ApiError::Refused { status, reason });
-    }
-    serde_json::from_slice(&body).map_err(|e| ApiError::Protocol {
-        endpoint: endpoint.clone(),
-        why: e.to_string(),
-    })
+    decode(endpoint, status, &body)
 }
 
 #[cfg(test)]
@@ -231,6 +282,11 @@ mod tests {
     fn responses_parse_plain_and_chunked() {
         let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
         assert_eq!(parse_response(plain).unwrap(), (200, b"{}".to_vec()));
+        assert_eq!(
+            header(b"HTTP/1.1 200 OK\r\nETag: \"7-t\"\r\n\r\n{}", "etag").as_deref(),
+            Some("\"7-t\"")
+        );
+        assert_eq!(header(plain, "etag"), None);
         let chunked =
             b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n5;x=1\r\n\":1}\n\r\n0\r\n\r\n";
         assert_eq!(parse_response(chunked).unwrap(), (404, b"{\"a\":1}\n".to_vec()));

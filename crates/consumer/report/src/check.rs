@@ -315,6 +315,7 @@ mod tests {
             },
             rejected: 0,
             region: String::new(),
+            device_ids: vec![],
         };
         Snapshot {
             schema: 1,

@@ -128,6 +128,10 @@ pub struct ProcessRow {
     pub rejected: u64,
     /// The region file.
     pub region: String,
+    /// Ids of the devices it uses; with the daemon's `?detail=totals`, `devices` is left out and
+    /// only this remains.
+    #[serde(default)]
+    pub device_ids: Vec<u32>,
 }
 
 /// A region that could not be used.
@@ -291,7 +295,11 @@ impl Snapshot {
                 },
                 rejected: r.rejected(),
                 region: r.path.display().to_string(),
+                device_ids: Vec::new(),
             });
+        }
+        for p in &mut processes {
+            p.device_ids = p.devices.iter().map(|d| d.id).collect();
         }
         processes.sort_by_key(|p| (p.state != "running", p.pid, p.start_time));
         Snapshot {

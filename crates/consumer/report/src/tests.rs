@@ -131,6 +131,7 @@ fn fixed() -> Snapshot {
         },
         rejected: 0,
         region: "/dev/shm/ttmem/x.ttmem".into(),
+        device_ids: vec![0],
     };
     Snapshot {
         schema: 1,

@@ -28,6 +28,9 @@ pub struct Shared {
     pub store: parking_lot::Mutex<Option<ttmem_store::Store>>,
     /// The last database error, for health.
     pub store_error: parking_lot::Mutex<Option<String>>,
+    /// Serialized snapshots by (generation, totals only): monitors polling ten times a second
+    /// cost one serialization per change, not one per request.
+    pub snapshot_cache: parking_lot::Mutex<Vec<(u64, bool, axum::body::Bytes)>>,
 }
 
 /// An error answer.
@@ -57,6 +60,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/snapshot", get(snapshot))
         .route("/api/v1/devices", get(devices))
         .route("/api/v1/devices/{id}/fragmentation", get(fragmentation))
+        .route("/api/v1/devices/{id}/map", get(map))
+        .route("/api/v1/maps", get(maps))
         .route("/api/v1/processes", get(processes))
         .route("/api/v1/processes/{pid}/allocations", get(allocations))
         .route("/api/v1/processes/{pid}/events", get(events))
@@ -200,10 +205,65 @@ async fn stats(State(s): State<Arc<Shared>>) -> ApiResult {
     })))
 }
 
-async fn snapshot(State(s): State<Arc<Shared>>) -> ApiResult {
-    Ok(Json(
-        serde_json::to_value(s.collector.read().snapshot()).expect("snapshot serializes"),
-    ))
+#[derive(Deserialize)]
+struct SnapshotQuery {
+    detail: Option<String>,
+}
+
+/// `GET /api/v1/snapshot[?detail=totals]`: the `ps` object. With `detail=totals` each process
+/// leaves out `devices` (its per-chip detail) and keeps `totals` and `device_ids`: a fraction of
+/// the size, for monitors that refresh often. The answer carries an `ETag`; a request whose
+/// `If-None-Match` matches gets `304 Not Modified` with no body.
+async fn snapshot(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<SnapshotQuery>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let totals = match q.detail.as_deref() {
+        None | Some("full") => false,
+        Some("totals") => true,
+        Some(other) => return Err(bad(format!("unknown detail {other:?} (full or totals)"))),
+    };
+    let collector = s.collector.read();
+    let generation = collector.generation();
+    let etag = format!("\"{generation}-{}\"", if totals { "t" } else { "f" });
+    if headers
+        .get(axum::http::header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
+        return Ok((StatusCode::NOT_MODIFIED, [(axum::http::header::ETAG, etag)]).into_response());
+    }
+    let cached = s
+        .snapshot_cache
+        .lock()
+        .iter()
+        .find(|(g, t, _)| *g == generation && *t == totals)
+        .map(|(_, _, b)| b.clone());
+    let body = match cached {
+        Some(b) => b,
+        None => {
+            let mut snap = collector.snapshot();
+            if totals {
+                for p in &mut snap.processes {
+                    p.devices.clear();
+                }
+            }
+            let b = axum::body::Bytes::from(serde_json::to_vec(&snap).expect("snapshot serializes"));
+            let mut cache = s.snapshot_cache.lock();
+            cache.retain(|(g, t, _)| *g == generation && *t != totals);
+            cache.push((generation, totals, b.clone()));
+            b
+        }
+    };
+    drop(collector);
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/json".to_string()),
+            (axum::http::header::ETAG, etag),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 async fn devices(State(s): State<Arc<Shared>>) -> ApiResult {
@@ -337,6 +397,50 @@ async fn fragmentation(State(s): State<Arc<Shared>>, Path(id): Path<u32>) -> Api
         })
         .collect();
     Ok(Json(json!({ "device": id, "categories": cats })))
+}
+
+#[derive(Deserialize)]
+struct MapQuery {
+    category: Option<String>,
+    cells: Option<usize>,
+}
+
+/// `GET /api/v1/devices/{id}/map?category=DRAM&cells=64`: occupancy of one bank's range in
+/// equal cells (0 free to 1 full), with the largest free block, for memory-map displays.
+async fn map(State(s): State<Arc<Shared>>, Path(id): Path<u32>, Query(q): Query<MapQuery>) -> ApiResult {
+    let category = q.category.unwrap_or_else(|| "DRAM".into());
+    let c = s.collector.read();
+    let dk = ledger_device(&c, id)?;
+    let cells = c
+        .ledger()
+        .occupancy(dk, &category, q.cells.unwrap_or(64))
+        .map_err(|e| bad(e.to_string()))?;
+    let f = c
+        .ledger()
+        .fragmentation(dk, &category)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(Json(
+        json!({ "device": id, "category": category, "cells": cells, "fragmentation": f }),
+    ))
+}
+
+/// `GET /api/v1/maps?category=DRAM&cells=64`: the map of every device in one answer
+/// (`{"maps": [{"device", "cells", "largest_free_per_bank"}]}`), for monitors refreshing often.
+async fn maps(State(s): State<Arc<Shared>>, Query(q): Query<MapQuery>) -> ApiResult {
+    let category = q.category.unwrap_or_else(|| "DRAM".into());
+    let c = s.collector.read();
+    let mut out = Vec::new();
+    let mut ids: Vec<(u32, u32)> = device_ids(&c).into_iter().collect();
+    ids.sort_by_key(|&(_, id)| id);
+    for (dk, id) in ids {
+        if let (Ok(cells), Ok(f)) = (
+            c.ledger().occupancy(dk, &category, q.cells.unwrap_or(64)),
+            c.ledger().fragmentation(dk, &category),
+        ) {
+            out.push(json!({ "device": id, "cells": cells, "largest_free_per_bank": f.largest_free_per_bank }));
+        }
+    }
+    Ok(Json(json!({ "category": category, "maps": out })))
 }
 
 #[derive(Deserialize)]

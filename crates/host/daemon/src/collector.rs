@@ -75,6 +75,7 @@ pub struct Collector {
     history: History,
     last_sample_s: u64,
     records: Vec<ProcessRecord>,
+    generation: u64,
 }
 
 /// Events drained per tick at most, per region (bounds the time one tick can take).
@@ -100,6 +101,7 @@ impl Collector {
             history: History::new(),
             last_sample_s: 0,
             records: Vec::new(),
+            generation: 0,
         }
     }
 
@@ -111,6 +113,12 @@ impl Collector {
     /// Statistics.
     pub fn stats(&self) -> CollectorStats {
         self.stats
+    }
+
+    /// Moves whenever anything a snapshot shows may have changed (events, counters, devices,
+    /// processes appearing, dying or expiring): equal generations mean equal snapshots.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The region directory.
@@ -129,6 +137,8 @@ impl Collector {
         let wall_s = unix_ns() / 1_000_000_000;
         if wall_s != self.last_sample_s {
             self.last_sample_s = wall_s;
+            // Ages in a snapshot move with time: a cached snapshot lives at most a second.
+            self.generation += 1;
             self.sample(wall_s);
         }
     }
@@ -248,8 +258,12 @@ impl Collector {
                     tracing::warn!(path = %path.display(), "refusing region: {e}");
                     self.stats.regions_refused += 1;
                     self.refused.insert(path, (mtime, e.to_string()));
+                    self.generation += 1;
                 }
             }
+        }
+        if self.not_permitted != not_permitted {
+            self.generation += 1;
         }
         self.not_permitted = not_permitted;
     }
@@ -285,6 +299,7 @@ impl Collector {
                 dirty: true,
             },
         );
+        self.generation += 1;
         // Remember that it started (the record is completed when it exits).
         if let Some(r) = self.record_of(key, None) {
             self.records.push(r);
@@ -394,6 +409,7 @@ impl Collector {
             p.view.shards = region.shards;
             p.view.header = region.header;
             p.dirty = false;
+            self.generation += 1;
         }
         Ok(())
     }
@@ -429,6 +445,7 @@ impl Collector {
         }
         p.exited_at_ns = Some(now_ns);
         p.view.liveness = Liveness::Exited;
+        self.generation += 1;
         p.pidfd = None;
         self.ledger.process_exited(key, now_ns);
         self.stats.deaths += 1;
@@ -458,6 +475,7 @@ impl Collector {
             .map(|(&k, _)| k)
             .collect();
         for k in old {
+            self.generation += 1;
             if let Some(p) = self.procs.remove(&k) {
                 self.by_path.remove(&p.view.path);
                 self.history.remove_process(p.view.header.pid, p.view.header.start_time);

@@ -89,6 +89,7 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
         now_ns: monotonic_ns,
         store: parking_lot::Mutex::new(None),
         store_error: parking_lot::Mutex::new(None),
+        snapshot_cache: parking_lot::Mutex::new(Vec::new()),
     });
     open_store(&shared, &config);
     // A first tick before answering, so the first query already sees every region.

@@ -761,6 +761,42 @@ impl Ledger {
         }
     }
 
+    /// Occupancy of one bank's address range cut into `cells` equal parts (0.0 free to 1.0
+    /// full), for a memory map.
+    pub fn occupancy(&self, dev: DeviceKey, category: &str, cells: usize) -> Result<Vec<f32>, QueryError> {
+        let (cat, c) = self.category(dev, category)?;
+        if c.addr_end <= c.addr_base {
+            return Err(QueryError::NoAddressRange(c.name.clone()));
+        }
+        let cells = cells.clamp(1, 4096);
+        let span = c.addr_end - c.addr_base;
+        let width = span.div_ceil(cells as u64).max(1);
+        let mut used = vec![0u64; cells];
+        let banks = c.banks.max(1) as u64;
+        let align = (c.alignment as u64).max(1);
+        for (start, end, _, _) in self.extents(dev, cat, banks, align) {
+            let (s, e) = (
+                start.clamp(c.addr_base, c.addr_end) - c.addr_base,
+                end.clamp(c.addr_base, c.addr_end) - c.addr_base,
+            );
+            let mut at = s;
+            while at < e {
+                let cell = (at / width) as usize;
+                let cell_end = ((cell as u64 + 1) * width).min(e);
+                used[cell.min(cells - 1)] += cell_end - at;
+                at = cell_end;
+            }
+        }
+        Ok(used
+            .iter()
+            .enumerate()
+            .map(|(i, &u)| {
+                let cell_span = width.min(span - (i as u64 * width).min(span)).max(1);
+                (u as f64 / cell_span as f64).min(1.0) as f32
+            })
+            .collect())
+    }
+
     /// Can `bytes` of `category` be allocated on `dev` now? Interleaving over the category's
     /// banks and its alignment are applied as the runtime's allocator would.
     pub fn fit(&self, dev: DeviceKey, category: &str, bytes: u64) -> Result<Fit, QueryError> {

@@ -273,3 +273,16 @@ fn extreme_sizes_and_queries_saturate() {
     let _ = l.allocations(1, SortBy::Size, u64::MAX, u64::MAX, 0).unwrap();
     let _ = l.leak_suspects(0, usize::MAX, u64::MAX);
 }
+
+#[test]
+fn occupancy_cuts_the_range_into_cells() {
+    let mut l = Ledger::new(0);
+    l.add_device(dram(1));
+    l.add_process(1);
+    l.apply(1, &ev(EventKind::Alloc, 0, 0, 256, 0)); // [0, 256) of [0, 1024)
+    l.apply(1, &ev(EventKind::Alloc, 0, 640, 128, 0)); // [640, 768)
+    let o = l.occupancy(0, "DRAM", 4).unwrap();
+    assert_eq!(o, vec![1.0, 0.0, 0.5, 0.0]);
+    assert_eq!(l.occupancy(0, "DRAM", 1).unwrap(), vec![0.375]);
+    assert!(l.occupancy(0, "L1", 4).is_err());
+}

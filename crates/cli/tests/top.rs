@@ -1,0 +1,217 @@
+//! `ttmem top` in a real terminal: tmux runs it against a real daemon with real workloads; keys
+//! are sent and the screen read back with capture-pane.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use ttmem_apiclient::{Endpoint, get_json};
+
+const TTMEM: &str = env!("CARGO_BIN_EXE_ttmem");
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A private tmux server, so the user's own sessions are never touched.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Tmux {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let socket = format!("ttmem-test-{}-{n}", std::process::id());
+        Tmux { socket }
+    }
+    fn cmd(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("tmux must be installed (scripts/setup.sh installs it)")
+    }
+    fn screen(&self, session: &str) -> String {
+        String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p", "-t", session]).stdout).into_owned()
+    }
+    fn wait_for(&self, session: &str, what: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen(session);
+            if s.contains(what) {
+                return s;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "no {what:?} on screen:\n{s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    fn keys(&self, session: &str, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", session];
+        args.extend_from_slice(keys);
+        assert!(self.cmd(&args).status.success());
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]);
+    }
+}
+
+fn hold(regions: &Path, profile: &str, shape: &str, chip: u32) -> (Kill, Value) {
+    let mut child = Command::new(TTMEM)
+        .args([
+            "sim",
+            "run",
+            "--profile",
+            profile,
+            "--device",
+            shape,
+            "--step-ms",
+            "1",
+            "--hold-after",
+            "3",
+        ])
+        .args(["--chip-offset", &chip.to_string()])
+        .env("TTMEM_DIR", regions)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Kill(child), serde_json::from_str(&line).unwrap())
+}
+
+fn short(bytes: u64) -> String {
+    ttmem_report::short_bytes(bytes)
+}
+
+#[test]
+fn top_in_tmux_shows_the_api_numbers_and_answers_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let regions = dir.path().join("regions");
+    let socket: PathBuf = dir.path().join("api.sock");
+    let _daemon = Kill(
+        Command::new(TTMEM)
+            .args(["serve", "--no-http", "--region-dir"])
+            .arg(&regions)
+            .arg("--api-socket")
+            .arg(&socket)
+            .arg("--db")
+            .arg(dir.path().join("db"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ep = Endpoint::Unix(socket.clone());
+    let start = Instant::now();
+    while get_json::<Value>(&ep, "/api/v1/health").is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_a, a) = hold(&regions, "llm-inference", "n300", 0);
+    let (_b, _) = hold(&regions, "training", "n150", 2);
+    // Wait until the daemon has drained both quiescent workloads.
+    let want = a["chips"][0]["categories"][0]["allocated"].as_u64().unwrap();
+    let start = Instant::now();
+    while get_json::<Value>(&ep, "/api/v1/devices").unwrap()["devices"][0]["categories"][0]["used"] != want {
+        assert!(start.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let devices: Value = get_json(&ep, "/api/v1/devices").unwrap();
+
+    let tmux = Tmux::new();
+    let top = format!(
+        "{TTMEM} top --api-socket {} -r 200; echo TTMEM-TOP-EXITED; sleep 30",
+        socket.display()
+    );
+    assert!(
+        tmux.cmd(&["new-session", "-d", "-s", "top", "-x", "160", "-y", "50", &top])
+            .status
+            .success()
+    );
+    tmux.wait_for("top", "3 devices");
+    let screen = tmux.wait_for("top", "2 processes (2 running)");
+    // Every chip panel shows the API's numbers.
+    for d in devices["devices"].as_array().unwrap() {
+        let dram = &d["categories"][0];
+        let text = format!(
+            "{}/{}",
+            short(dram["used"].as_u64().unwrap()),
+            short(dram["total"].as_u64().unwrap())
+        );
+        assert!(screen.contains(&text), "chip {} should show {text}:\n{screen}", d["id"]);
+        assert!(screen.contains(&format!("{} {}", d["id"], d["name"].as_str().unwrap())));
+    }
+    assert!(
+        screen.contains("free≤"),
+        "the memory map comes from the daemon:\n{screen}"
+    );
+    assert!(screen.contains("PID▲"));
+
+    // Sort by the next column, then reverse it.
+    tmux.keys("top", &["s"]);
+    tmux.wait_for("top", "USER▲");
+    tmux.keys("top", &["r"]);
+    tmux.wait_for("top", "USER▼");
+
+    // Drill down into the first process: its live allocations, as the API counts them.
+    tmux.keys("top", &["Enter"]);
+    let detail = tmux.wait_for("top", "live allocations (");
+    let pid: u32 = detail
+        .split("pid ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let page: Value = get_json(&ep, &format!("/api/v1/processes/{pid}/allocations?limit=1")).unwrap();
+    assert!(
+        detail.contains(&format!("live allocations ({} in all", page["total"])),
+        "{detail}"
+    );
+    assert!(detail.contains("recent events"));
+    tmux.keys("top", &["Escape"]);
+    tmux.wait_for("top", "USER▼");
+
+    // Help, then quit: the terminal is given back (the shell prints after top).
+    tmux.keys("top", &["?"]);
+    tmux.wait_for("top", "keys (? closes)");
+    tmux.keys("top", &["?"]);
+    tmux.keys("top", &["q"]);
+    let after = tmux.wait_for("top", "TTMEM-TOP-EXITED");
+    assert!(!after.contains("PID▲"), "the alternate screen was left:\n{after}");
+}
+
+#[test]
+fn sigterm_restores_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    // Without a daemon or regions it still runs (reading an empty directory); SIGTERM ends it.
+    let script = format!(
+        "timeout --foreground -s TERM 2 {TTMEM} top --no-daemon --dir {} -r 200; stty -a | grep -o -- '-\\?icanon' | head -1 | sed 's/^/MODE:/'; sleep 30",
+        dir.path().display()
+    );
+    assert!(
+        tmux.cmd(&["new-session", "-d", "-s", "term", "-x", "120", "-y", "30", &script])
+            .status
+            .success()
+    );
+    tmux.wait_for("term", "No devices");
+    let screen = tmux.wait_for("term", "MODE:");
+    assert!(
+        screen.contains("MODE:icanon"),
+        "canonical mode is back after SIGTERM:\n{screen}"
+    );
+}

@@ -1,0 +1,218 @@
+//! Where `ttmem top` gets its data: a daemon's API (full detail), or the regions directly
+//! (counters only).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use ttmem_apiclient::{ApiError, Conditional, Endpoint, get_json, get_json_if_changed};
+use ttmem_report::Snapshot;
+
+/// One host's data source.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A daemon.
+    Daemon {
+        /// Shown name.
+        label: String,
+        /// Where it listens.
+        endpoint: Endpoint,
+        /// Read the regions in this directory if the daemon does not answer.
+        fallback: Option<PathBuf>,
+    },
+    /// Regions read directly.
+    Regions(PathBuf),
+}
+
+/// What one refresh of a host brings.
+#[derive(Clone, Debug, Default)]
+pub struct HostData {
+    /// Shown name.
+    pub label: String,
+    /// `daemon` or `regions`.
+    pub source: String,
+    /// The snapshot (None: the host could not be read); shared, so an unchanged one is reused.
+    pub snapshot: Option<Arc<Snapshot>>,
+    /// The daemon's ETag for it, and whether it has per-chip detail.
+    pub etag: Option<(String, bool)>,
+    /// Whether it differs from the previous refresh.
+    pub changed: bool,
+    /// Per device id: (occupancy cells of DRAM, largest free block per bank, banks).
+    pub maps: BTreeMap<u32, (Vec<f32>, u64)>,
+    /// Why the host could not be read.
+    pub error: Option<String>,
+}
+
+/// The drill-down of one process.
+#[derive(Clone, Debug, Default)]
+pub struct Detail {
+    /// Allocations: (address, size, category, age_s, tag).
+    pub allocations: Vec<(u64, u64, String, u64, String)>,
+    /// Live allocations in total.
+    pub total: u64,
+    /// Recent events: (kind, category, address, size, tag).
+    pub events: Vec<(String, String, u64, u64, String)>,
+    /// A note to show (e.g. only counters without a daemon).
+    pub note: Option<String>,
+}
+
+impl Source {
+    /// Reads a snapshot, and memory maps from a daemon when `map_cells` is not 0.
+    /// `per_chip` asks for every process's bytes per chip (needed while a chip filter is on);
+    /// otherwise only per-process totals come from a daemon. With `previous`, an unchanged
+    /// snapshot is not sent again (the daemon answers 304) and the previous one is reused.
+    pub fn fetch(&self, map_cells: usize, per_chip: bool, previous: Option<&HostData>) -> HostData {
+        let path = if per_chip {
+            "/api/v1/snapshot"
+        } else {
+            "/api/v1/snapshot?detail=totals"
+        };
+        match self {
+            Source::Daemon {
+                label,
+                endpoint,
+                fallback,
+            } => {
+                let prev_tag = previous
+                    .and_then(|p| p.etag.as_ref())
+                    .filter(|(_, pc)| *pc == per_chip)
+                    .map(|(t, _)| t.as_str());
+                let answer = match get_json_if_changed::<Snapshot>(endpoint, path, prev_tag) {
+                    Ok(Conditional::NotModified) => Ok((
+                        previous.and_then(|p| p.snapshot.clone()),
+                        previous.and_then(|p| p.etag.clone()),
+                        false,
+                    )),
+                    Ok(Conditional::Changed(s, tag)) => Ok((Some(Arc::new(s)), tag.map(|t| (t, per_chip)), true)),
+                    Err(e) => Err(e),
+                };
+                match answer {
+                    Ok((snapshot, etag, changed)) => {
+                        let mut maps = BTreeMap::new();
+                        if map_cells > 0
+                            && let Ok(v) =
+                                get_json::<Value>(endpoint, &format!("/api/v1/maps?category=DRAM&cells={map_cells}"))
+                        {
+                            for m in v["maps"].as_array().into_iter().flatten() {
+                                let cells = m["cells"]
+                                    .as_array()
+                                    .map(|a| a.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect())
+                                    .unwrap_or_default();
+                                if let Some(id) = m["device"].as_u64() {
+                                    maps.insert(id as u32, (cells, m["largest_free_per_bank"].as_u64().unwrap_or(0)));
+                                }
+                            }
+                        }
+                        HostData {
+                            label: label.clone(),
+                            source: format!("daemon {endpoint}"),
+                            snapshot,
+                            etag,
+                            changed,
+                            maps,
+                            error: None,
+                        }
+                    }
+                    Err(e) => match (fallback, &e) {
+                        (Some(dir), ApiError::NotRunning(_)) => {
+                            let mut h = Source::Regions(dir.clone()).fetch(map_cells, per_chip, None);
+                            h.label = label.clone();
+                            h
+                        }
+                        _ => HostData {
+                            label: label.clone(),
+                            source: format!("daemon {endpoint}"),
+                            error: Some(e.to_string()),
+                            changed: true,
+                            ..Default::default()
+                        },
+                    },
+                }
+            }
+            Source::Regions(dir) => match ttmem_scan::scan(dir, ttmem_scan::ScanOptions::default()) {
+                Ok(scan) => HostData {
+                    label: "local".into(),
+                    source: format!("regions in {} (no daemon: counters only)", dir.display()),
+                    snapshot: Some(Arc::new(Snapshot::from_scan(&scan))),
+                    changed: true,
+                    ..Default::default()
+                },
+                Err(e) => HostData {
+                    label: "local".into(),
+                    source: "regions".into(),
+                    error: Some(format!("cannot read {}: {e}", dir.display())),
+                    changed: true,
+                    ..Default::default()
+                },
+            },
+        }
+    }
+
+    /// One process's allocations and recent events (a daemon only).
+    pub fn detail(&self, pid: u32, data: &HostData) -> Detail {
+        let Source::Daemon { endpoint, .. } = self else {
+            return Detail {
+                note: Some(
+                    "no daemon: only counters are known (start `ttmem serve` for allocations and events)".into(),
+                ),
+                ..Default::default()
+            };
+        };
+        if !data.source.starts_with("daemon") {
+            return Detail {
+                note: Some("the daemon does not answer: only counters are known".into()),
+                ..Default::default()
+            };
+        }
+        let mut d = Detail::default();
+        match get_json::<Value>(
+            endpoint,
+            &format!("/api/v1/processes/{pid}/allocations?sort=size&limit=200"),
+        ) {
+            Ok(v) => {
+                d.total = v["total"].as_u64().unwrap_or(0);
+                d.allocations = v["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| {
+                        (
+                            a["address"].as_u64().unwrap_or(0),
+                            a["size"].as_u64().unwrap_or(0),
+                            a["category"].as_str().unwrap_or("").to_string(),
+                            a["age_s"].as_u64().unwrap_or(0),
+                            a["tag"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect();
+                if v["complete"] == false {
+                    d.note = Some(format!(
+                        "{} events were lost: the list may be incomplete (totals are exact)",
+                        v["events_lost"]
+                    ));
+                }
+            }
+            Err(e) => d.note = Some(e.to_string()),
+        }
+        if let Ok(v) = get_json::<Value>(endpoint, &format!("/api/v1/processes/{pid}/events")) {
+            d.events = v["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .rev()
+                .map(|e| {
+                    (
+                        e["kind"].as_str().unwrap_or("").to_string(),
+                        e["category"].as_str().unwrap_or("").to_string(),
+                        e["address"].as_u64().unwrap_or(0),
+                        e["size"].as_u64().unwrap_or(0),
+                        e["tag"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect();
+        }
+        d
+    }
+}
