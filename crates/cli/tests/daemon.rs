@@ -1,5 +1,8 @@
 //! End-to-end tests of `ttmem serve`: a real daemon, real workload processes, the real API.
 
+mod common;
+use common::*;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -7,8 +10,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use ttmem_apiclient::{ApiError, Endpoint, get_json};
-
-const TTMEM: &str = env!("CARGO_BIN_EXE_ttmem");
 
 struct Daemon {
     child: Child,
@@ -82,48 +83,6 @@ fn spawn_serve(regions: &Path, socket: &Path, dir: &Path) -> Child {
         .unwrap()
 }
 
-struct Held {
-    child: Child,
-    summary: Value,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn hold(regions: &Path, profile: &str, shape: &str, chip: u32, steps: u32) -> Held {
-    let mut child = Command::new(TTMEM)
-        .args(["sim", "run", "--profile", profile, "--device", shape, "--step-ms", "1"])
-        .args(["--chip-offset", &chip.to_string(), "--hold-after", &steps.to_string()])
-        .env("TTMEM_DIR", regions)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    Held {
-        summary: serde_json::from_str(&line).unwrap(),
-        child,
-    }
-}
-
-fn wait_until(mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < Duration::from_secs(20), "timed out");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn pid(h: &Held) -> u64 {
-    h.summary["pid"].as_u64().unwrap()
-}
-
 /// Waits until the daemon has drained a quiescent workload's last events (its counters then
 /// equal the model's), then asserts it.
 fn wait_matches_model(d: &Daemon, h: &Held) {
@@ -135,29 +94,6 @@ fn wait_matches_model(d: &Daemon, h: &Held) {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_matches_model(&d.process(pid(h)).unwrap(), &h.summary);
-}
-
-/// Every (hw_id, category) of the model equals the API's process view, bytes and counts.
-fn assert_matches_model(p: &Value, summary: &Value) {
-    for chip in summary["chips"].as_array().unwrap() {
-        let hw = format!("{:#x}", chip["hw_id"].as_u64().unwrap());
-        let dev = p["devices"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["hw_id"] == hw.as_str())
-            .unwrap();
-        for cat in chip["categories"].as_array().unwrap() {
-            let got = dev["categories"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["name"] == cat["name"])
-                .unwrap();
-            assert_eq!(got["bytes"], cat["allocated"], "{hw} {}", cat["name"]);
-            assert_eq!(got["count"], cat["buffers"], "{hw} {}", cat["name"]);
-        }
-    }
 }
 
 fn total_buffers(summary: &Value) -> u64 {

@@ -1,53 +1,13 @@
 //! End-to-end tests: the real `ttmem` binary, real workload processes, real region files.
 
-use std::io::{BufRead, BufReader};
+mod common;
+use common::*;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
-
-const TTMEM: &str = env!("CARGO_BIN_EXE_ttmem");
-
-fn ttmem(dir: &Path) -> Command {
-    let mut c = Command::new(TTMEM);
-    c.env("TTMEM_DIR", dir).env_remove("TTMEM_DISABLE");
-    c
-}
-
-/// A workload process held still after `steps` steps, with the allocator model's statistics it
-/// printed at that point.
-struct Held {
-    child: Child,
-    summary: Value,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn hold(dir: &Path, profile: &str, shape: &str, chip_offset: u32, steps: u32) -> Held {
-    let mut child = ttmem(dir)
-        .args(["sim", "run", "--profile", profile, "--device", shape, "--step-ms", "1"])
-        .args([
-            "--chip-offset",
-            &chip_offset.to_string(),
-            "--hold-after",
-            &steps.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let summary: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad summary line {line:?}: {e}"));
-    Held { child, summary }
-}
 
 fn ps_json(dir: &Path) -> Value {
     let out = ttmem(dir).args(["ps", "--json"]).output().unwrap();
@@ -62,37 +22,6 @@ fn process(ps: &Value, pid: u64) -> &Value {
         .iter()
         .find(|p| p["pid"] == pid)
         .unwrap_or_else(|| panic!("pid {pid} missing from {ps:#}"))
-}
-
-/// The process's bytes per (hw_id, category) in `ps --json` equal the model's statistics.
-fn assert_matches_model(p: &Value, summary: &Value) {
-    for chip in summary["chips"].as_array().unwrap() {
-        let hw = format!("{:#x}", chip["hw_id"].as_u64().unwrap());
-        let dev = p["devices"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["hw_id"] == hw.as_str())
-            .unwrap();
-        for cat in chip["categories"].as_array().unwrap() {
-            let got = dev["categories"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["name"] == cat["name"])
-                .unwrap();
-            assert_eq!(got["bytes"], cat["allocated"], "{hw} {}", cat["name"]);
-            assert_eq!(got["count"], cat["buffers"], "{hw} {}", cat["name"]);
-        }
-    }
-}
-
-fn wait_until(mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < Duration::from_secs(20), "timed out");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

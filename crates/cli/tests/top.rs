@@ -1,15 +1,15 @@
 //! `ttmem top` in a real terminal: tmux runs it against a real daemon with real workloads; keys
 //! are sent and the screen read back with capture-pane.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+mod common;
+use common::*;
+
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use ttmem_apiclient::{Endpoint, get_json};
-
-const TTMEM: &str = env!("CARGO_BIN_EXE_ttmem");
 
 struct Kill(Child);
 impl Drop for Kill {
@@ -65,32 +65,6 @@ impl Drop for Tmux {
     }
 }
 
-fn hold(regions: &Path, profile: &str, shape: &str, chip: u32) -> (Kill, Value) {
-    let mut child = Command::new(TTMEM)
-        .args([
-            "sim",
-            "run",
-            "--profile",
-            profile,
-            "--device",
-            shape,
-            "--step-ms",
-            "1",
-            "--hold-after",
-            "3",
-        ])
-        .args(["--chip-offset", &chip.to_string()])
-        .env("TTMEM_DIR", regions)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (Kill(child), serde_json::from_str(&line).unwrap())
-}
-
 fn short(bytes: u64) -> String {
     ttmem_report::short_bytes(bytes)
 }
@@ -118,10 +92,10 @@ fn top_in_tmux_shows_the_api_numbers_and_answers_keys() {
         assert!(start.elapsed() < Duration::from_secs(20));
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (_a, a) = hold(&regions, "llm-inference", "n300", 0);
-    let (_b, _) = hold(&regions, "training", "n150", 2);
+    let a = hold(&regions, "llm-inference", "n300", 0, 3);
+    let _b = hold(&regions, "training", "n150", 2, 3);
     // Wait until the daemon has drained both quiescent workloads.
-    let want = a["chips"][0]["categories"][0]["allocated"].as_u64().unwrap();
+    let want = a.summary["chips"][0]["categories"][0]["allocated"].as_u64().unwrap();
     let start = Instant::now();
     while get_json::<Value>(&ep, "/api/v1/devices").unwrap()["devices"][0]["categories"][0]["used"] != want {
         assert!(start.elapsed() < Duration::from_secs(20));
