@@ -514,3 +514,22 @@ fn snapshots_can_be_light_and_conditional() {
     let maps = d.get("/api/v1/maps?category=DRAM&cells=16");
     assert_eq!(maps["maps"][0]["cells"].as_array().unwrap().len(), 16);
 }
+
+#[test]
+fn the_api_socket_path_never_costs_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let precious = dir.path().join("precious.txt");
+    std::fs::write(&precious, b"keep me").unwrap();
+    let out = Command::new(TTMEM)
+        .args(["serve", "--no-http", "--region-dir"])
+        .arg(dir.path().join("regions"))
+        .arg("--api-socket")
+        .arg(&precious)
+        .arg("--db")
+        .arg(dir.path().join("db"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists and is not a socket"));
+    assert_eq!(std::fs::read(&precious).unwrap(), b"keep me");
+}

@@ -60,7 +60,15 @@ fn claim_socket_path(path: &Path) -> Result<(), DaemonError> {
             source,
         })?;
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        // Never delete anything but a socket: a mistyped --api-socket must not cost a file.
+        if !meta.file_type().is_socket() {
+            return Err(DaemonError::Io {
+                context: format!("{} exists and is not a socket", path.display()),
+                source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+            });
+        }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(DaemonError::AlreadyRunning(path.into()));
         }

@@ -47,7 +47,7 @@ impl Attached {
     /// Opens and validates a region. Draining starts at the oldest event the rings still hold,
     /// so a reader that attaches late (or restarts) rebuilds what the rings remember.
     pub fn open(path: &Path) -> Result<Self, RegionError> {
-        let file = File::open(path)?;
+        let file = crate::open_region(path)?;
         let len = file.metadata()?.len();
         let head = read_at(&file, 0, ttmem_region::HEADER_SIZE.min(len as usize))?;
         let header = decode::decode_header(&head, len)?;

@@ -159,9 +159,9 @@ impl RegionError {
             RegionError::Decode(DecodeError::Truncated { .. } | DecodeError::BadMagic) => {
                 let mut magic = [0u8; 8];
                 meta.len() == 0
-                    || File::open(path)
-                        .and_then(|f| f.read_exact_at(&mut magic, 0))
-                        .is_ok_and(|()| magic == [0; 8])
+                    || open_region(path)
+                        .ok()
+                        .is_some_and(|f| f.read_exact_at(&mut magic, 0).is_ok() && magic == [0; 8])
             }
             _ => false,
         }
@@ -207,6 +207,34 @@ pub fn scan(dir: &Path, opts: ScanOptions) -> io::Result<Scan> {
     Ok(out)
 }
 
+/// Opens a region file the way every reader must: without following a symbolic link (another
+/// user could point a region name at any file), without blocking (a FIFO named like a region
+/// would hang the reader), and only if it is a regular file.
+pub fn open_region(path: &Path) -> Result<File, RegionError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(
+            (nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC).bits(),
+        )
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc_eloop()) {
+                RegionError::Io(io::Error::other("is a symbolic link; regions are regular files"))
+            } else {
+                RegionError::Io(e)
+            }
+        })?;
+    if !file.metadata()?.is_file() {
+        return Err(RegionError::Io(io::Error::other("not a regular file")));
+    }
+    Ok(file)
+}
+
+fn libc_eloop() -> i32 {
+    nix::errno::Errno::ELOOP as i32
+}
+
 fn read_at(file: &File, offset: u64, len: usize) -> Result<Vec<u8>, RegionError> {
     let mut buf = vec![0u8; len];
     match file.read_exact_at(&mut buf, offset) {
@@ -220,11 +248,8 @@ fn read_at(file: &File, offset: u64, len: usize) -> Result<Vec<u8>, RegionError>
 
 /// Reads and validates one region. `boot_id` is this boot's id (see [`current_boot_id`]).
 pub fn read_region(path: &Path, opts: ScanOptions, boot_id: Option<[u8; 16]>) -> Result<ProcessRegion, RegionError> {
-    let file = File::open(path)?;
+    let file = open_region(path)?;
     let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(RegionError::Io(io::Error::other("not a regular file")));
-    }
     let head = read_at(&file, 0, ttmem_region::HEADER_SIZE.min(meta.len() as usize))?;
     let header = decode::decode_header(&head, meta.len())?;
     if header.state == RegionState::Creating {

@@ -177,6 +177,40 @@ fn bad_regions_are_skipped_with_clear_reasons() {
 }
 
 #[test]
+fn fifos_and_symlinks_are_refused_without_blocking_or_following() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.ttmem");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let secret = dir.path().join("secret");
+    fs::write(&secret, b"not yours").unwrap();
+    std::os::unix::fs::symlink(&secret, dir.path().join("link.ttmem")).unwrap();
+    // Would block forever on the FIFO if it were opened plainly.
+    let s = scan(dir.path(), ScanOptions::default()).unwrap();
+    let reasons: Vec<_> = s
+        .skipped
+        .iter()
+        .map(|k| {
+            (
+                k.path.file_name().unwrap().to_str().unwrap().to_string(),
+                k.reason.clone(),
+            )
+        })
+        .collect();
+    assert!(
+        reasons.contains(&("fifo.ttmem".into(), "not a regular file".into())),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&(
+            "link.ttmem".into(),
+            "is a symbolic link; regions are regular files".into()
+        )),
+        "{reasons:?}"
+    );
+    assert!(crate::attach::Attached::open(&fifo).is_err());
+}
+
+#[test]
 fn other_files_and_a_missing_directory_are_fine() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("README"), "not a region").unwrap();
