@@ -189,3 +189,31 @@ fn sigterm_restores_the_terminal() {
         "canonical mode is back after SIGTERM:\n{screen}"
     );
 }
+
+#[test]
+fn top_exits_when_its_terminal_goes_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    let cmd = format!("{TTMEM} top --no-daemon --dir {} -r 200", dir.path().display());
+    assert!(
+        tmux.cmd(&["new-session", "-d", "-s", "gone", "-x", "100", "-y", "30", &cmd])
+            .status
+            .success()
+    );
+    tmux.wait_for("gone", "No devices");
+    let pid: i32 = String::from_utf8_lossy(&tmux.cmd(&["display", "-p", "-t", "gone", "#{pane_pid}"]).stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    // The terminal disappears without a word: top must notice and exit, not spin.
+    let _ = tmux.cmd(&["kill-server"]);
+    let start = Instant::now();
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    while unsafe { libc::kill(pid, 0) } == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "ttmem top (pid {pid}) outlived its terminal"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

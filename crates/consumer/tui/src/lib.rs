@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod input;
+pub mod keys;
 pub mod source;
 pub mod state;
 pub mod view;
@@ -16,7 +17,6 @@ use std::io::Stdout;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossterm::event::{self, Event, KeyEventKind};
 use crossterm::terminal::{EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode};
 use crossterm::{cursor, execute};
 use ratatui::Terminal;
@@ -91,6 +91,18 @@ fn unsafe_zeroed_tm() -> libc::tm {
     unsafe { std::mem::zeroed() }
 }
 
+/// The terminal's size, or None when it cannot be asked (hung up).
+fn terminal_size() -> Option<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into the struct we own.
+    (unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0).then_some((ws.ws_col, ws.ws_row))
+}
+
 /// This machine's host name.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -132,6 +144,7 @@ pub fn run(opts: TopOptions) -> Result<(), TopError> {
     let mut maps_at = Instant::now();
     let mut next_refresh = Instant::now() + Duration::from_millis(app.refresh_ms);
     let mut dirty = true;
+    let mut last_size = terminal_size();
     loop {
         // Draw only when something changed: new data, a key, a resize, or the clock's second.
         if dirty {
@@ -144,10 +157,11 @@ pub fn run(opts: TopOptions) -> Result<(), TopError> {
         let wait = next_refresh
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(100));
-        if event::poll(wait)? {
-            dirty = true;
-            match event::read()? {
-                Event::Key(k) if k.kind != KeyEventKind::Release => {
+        match keys::wait(wait.as_millis() as i32) {
+            keys::Input::Gone => return Ok(()),
+            keys::Input::Keys(keys) => {
+                for k in keys {
+                    dirty = true;
                     let (quit, open) = app.apply(input::map_key(k, app.typing));
                     if quit {
                         return Ok(());
@@ -160,8 +174,13 @@ pub fn run(opts: TopOptions) -> Result<(), TopError> {
                         next_refresh = Instant::now();
                     }
                 }
-                _ => {} // a resize is just a redraw
             }
+        }
+        // A resize is just a redraw (ratatui adapts to the new size when drawing).
+        let size = terminal_size();
+        if size != last_size {
+            last_size = size;
+            dirty = true;
         }
         if Instant::now() >= next_refresh {
             let with_maps = maps_at.elapsed() >= MAP_REFRESH;
