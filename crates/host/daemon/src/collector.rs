@@ -12,7 +12,7 @@ use ttmem_history::{History, SeriesKey};
 use ttmem_ledger::{DeviceInfo, Event, EventKind, Ledger, ProcKey};
 use ttmem_region::decode;
 use ttmem_scan::attach::{Attached, TickClock};
-use ttmem_scan::{Liveness, ProcessRegion, Scan, ScanOptions};
+use ttmem_scan::{Liveness, ProcessRegion, Scan};
 use ttmem_store::ProcessRecord;
 
 /// The collector's own statistics (`/api/v1/stats`).
@@ -404,7 +404,7 @@ impl Collector {
         }
         // Counters change with every event, including the ones lost to overflow.
         if s.events > 0 || s.lost > 0 || s.anomalies > 0 || p.dirty {
-            let region = ttmem_scan::read_region(a.path(), ScanOptions::default(), None)?;
+            let region = a.read()?;
             p.view.devices = region.devices;
             p.view.shards = region.shards;
             p.view.header = region.header;

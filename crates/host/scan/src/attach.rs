@@ -135,9 +135,15 @@ impl Attached {
         Ok(out)
     }
 
-    /// The exact counters of every published device (as `ttmem ps` reads them).
+    /// The whole region as `ttmem ps` reads it (exact counters, shards, header), through the
+    /// open file: it stays readable after its writer removed it at a clean exit.
+    pub fn read(&self) -> Result<crate::ProcessRegion, RegionError> {
+        crate::read_open_region(&self.file, &self.path, ScanOptions::default(), None)
+    }
+
+    /// The exact counters of every published device.
     pub fn counters(&self) -> Result<Vec<DeviceCounters>, RegionError> {
-        crate::read_region(&self.path, ScanOptions::default(), None).map(|r| r.devices)
+        self.read().map(|r| r.devices)
     }
 
     /// Appends new events (at most `max_per_shard` per shard) to `out`, with their shard.

@@ -248,9 +248,19 @@ fn read_at(file: &File, offset: u64, len: usize) -> Result<Vec<u8>, RegionError>
 
 /// Reads and validates one region. `boot_id` is this boot's id (see [`current_boot_id`]).
 pub fn read_region(path: &Path, opts: ScanOptions, boot_id: Option<[u8; 16]>) -> Result<ProcessRegion, RegionError> {
-    let file = open_region(path)?;
+    read_open_region(&open_region(path)?, path, opts, boot_id)
+}
+
+/// [`read_region`] through a file already open (`path` is only reported): a reader that holds
+/// the file keeps reading it after its writer removed it at a clean exit.
+pub fn read_open_region(
+    file: &File,
+    path: &Path,
+    opts: ScanOptions,
+    boot_id: Option<[u8; 16]>,
+) -> Result<ProcessRegion, RegionError> {
     let meta = file.metadata()?;
-    let head = read_at(&file, 0, ttmem_region::HEADER_SIZE.min(meta.len() as usize))?;
+    let head = read_at(file, 0, ttmem_region::HEADER_SIZE.min(meta.len() as usize))?;
     let header = decode::decode_header(&head, meta.len())?;
     if header.state == RegionState::Creating {
         return Err(RegionError::Creating);
@@ -263,7 +273,7 @@ pub fn read_region(path: &Path, opts: ScanOptions, boot_id: Option<[u8; 16]>) ->
     }
     let g = header.geometry;
 
-    let table = read_at(&file, g.devices_offset, header.num_devices as usize * DEVICE_ENTRY_SIZE)?;
+    let table = read_at(file, g.devices_offset, header.num_devices as usize * DEVICE_ENTRY_SIZE)?;
     let mut declared = Vec::new();
     for (i, entry) in table.chunks_exact(DEVICE_ENTRY_SIZE).enumerate() {
         if let Some(d) = decode::decode_device(entry)? {
@@ -271,7 +281,7 @@ pub fn read_region(path: &Path, opts: ScanOptions, boot_id: Option<[u8; 16]>) ->
         }
     }
 
-    let shard_table = read_at(&file, g.shards_offset, g.max_shards as usize * SHARD_HEADER_SIZE)?;
+    let shard_table = read_at(file, g.shards_offset, g.max_shards as usize * SHARD_HEADER_SIZE)?;
     let shared = g.max_shards - 1;
     let used: BTreeSet<u32> = (0..header.shards_used).chain([shared]).collect();
     let mut shards = Vec::new();
@@ -294,7 +304,7 @@ pub fn read_region(path: &Path, opts: ScanOptions, boot_id: Option<[u8; 16]>) ->
     if let Some(max_index) = devices.iter().map(|d| d.index).max() {
         let span = (max_index as usize + 1) * MAX_CATEGORIES * COUNTER_CELL_SIZE;
         for &s in &used {
-            let cells = read_at(&file, g.shard_counters_offset(s), span)?;
+            let cells = read_at(file, g.shard_counters_offset(s), span)?;
             for d in &mut devices {
                 for (c, total) in d.counters.iter_mut().enumerate() {
                     let off = (d.index as usize * MAX_CATEGORIES + c) * COUNTER_CELL_SIZE;
@@ -304,9 +314,9 @@ pub fn read_region(path: &Path, opts: ScanOptions, boot_id: Option<[u8; 16]>) ->
         }
     }
 
-    let strings_header = read_at(&file, g.strings_offset, STRINGS_HEADER_SIZE)?;
+    let strings_header = read_at(file, g.strings_offset, STRINGS_HEADER_SIZE)?;
     let used_bytes = u64::from_le_bytes(strings_header[..8].try_into().expect("8 bytes")).min(g.strings_bytes);
-    let strings_data = read_at(&file, g.strings_data_offset(), used_bytes as usize)?;
+    let strings_data = read_at(file, g.strings_data_offset(), used_bytes as usize)?;
     let strings = Strings::decode(&strings_header, &strings_data);
 
     let mut events = Vec::new();
@@ -314,7 +324,7 @@ pub fn read_region(path: &Path, opts: ScanOptions, boot_id: Option<[u8; 16]>) ->
         for (s, shard) in &shards {
             let keep = (opts.events_per_shard as u64).min(g.ring_events as u64).min(shard.head);
             for index in shard.head - keep..shard.head {
-                let rec = read_at(&file, g.event_offset(*s, index), EVENT_SIZE)?;
+                let rec = read_at(file, g.event_offset(*s, index), EVENT_SIZE)?;
                 if let Some(e) = decode::decode_event(&rec, index) {
                     events.push(e);
                 }

@@ -282,6 +282,27 @@ mod attached {
     }
 
     #[test]
+    fn an_attached_reader_keeps_reading_after_a_clean_exit_removed_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t, path) = populated(dir.path());
+        let mut a = Attached::open(&path).unwrap();
+        // The writer frees what it held, then exits cleanly: its file is removed.
+        t.free(ttmem_client::Device(0), tt::DRAM, 0x1000, 1 << 20);
+        t.shutdown();
+        assert!(!path.exists());
+        let mut out = Vec::new();
+        assert!(a.drain(1000, &mut out).unwrap().events > 0);
+        let r = a.read().unwrap();
+        assert_eq!(r.header.state, ttmem_region::RegionState::Exited);
+        assert_eq!(
+            r.devices[0].counters[tt::DRAM as usize].live_bytes,
+            0,
+            "the last free is seen"
+        );
+        assert_eq!(a.counters().unwrap()[0].counters[tt::DRAM as usize].frees, 1);
+    }
+
+    #[test]
     fn overflow_is_counted_and_a_late_reader_gets_the_last_events() {
         let dir = tempfile::tempdir().unwrap();
         let t = tracker(dir.path());
