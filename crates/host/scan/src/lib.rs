@@ -371,9 +371,12 @@ pub fn start_time_of(pid: u32) -> Option<u64> {
     ttmem_region::identity::parse_start_time(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
-/// This boot's id.
+/// This boot's id, read once per process (it cannot change while we run).
 pub fn current_boot_id() -> Option<[u8; 16]> {
-    ttmem_region::identity::parse_boot_id(&fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?)
+    static BOOT: std::sync::OnceLock<Option<[u8; 16]>> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(|| {
+        ttmem_region::identity::parse_boot_id(&fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?)
+    })
 }
 
 /// The name of user `uid`, if it has one.
