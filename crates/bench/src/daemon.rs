@@ -158,13 +158,7 @@ pub fn daemon(allocations: u64, progress: &mut dyn FnMut(&str)) -> Result<Report
             .map(|f| f.median_ns)
             .unwrap_or(f64::NAN)
     };
-    let target = |name: &str, value: f64, op: &str, limit: f64| Target {
-        name: name.into(),
-        value,
-        limit,
-        op: op.into(),
-        met: if op == "<=" { value <= limit } else { value >= limit },
-    };
+    let target = Target::new;
     let targets = vec![
         target("drain events per second (churn)", churn_rate, ">=", 20e6),
         target("snapshot median ms", median("snapshot_totals") / 1e6, "<=", 1.0),

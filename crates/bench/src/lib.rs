@@ -51,6 +51,19 @@ pub struct Target {
     pub met: bool,
 }
 
+impl Target {
+    /// A target checked now: `op` is `<=` (at most `limit`) or `>=` (at least `limit`).
+    pub fn new(name: &str, value: f64, op: &str, limit: f64) -> Target {
+        Target {
+            name: name.into(),
+            value,
+            limit,
+            op: op.into(),
+            met: if op == "<=" { value <= limit } else { value >= limit },
+        }
+    }
+}
+
 /// The whole report (`--json` prints it).
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Report {
@@ -340,13 +353,7 @@ pub fn producer(opts: Options, progress: &mut dyn FnMut(&str)) -> Result<Report,
             get(&format!("tracked_{n}t")) / tracked,
         ),
     ];
-    let target = |name: &str, value: f64, op: &str, limit: f64| Target {
-        name: name.into(),
-        value,
-        limit,
-        op: op.into(),
-        met: if op == "<=" { value <= limit } else { value >= limit },
-    };
+    let target = Target::new;
     let targets = vec![
         target("tracked_1t median ns", tracked, "<=", 20.0),
         target("tracked_1t p99 ns", p99("tracked_1t"), "<=", 100.0),
