@@ -36,6 +36,9 @@ pub enum Command {
     Check(CheckArgs),
     /// A live terminal view of every chip and process, per buffer type.
     Top(TopArgs),
+    /// The old allocation monitor's screen, refreshed in place: each device's memory per
+    /// category as `used / total [bar] pct%` (needs a daemon).
+    Watch(WatchArgs),
     /// Remove regions left by processes that no longer run.
     Gc(GcArgs),
     /// Simulated Tenstorrent chips and workloads.
@@ -88,6 +91,17 @@ pub struct ServeArgs {
     /// SQLite database for history and process records.
     #[arg(long, value_name = "PATH")]
     pub db: Option<PathBuf>,
+    /// The legacy allocation-server socket existing TT-Metal builds report to
+    /// [default: /tmp/tt_allocation_server.sock].
+    #[arg(long, value_name = "PATH", conflicts_with = "no_legacy_socket")]
+    pub legacy_socket: Option<PathBuf>,
+    /// No legacy allocation-server socket.
+    #[arg(long)]
+    pub no_legacy_socket: bool,
+    /// Use this legacy protocol version (P1, P2, P3 or P4) for every connection instead of
+    /// detecting it per connection.
+    #[arg(long, value_name = "VERSION")]
+    pub legacy_version: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -103,6 +117,27 @@ pub struct PsArgs {
     /// With --csv: one row per device × category instead.
     #[arg(long, requires = "csv")]
     pub devices: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+    /// Refresh every MS milliseconds.
+    #[arg(short = 'r', long = "refresh-ms", default_value_t = 1000, value_name = "MS")]
+    pub refresh_ms: u64,
+    /// A device id to show; repeatable [default: 0].
+    #[arg(short = 'd', long = "device", value_name = "ID")]
+    pub devices: Vec<u32>,
+    /// Show every device.
+    #[arg(short = 'a', long = "all", conflicts_with = "devices")]
+    pub all: bool,
+    /// Draw one frame and exit (exit 2 when no daemon answers).
+    #[arg(long)]
+    pub once: bool,
+    /// Draw without colours.
+    #[arg(long)]
+    pub no_color: bool,
 }
 
 #[derive(Debug, clap::Args)]

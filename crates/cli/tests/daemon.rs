@@ -74,6 +74,8 @@ fn spawn_serve(regions: &Path, socket: &Path, dir: &Path) -> Child {
         .arg(regions)
         .arg("--api-socket")
         .arg(socket)
+        .arg("--legacy-socket")
+        .arg(dir.join("legacy.sock"))
         .arg("--db")
         .arg(dir.join("ttmem.db"))
         .env_remove("TTMEM_CONFIG")
@@ -263,7 +265,7 @@ fn hostile_regions_are_refused_and_sigterm_stops_cleanly() {
 fn a_second_daemon_on_the_same_socket_is_refused() {
     let d = Daemon::start();
     let out = Command::new(TTMEM)
-        .args(["serve", "--no-http", "--region-dir"])
+        .args(["serve", "--no-http", "--no-legacy-socket", "--region-dir"])
         .arg(&d.regions)
         .arg("--api-socket")
         .arg(&d.socket)
@@ -440,7 +442,7 @@ fn the_same_api_answers_over_tcp_and_lists_leak_suspects() {
     let regions = dir.path().join("regions");
     let socket = dir.path().join("api.sock");
     let child = Command::new(TTMEM)
-        .args(["serve", "--http", &format!("127.0.0.1:{port}"), "--region-dir"])
+        .args(["serve", "--no-legacy-socket", "--http", &format!("127.0.0.1:{port}"), "--region-dir"])
         .arg(&regions)
         .arg("--api-socket")
         .arg(&socket)
@@ -521,7 +523,7 @@ fn the_api_socket_path_never_costs_a_file() {
     let precious = dir.path().join("precious.txt");
     std::fs::write(&precious, b"keep me").unwrap();
     let out = Command::new(TTMEM)
-        .args(["serve", "--no-http", "--region-dir"])
+        .args(["serve", "--no-http", "--no-legacy-socket", "--region-dir"])
         .arg(dir.path().join("regions"))
         .arg("--api-socket")
         .arg(&precious)

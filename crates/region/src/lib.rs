@@ -134,6 +134,9 @@ pub enum DeviceKind {
     SimulatedTenstorrent,
     /// A CUDA device.
     Cuda,
+    /// A chip known only from the legacy allocation-server socket (no hardware id; numbered by
+    /// the client's device id).
+    LegacySocket,
     /// Anything else, by its raw code.
     Other(u32),
 }
@@ -145,6 +148,7 @@ impl DeviceKind {
             DeviceKind::Tenstorrent => 1,
             DeviceKind::SimulatedTenstorrent => 2,
             DeviceKind::Cuda => 3,
+            DeviceKind::LegacySocket => 4,
             DeviceKind::Other(c) => c,
         }
     }
@@ -154,6 +158,7 @@ impl DeviceKind {
             1 => DeviceKind::Tenstorrent,
             2 => DeviceKind::SimulatedTenstorrent,
             3 => DeviceKind::Cuda,
+            4 => DeviceKind::LegacySocket,
             c => DeviceKind::Other(c),
         }
     }
@@ -163,6 +168,7 @@ impl DeviceKind {
             DeviceKind::Tenstorrent => "tt".into(),
             DeviceKind::SimulatedTenstorrent => "tt-sim".into(),
             DeviceKind::Cuda => "cuda".into(),
+            DeviceKind::LegacySocket => "tt-legacy".into(),
             DeviceKind::Other(c) => format!("kind-{c}"),
         }
     }

@@ -6,6 +6,7 @@ mod ps;
 mod serve;
 mod sim;
 mod top;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +25,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Info(a) => ps::info(&dir, &a),
         Command::Check(a) => ps::check(&dir, &a),
         Command::Top(a) => top::top(&dir, &a),
+        Command::Watch(a) => watch::watch(&a),
         Command::Gc(a) => ps::gc(&dir, &a),
         Command::Sim(SimCommand::Run(a)) => sim::run(&dir, &a),
         Command::Sim(SimCommand::List) => sim::list(),

@@ -13,6 +13,9 @@ pub fn serve(dir: Option<&Path>, a: &ServeArgs) -> anyhow::Result<ExitCode> {
         http: a.http.clone(),
         no_http: a.no_http,
         db: a.db.clone(),
+        legacy_socket: a.legacy_socket.clone(),
+        no_legacy_socket: a.no_legacy_socket,
+        legacy_version: a.legacy_version.clone(),
     };
     let config = ttmem_daemon::Config::load(&flags, &|k| std::env::var(k).ok())?;
     ttmem_daemon::serve(config)?;

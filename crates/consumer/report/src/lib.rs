@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
-use ttmem_scan::{Liveness, Scan};
+use ttmem_scan::{Liveness, ProcessRegion, Scan};
 
 /// Version of the JSON schema. Bumped only for incompatible changes; fields may be added.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -172,6 +172,42 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// What numbers a device: (kind, hardware id) for devices with one, shared by every process
+/// that uses the chip; (kind, 0, pid, index) for those without, which stay per process.
+pub type DeviceIdentity = (u32, u64, u32, u32);
+
+/// The identity of device `index` of process `pid`.
+pub fn device_identity(pid: u32, index: u32, d: &ttmem_region::decode::Device) -> DeviceIdentity {
+    if d.hw_id != 0 {
+        (d.kind.code(), d.hw_id, 0, 0)
+    } else {
+        (d.kind.code(), 0, pid, index)
+    }
+}
+
+/// Every device the regions declare, in id order (a device's id is its position), with its
+/// hardware id as shown and its first declaration. The one rule for numbering devices: `ps`,
+/// the API and the legacy protocol all use it.
+pub fn device_table<'a>(
+    regions: impl IntoIterator<Item = &'a ProcessRegion>,
+) -> BTreeMap<DeviceIdentity, (String, &'a ttmem_region::decode::Device)> {
+    let mut keys = BTreeMap::new();
+    for r in regions {
+        for d in &r.devices {
+            let k = device_identity(r.header.pid, d.index, &d.device);
+            keys.entry(k).or_insert_with(|| {
+                let hw = if d.device.hw_id != 0 {
+                    format!("{:#x}", d.device.hw_id)
+                } else {
+                    format!("pid:{}/index:{}", r.header.pid, d.index)
+                };
+                (hw, &d.device)
+            });
+        }
+    }
+    keys
+}
+
 impl Snapshot {
     /// Builds the snapshot from scanned regions. Device usage counts running processes only: a
     /// dead process's memory is no longer on the device, it is shown as left behind.
@@ -181,26 +217,8 @@ impl Snapshot {
 
     /// Like [`Snapshot::from_scan`] at a given wall clock (for reproducible output).
     pub fn from_scan_at(scan: &Scan, now_ns: u64) -> Snapshot {
-        // Key devices by (kind, hardware id); devices without an id are per process.
-        let mut keys: BTreeMap<(u32, u64, u32, u32), (String, &ttmem_region::decode::Device)> = BTreeMap::new();
-        let key_of = |pid: u32, index: u32, d: &ttmem_region::decode::Device| {
-            if d.hw_id != 0 {
-                (d.kind.code(), d.hw_id, 0, 0)
-            } else {
-                (d.kind.code(), 0, pid, index)
-            }
-        };
-        for r in &scan.regions {
-            for d in &r.devices {
-                let k = key_of(r.header.pid, d.index, &d.device);
-                let hw = if d.device.hw_id != 0 {
-                    format!("{:#x}", d.device.hw_id)
-                } else {
-                    format!("pid:{}/index:{}", r.header.pid, d.index)
-                };
-                keys.entry(k).or_insert((hw, &d.device));
-            }
-        }
+        let keys = device_table(&scan.regions);
+        let key_of = device_identity;
         let ids: BTreeMap<_, u32> = keys.keys().enumerate().map(|(i, k)| (*k, i as u32)).collect();
         let mut devices: Vec<DeviceRow> = keys
             .iter()
@@ -607,6 +625,78 @@ pub fn render_info(s: &Snapshot) -> String {
         }
     }
     out
+}
+
+/// Which devices `ttmem watch` draws.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchDevices {
+    /// Every device.
+    All,
+    /// These ids, in this order.
+    Ids(Vec<u32>),
+}
+
+/// One `ttmem watch` frame: the old allocation monitor's screen (per device, each category as
+/// `used / total [bar] pct%`, red from 90 %, yellow from 75 %) with every category that holds
+/// memory and a per-device total. DRAM and L1 are always drawn; `color` adds ANSI colours.
+pub fn render_watch(devices: &[DeviceRow], which: &WatchDevices, color: bool, header: &str) -> String {
+    const BAR: usize = 30;
+    let mut out = String::new();
+    let _ = writeln!(out, "{header}");
+    let chosen: Vec<(u32, Option<&DeviceRow>)> = match which {
+        WatchDevices::All => devices.iter().map(|d| (d.id, Some(d))).collect(),
+        WatchDevices::Ids(ids) => ids.iter().map(|&id| (id, devices.iter().find(|d| d.id == id))).collect(),
+    };
+    if chosen.is_empty() {
+        let _ = writeln!(out, "\nNo devices: no process has reported memory yet.");
+    }
+    for (id, d) in chosen {
+        let _ = writeln!(out);
+        let Some(d) = d else {
+            let _ = writeln!(out, "Device {id}: not present");
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "Device {}: {} ({}, {}) · {} process{}",
+            d.id,
+            d.name,
+            d.arch,
+            d.kind,
+            d.processes,
+            if d.processes == 1 { "" } else { "es" }
+        );
+        let (mut used, mut total) = (0u64, 0u64);
+        for c in &d.categories {
+            used = used.saturating_add(c.used);
+            total = total.saturating_add(c.total);
+            if c.used == 0 && c.name != "DRAM" && c.name != "L1" {
+                continue;
+            }
+            out.push_str(&watch_line(&c.name, c.used, c.total, BAR, color));
+        }
+        out.push_str(&watch_line("Total", used, total, BAR, color));
+    }
+    out
+}
+
+fn watch_line(name: &str, used: u64, total: u64, width: usize, color: bool) -> String {
+    let pct = if total == 0 { 0.0 } else { used as f64 * 100.0 / total as f64 };
+    let filled = ((pct / 100.0) * width as f64).round().clamp(0.0, width as f64) as usize;
+    let bar = format!("{}{}", "█".repeat(filled), "░".repeat(width - filled));
+    let (on, off) = match (color, pct) {
+        (false, _) => ("", ""),
+        (true, p) if p >= 90.0 => ("\x1b[31m", "\x1b[0m"),
+        (true, p) if p >= 75.0 => ("\x1b[33m", "\x1b[0m"),
+        (true, _) => ("\x1b[32m", "\x1b[0m"),
+    };
+    let total_text = if total == 0 { "?".to_string() } else { short_bytes(total) };
+    format!(
+        "  {name:<13} {:>9} / {:<9} {on}[{bar}]{off} {:>5.1}%\n",
+        short_bytes(used),
+        total_text,
+        pct
+    )
 }
 
 #[cfg(test)]

@@ -70,6 +70,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/history", get(history))
         .route("/api/v1/stream", get(stream))
         .route("/api/v1/process-records", get(process_records))
+        .route("/api/v1/legacy", get(legacy))
+        .route("/api/v1/legacy/dumps", get(legacy_dumps))
         .fallback(|| async { not_found("no such endpoint; see docs/api.md") })
         .with_state(shared)
 }
@@ -203,6 +205,18 @@ async fn stats(State(s): State<Arc<Shared>>) -> ApiResult {
         "ledger_map_bytes": l.map_bytes(),
         "bytes_per_live_allocation": if live == 0 { 0.0 } else { l.map_bytes() as f64 / live as f64 },
     })))
+}
+
+/// `GET /api/v1/legacy`: the legacy allocation-server socket's statistics.
+async fn legacy(State(s): State<Arc<Shared>>) -> ApiResult {
+    let c = s.collector.read();
+    Ok(Json(json!({ "legacy": c.legacy_stats() })))
+}
+
+/// `GET /api/v1/legacy/dumps`: the latest DUMP_REMAINING and DUMP_KERNELS answers.
+async fn legacy_dumps(State(s): State<Arc<Shared>>) -> ApiResult {
+    let c = s.collector.read();
+    Ok(Json(json!({ "dumps": c.legacy_dumps() })))
 }
 
 #[derive(Deserialize)]
@@ -359,17 +373,18 @@ fn category_name(c: &Collector, dev: u32, cat: u8) -> Option<String> {
 }
 
 /// Ledger device key → the host-wide device id of the snapshot (by kind and hardware id).
+/// Ledger device key → `ps` device id, by the one numbering rule (`ttmem_report::device_table`).
 fn device_ids(c: &Collector) -> std::collections::HashMap<u32, u32> {
-    let snap = c.snapshot();
+    let ids: std::collections::HashMap<ttmem_report::DeviceIdentity, u32> = c
+        .device_identities()
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| (k, i as u32))
+        .collect();
     c.ledger()
         .devices()
-        .filter_map(|(k, info, _)| {
-            let hw = format!("{:#x}", info.hw_id);
-            snap.devices
-                .iter()
-                .find(|d| d.hw_id == hw && info.hw_id != 0)
-                .map(|d| (k, d.id))
-        })
+        .filter(|(_, info, _)| info.hw_id != 0)
+        .filter_map(|(k, info, _)| ids.get(&(info.kind, info.hw_id, 0, 0)).map(|&id| (k, id)))
         .collect()
 }
 

@@ -15,6 +15,9 @@ use ttmem_scan::attach::{Attached, TickClock};
 use ttmem_scan::{Liveness, ProcessRegion, Scan};
 use ttmem_store::ProcessRecord;
 
+mod legacy;
+pub use legacy::{ConnectionEvent, Dump, DumpEntry, LegacyStats, MAX_DUMP_ENTRIES, Peer};
+
 /// The collector's own statistics (`/api/v1/stats`).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct CollectorStats {
@@ -46,6 +49,8 @@ struct Proc {
     pidfd: Option<OwnedFd>,
     exited_at_ns: Option<u64>,
     dirty: bool,
+    /// A client of the legacy socket (no region): its book of buffers.
+    legacy: Option<Box<legacy::LegacyProc>>,
 }
 
 /// What the collector was told at creation.
@@ -76,6 +81,7 @@ pub struct Collector {
     last_sample_s: u64,
     records: Vec<ProcessRecord>,
     generation: u64,
+    legacy: legacy::LegacyHub,
 }
 
 /// Events drained per tick at most, per region (bounds the time one tick can take).
@@ -102,6 +108,7 @@ impl Collector {
             last_sample_s: 0,
             records: Vec::new(),
             generation: 0,
+            legacy: legacy::LegacyHub::default(),
         }
     }
 
@@ -297,6 +304,7 @@ impl Collector {
                 pidfd,
                 exited_at_ns: None,
                 dirty: true,
+                legacy: None,
             },
         );
         self.generation += 1;
@@ -477,7 +485,11 @@ impl Collector {
         for k in old {
             self.generation += 1;
             if let Some(p) = self.procs.remove(&k) {
-                self.by_path.remove(&p.view.path);
+                if p.legacy.is_some() {
+                    self.legacy.forget(p.view.header.pid, p.view.header.start_time);
+                } else {
+                    self.by_path.remove(&p.view.path);
+                }
                 self.history.remove_process(p.view.header.pid, p.view.header.start_time);
             }
             self.ledger.remove_process(k);
@@ -504,6 +516,13 @@ impl Collector {
     /// The pid of a process key.
     pub fn pid_of(&self, key: ProcKey) -> Option<u32> {
         self.procs.get(&key).map(|p| p.view.header.pid)
+    }
+
+    /// The daemon's device table: device identities in id order (the ids `ps` shows).
+    pub fn device_identities(&self) -> Vec<ttmem_report::DeviceIdentity> {
+        ttmem_report::device_table(self.procs.values().map(|p| &p.view))
+            .into_keys()
+            .collect()
     }
 
     /// The `ps` snapshot (schema 1) of everything the collector knows, from exact counters.

@@ -21,6 +21,13 @@ pub const ENV_DB: &str = "TTMEM_DB";
 pub const ENV_DIR: &str = "TTMEM_DIR";
 /// Seconds exited processes stay queryable.
 pub const ENV_RETENTION_S: &str = "TTMEM_RETENTION_S";
+/// The legacy allocation-server socket path, or `off`.
+pub const ENV_LEGACY_SOCKET: &str = "TTMEM_LEGACY_SOCKET";
+
+/// Where existing TT-Metal builds look for the allocation server.
+pub const DEFAULT_LEGACY_SOCKET: &str = "/tmp/tt_allocation_server.sock";
+/// Default connection limit of the legacy socket.
+pub const DEFAULT_LEGACY_MAX_CONNECTIONS: usize = 256;
 
 /// Default TCP address of the API: loopback only.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:9477";
@@ -52,6 +59,16 @@ pub struct Config {
     pub remove_dead_regions: bool,
     /// How often history and process records are written to the database.
     pub flush_interval: Duration,
+    /// The legacy allocation-server socket (None: off).
+    pub legacy_socket: Option<PathBuf>,
+    /// Its mode (default 0660: only the daemon's user and group may report or query).
+    pub legacy_socket_mode: u32,
+    /// The group to own it (None: the daemon's group).
+    pub legacy_socket_group: Option<String>,
+    /// A protocol version for every connection instead of detection.
+    pub legacy_version: Option<ttmem_legacy::Version>,
+    /// Connections the legacy socket accepts at once.
+    pub legacy_max_connections: usize,
 }
 
 /// The keys a config file may hold (all optional; unknown keys are an error).
@@ -76,6 +93,16 @@ pub struct FileConfig {
     pub remove_dead_regions: Option<bool>,
     /// Seconds between database flushes.
     pub flush_interval_s: Option<u64>,
+    /// Path or `"off"`.
+    pub legacy_socket: Option<String>,
+    /// Octal text, e.g. `"660"`.
+    pub legacy_socket_mode: Option<String>,
+    /// Group name.
+    pub legacy_socket_group: Option<String>,
+    /// `P1`, `P2`, `P3` or `P4` to pin every connection's version.
+    pub legacy_version: Option<String>,
+    /// See [`Config::legacy_max_connections`].
+    pub legacy_max_connections: Option<usize>,
 }
 
 /// Values given as flags (None: not given).
@@ -93,6 +120,12 @@ pub struct Overrides {
     pub no_http: bool,
     /// `--db`.
     pub db: Option<PathBuf>,
+    /// `--legacy-socket`.
+    pub legacy_socket: Option<PathBuf>,
+    /// `--no-legacy-socket`.
+    pub no_legacy_socket: bool,
+    /// `--legacy-version`.
+    pub legacy_version: Option<String>,
 }
 
 /// Why the configuration is unusable.
@@ -165,6 +198,11 @@ impl Config {
             drain_interval: Duration::from_millis(DEFAULT_DRAIN_MS),
             remove_dead_regions: true,
             flush_interval: Duration::from_secs(DEFAULT_FLUSH_S),
+            legacy_socket: Some(PathBuf::from(DEFAULT_LEGACY_SOCKET)),
+            legacy_socket_mode: 0o660,
+            legacy_socket_group: None,
+            legacy_version: None,
+            legacy_max_connections: DEFAULT_LEGACY_MAX_CONNECTIONS,
         }
     }
 
@@ -214,8 +252,20 @@ impl Config {
                         })?,
                 );
         }
+        if let Some(v) = get(ENV_LEGACY_SOCKET) {
+            c.legacy_socket = parse_off(&v);
+        }
         if let Some(v) = &flags.region_dir {
             c.region_dir = v.clone();
+        }
+        if let Some(v) = &flags.legacy_socket {
+            c.legacy_socket = Some(v.clone());
+        }
+        if flags.no_legacy_socket {
+            c.legacy_socket = None;
+        }
+        if let Some(v) = &flags.legacy_version {
+            c.legacy_version = Some(parse_version(v)?);
         }
         if let Some(v) = &flags.api_socket {
             c.api_socket = v.clone();
@@ -264,6 +314,25 @@ impl Config {
         if let Some(v) = f.flush_interval_s {
             self.flush_interval = Duration::from_secs(v.clamp(1, 3600));
         }
+        if let Some(v) = f.legacy_socket {
+            self.legacy_socket = parse_off(&v);
+        }
+        if let Some(v) = f.legacy_socket_mode {
+            self.legacy_socket_mode = u32::from_str_radix(v.trim(), 8).map_err(|e| ConfigError::Value {
+                what: "legacy_socket_mode",
+                value: v.clone(),
+                why: e.to_string(),
+            })? & 0o777;
+        }
+        if let Some(v) = f.legacy_socket_group {
+            self.legacy_socket_group = Some(v).filter(|g| !g.is_empty());
+        }
+        if let Some(v) = f.legacy_version.filter(|v| !v.trim().is_empty()) {
+            self.legacy_version = Some(parse_version(&v)?);
+        }
+        if let Some(v) = f.legacy_max_connections {
+            self.legacy_max_connections = v.clamp(1, 65536);
+        }
         Ok(())
     }
 }
@@ -293,6 +362,19 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 /// Parses config file text.
 pub fn parse_file(text: &str) -> Result<FileConfig, String> {
     toml::from_str(text).map_err(|e| e.to_string())
+}
+
+fn parse_off(v: &str) -> Option<PathBuf> {
+    let v = v.trim();
+    (!v.is_empty() && !v.eq_ignore_ascii_case("off")).then(|| PathBuf::from(v))
+}
+
+fn parse_version(v: &str) -> Result<ttmem_legacy::Version, ConfigError> {
+    v.parse().map_err(|why| ConfigError::Value {
+        what: "legacy protocol version",
+        value: v.to_string(),
+        why,
+    })
 }
 
 fn parse_http(v: &str) -> Result<Option<SocketAddr>, ConfigError> {
@@ -408,6 +490,15 @@ mod tests {
                 && f.drain_interval_ms.is_some()
                 && f.remove_dead_regions.is_some()
         );
+        assert!(
+            f.legacy_socket.is_some()
+                && f.legacy_socket_mode.is_some()
+                && f.legacy_socket_group.is_some()
+                && f.legacy_version.is_some()
+                && f.legacy_max_connections.is_some()
+        );
+        assert_eq!(f.legacy_socket.as_deref(), Some(DEFAULT_LEGACY_SOCKET));
+        assert_eq!(f.legacy_max_connections, Some(DEFAULT_LEGACY_MAX_CONNECTIONS));
         assert_eq!(f.retention_s, Some(DEFAULT_RETENTION_S));
         assert_eq!(f.drain_interval_ms, Some(DEFAULT_DRAIN_MS));
         assert_eq!(f.http.as_deref(), Some(DEFAULT_HTTP));

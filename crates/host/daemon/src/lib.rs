@@ -4,6 +4,8 @@
 //!   (pidfd), records what dead processes left behind. Synchronous; runs on its own thread,
 //!   woken by inotify (new regions), pidfds (deaths) or the drain interval.
 //! - [`api`]: the HTTP/JSON API, the same over the Unix socket and TCP (loopback by default).
+//! - [`legacy_socket`]: the legacy allocation-server socket (P1–P4), polled by the collector
+//!   thread, feeding the same ledger.
 //! - [`config`]: defaults, TOML file, environment, flags.
 
 #![deny(missing_docs)]
@@ -11,6 +13,7 @@
 pub mod api;
 pub mod collector;
 pub mod config;
+pub mod legacy_socket;
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
@@ -100,6 +103,20 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
         snapshot_cache: parking_lot::Mutex::new(Vec::new()),
     });
     open_store(&shared, &config);
+    let legacy = match &config.legacy_socket {
+        Some(path) => {
+            let l = legacy_socket::Listener::bind(legacy_socket::LegacyConfig {
+                path: path.clone(),
+                mode: config.legacy_socket_mode,
+                group: config.legacy_socket_group.clone(),
+                version: config.legacy_version,
+                max_connections: config.legacy_max_connections,
+            })?;
+            shared.collector.write().set_legacy_source(path.clone());
+            Some(l)
+        }
+        None => None,
+    };
     // A first tick before answering, so the first query already sees every region.
     shared.collector.write().tick(monotonic_ns());
 
@@ -108,7 +125,7 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
         let (shared, stop, config) = (shared.clone(), stop.clone(), config.clone());
         std::thread::Builder::new()
             .name("ttmem-collector".into())
-            .spawn(move || collect_loop(&shared, &stop, &config))
+            .spawn(move || collect_loop(&shared, &stop, &config, legacy))
             .map_err(|source| DaemonError::Io {
                 context: "cannot start the collector thread".into(),
                 source,
@@ -161,6 +178,9 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
     stop.store(true, Ordering::Relaxed);
     let _ = collector_thread.join();
     let _ = std::fs::remove_file(&config.api_socket);
+    if let Some(p) = &config.legacy_socket {
+        let _ = std::fs::remove_file(p);
+    }
     result
 }
 
@@ -244,9 +264,10 @@ fn flush(
     *shared.store_error.lock() = error;
 }
 
-/// The collector thread: sleeps in poll() on inotify and the processes' pidfds, ticking when
-/// woken or when the drain interval passes.
-fn collect_loop(shared: &api::Shared, stop: &AtomicBool, config: &Config) {
+/// The collector thread: sleeps in poll() on inotify, the processes' pidfds and the legacy
+/// socket's descriptors. It ticks (discover, drain, liveness) when inotify or a pidfd wakes it
+/// or the drain interval passes, and serves legacy clients whenever their bytes arrive.
+fn collect_loop(shared: &api::Shared, stop: &AtomicBool, config: &Config, mut legacy: Option<legacy_socket::Listener>) {
     let mut inotify = inotify::Inotify::init().ok();
     if let Some(i) = inotify.as_mut() {
         let mask = inotify::WatchMask::CREATE | inotify::WatchMask::MOVED_TO | inotify::WatchMask::DELETE;
@@ -260,8 +281,10 @@ fn collect_loop(shared: &api::Shared, stop: &AtomicBool, config: &Config) {
     let (mut unflushed, mut records) = (Vec::new(), Vec::new());
     let mut last_flush = Instant::now();
     let mut last_prune = Instant::now();
+    let mut last_tick = Instant::now();
+    let mut fds: Vec<libc::pollfd> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let mut fds: Vec<libc::pollfd> = Vec::new();
+        fds.clear();
         if let Some(i) = &inotify {
             fds.push(libc::pollfd {
                 fd: i.as_raw_fd(),
@@ -274,8 +297,25 @@ fn collect_loop(shared: &api::Shared, stop: &AtomicBool, config: &Config) {
             events: libc::POLLIN,
             revents: 0,
         }));
+        let tick_fds = fds.len();
+        if let Some(l) = &legacy {
+            l.pollfds(&mut fds);
+        }
+        let until_tick = (timeout_ms as u128).saturating_sub(last_tick.elapsed().as_millis()) as i32;
+        let wait = match legacy.as_ref().and_then(|l| l.next_deadline()) {
+            Some(d) => until_tick.min(d.as_millis() as i32 + 1),
+            None => until_tick,
+        };
         // SAFETY: fds is a valid array of pollfd of the given length.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait.max(0)) };
+        if let Some(l) = legacy.as_mut() {
+            l.service(&fds[tick_fds..], &shared.collector, monotonic_ns);
+        }
+        let woken = fds[..tick_fds].iter().any(|p| p.revents != 0);
+        if !woken && last_tick.elapsed().as_millis() < timeout_ms as u128 {
+            continue;
+        }
+        last_tick = Instant::now();
         if let Some(i) = inotify.as_mut() {
             // Empty the queue; what changed does not matter, the tick rescans.
             while let Ok(mut events) = i.read_events(&mut buf) {

@@ -1,0 +1,70 @@
+//! `ttmem watch`: the old allocation monitor's screen, from the daemon's API.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ttmem_report::{DeviceRow, WatchDevices, render_watch};
+
+use super::out;
+use crate::args::WatchArgs;
+
+/// `GET /api/v1/devices`, as rows.
+fn devices(ep: &ttmem_apiclient::Endpoint) -> anyhow::Result<Vec<DeviceRow>> {
+    let mut v: serde_json::Value = ttmem_apiclient::get_json(ep, "/api/v1/devices")?;
+    Ok(serde_json::from_value(v["devices"].take())?)
+}
+
+pub fn watch(a: &WatchArgs) -> anyhow::Result<ExitCode> {
+    let ep = super::ps::endpoint(&a.daemon)?;
+    let which = if a.all {
+        WatchDevices::All
+    } else if a.devices.is_empty() {
+        WatchDevices::Ids(vec![0])
+    } else {
+        WatchDevices::Ids(a.devices.clone())
+    };
+    let tty = std::io::stdout().is_terminal();
+    let color = tty && !a.no_color && std::env::var_os("NO_COLOR").is_none();
+    let refresh = Duration::from_millis(a.refresh_ms.max(10));
+    loop {
+        let now = local_clock();
+        let frame = match devices(&ep) {
+            Ok(d) => render_watch(
+                &d,
+                &which,
+                color,
+                &format!("ttmem watch · {now} · every {} ms · {ep}", refresh.as_millis()),
+            ),
+            Err(e) if a.once => return Err(e.context("ttmem watch needs a running daemon (ttmem serve)")),
+            Err(e) => format!("ttmem watch · {now}\n\n{e}\n(retrying every {} ms; start one with `ttmem serve`)\n", refresh.as_millis()),
+        };
+        if tty && !a.once {
+            // Home and clear, then the frame: the screen refreshes in place.
+            out(&format!("\x1b[H\x1b[2J{frame}"))?;
+        } else {
+            out(&format!("{frame}\n"))?;
+        }
+        if a.once {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(refresh);
+    }
+}
+
+/// Local wall-clock time as `HH:MM:SS` (UTC offset from libc's localtime).
+fn local_clock() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as libc::time_t)
+        .unwrap_or(0);
+    // SAFETY: localtime_r writes into the tm we pass and reads the time_t we pass.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; both pointers are valid for the call.
+    let ok = !unsafe { libc::localtime_r(&secs, &mut tm) }.is_null();
+    if ok {
+        format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+    } else {
+        format!("{}s", secs)
+    }
+}
