@@ -10,6 +10,7 @@
 
 pub mod baselines;
 pub mod daemon;
+pub mod legacy;
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};

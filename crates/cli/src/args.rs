@@ -275,6 +275,22 @@ pub enum BenchCommand {
     Producer(BenchProducerArgs),
     /// The daemon: drain rate into the ledger, query latency and memory with many live allocations.
     Daemon(BenchDaemonArgs),
+    /// The legacy socket: P2 messages per second into a real `ttmem serve`, next to the old
+    /// server re-implemented, with final totals checked by QUERY.
+    Legacy(BenchLegacyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchLegacyArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// ALLOC/FREE pairs per client per sample.
+    #[arg(long, default_value_t = 100_000)]
+    pub pairs: u64,
+    /// Samples per figure.
+    #[arg(long, default_value_t = 5)]
+    pub samples: usize,
 }
 
 #[derive(Debug, clap::Args)]

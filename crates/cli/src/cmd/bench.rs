@@ -9,6 +9,7 @@ pub fn bench(b: BenchCommand) -> anyhow::Result<ExitCode> {
     let json = match &b {
         BenchCommand::Producer(a) => a.json,
         BenchCommand::Daemon(a) => a.json,
+        BenchCommand::Legacy(a) => a.json,
     };
     // Progress goes to stderr, and not at all when the output is JSON for a script.
     let mut progress = |step: &str| {
@@ -26,6 +27,14 @@ pub fn bench(b: BenchCommand) -> anyhow::Result<ExitCode> {
             &mut progress,
         )?,
         BenchCommand::Daemon(a) => ttmem_bench::daemon::daemon(a.allocations.max(1), &mut progress)?,
+        BenchCommand::Legacy(a) => ttmem_bench::legacy::legacy(
+            &std::env::current_exe()?,
+            ttmem_bench::legacy::LegacyOptions {
+                pairs: a.pairs.max(1),
+                samples: a.samples.max(1),
+            },
+            &mut progress,
+        )?,
     };
     if json {
         out(&(serde_json::to_string_pretty(&report)? + "\n"))?;

@@ -160,6 +160,8 @@ pub(super) struct LegacyHub {
     stats: LegacyStats,
     dumps: VecDeque<Dump>,
     limit: RateLimit,
+    /// Messages per type byte (13: any other byte).
+    by_type: [u64; 14],
     /// Shown as the processes' region.
     pub(super) source: PathBuf,
 }
@@ -178,6 +180,7 @@ impl Default for LegacyHub {
             procs: HashMap::new(),
             stats: LegacyStats::default(),
             dumps: VecDeque::new(),
+            by_type: [0; 14],
             limit: RateLimit {
                 window: Instant::now(),
                 used: 0,
@@ -269,6 +272,10 @@ impl Collector {
     /// Legacy-protocol statistics.
     pub fn legacy_stats(&self) -> LegacyStats {
         let mut s = self.legacy.stats.clone();
+        for (b, &n) in self.legacy.by_type.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let name = MsgType::from_u8(b as u8).map_or("OTHER", |k| k.name());
+            *s.messages_by_type.entry(name.into()).or_default() += n;
+        }
         s.book = BookStats::default();
         for p in self.procs.values() {
             if let Some(l) = &p.legacy {
@@ -317,8 +324,7 @@ impl Collector {
         let mut changed = false;
         for m in msgs {
             self.legacy.stats.messages += 1;
-            let name = m.kind().map_or("UNKNOWN", |k| k.name());
-            *self.legacy.stats.messages_by_type.entry(name.into()).or_default() += 1;
+            self.legacy.by_type[m.msg_type.min(13) as usize] += 1;
             if m.process_id != 0 && m.process_id as u32 != peer.pid {
                 self.legacy.stats.pid_mismatches += 1;
                 if self.legacy.limit.allow() {
@@ -463,11 +469,17 @@ impl Collector {
             Effect::Alloc { device, category, id, size } => (EventKind::Alloc, device, category, id, size),
             Effect::Free { device, category, id, size } => (EventKind::Free, device, category, id, size),
         };
-        let resolved = self.resolve(device);
-        let Some(cat) = resolved.ledger_cat[category as usize] else { return };
+        let (ledger, ledger_cat) = match self.legacy.devices.get(&device) {
+            Some(r) => (r.ledger, r.ledger_cat),
+            None => {
+                let r = self.resolve(device);
+                (r.ledger, r.ledger_cat)
+            }
+        };
+        let Some(cat) = ledger_cat[category as usize] else { return };
         events.push(Event {
             kind,
-            device: resolved.ledger,
+            device: ledger,
             category: cat,
             address: id,
             size,
