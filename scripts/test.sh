@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every check, as CI runs it: formatting, lints, all tests (unit, property, snapshot, the C ABI
-# program, end-to-end with real processes), and Miri on the shared-memory writer where a
-# nightly toolchain with Miri can be had.
+# program, end-to-end with real processes), Miri on the shared-memory writer and a short fuzz
+# run of the legacy protocol where a nightly toolchain can be had.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,5 +27,21 @@ if ((miri_ok)); then
     cargo +nightly miri test -p ttmem-region --lib
 else
     echo "miri: skipped (no nightly toolchain with Miri on this machine)"
+fi
+echo "== fuzz (legacy protocol framing and semantics)"
+# A short cargo-fuzz run of crates/host/legacy/fuzz where nightly can build it; the property
+# tests in crates/host/legacy/tests/props.rs cover the same body on stable either way.
+fuzz_ok=0
+if rustup toolchain list 2>/dev/null | grep -q nightly; then
+    if command -v cargo-fuzz >/dev/null 2>&1 \
+        || timeout 600 cargo install --locked cargo-fuzz@0.13.2 >/dev/null 2>&1; then
+        fuzz_ok=1
+    fi
+fi
+if ((fuzz_ok)); then
+    (cd crates/host/legacy/fuzz \
+        && cargo +nightly fuzz run stream -- -max_total_time="${TTMEM_FUZZ_SECONDS:-20}" 2>&1 | tail -n 3)
+else
+    echo "fuzz: skipped (no nightly toolchain or cargo-fuzz on this machine)"
 fi
 echo "== all checks passed"

@@ -88,7 +88,8 @@ pub fn alloc(device: i32, buffer_type: u8, id: u64, size: u64) -> Message {
         buffer_type,
         process_id: std::process::id() as i32,
         buffer_id: id,
-        timestamp: 1,
+        // A wall clock in ns, as the client sends (the server never needs it).
+        timestamp: 1_763_942_400_000_000_000,
         ..Message::default()
     }
 }
@@ -145,16 +146,24 @@ fn old_client(mut s: UnixStream, state: &Mutex<OldState>, log: &Mutex<std::fs::F
             Ok(n) => n,
         };
         let _ = n;
-        let Some(m) = Message::decode(&buf, Version::P2) else { return };
+        let Some(m) = Message::decode(&buf, Version::P2) else {
+            return;
+        };
         let mut st = state.lock().expect("old server state");
         let dev = (m.device_id.clamp(0, 7)) as usize;
         let ty = (m.buffer_type.min(3)) as usize;
         let line = match m.kind() {
             Some(MsgType::Alloc) => {
-                let e = st.buffers.entry((m.device_id, m.buffer_id)).or_insert((m.size, m.buffer_type, m.process_id, 0));
+                let e =
+                    st.buffers
+                        .entry((m.device_id, m.buffer_id))
+                        .or_insert((m.size, m.buffer_type, m.process_id, 0));
                 e.3 += 1;
                 st.stats[dev][ty] += m.size;
-                format!("✓ [PID {}] Allocated {} bytes of type {} on device {} (buffer_id={})\n", m.process_id, m.size, m.buffer_type, m.device_id, m.buffer_id)
+                format!(
+                    "✓ [PID {}] Allocated {} bytes of type {} on device {} (buffer_id={})\n",
+                    m.process_id, m.size, m.buffer_type, m.device_id, m.buffer_id
+                )
             }
             Some(MsgType::Free) => {
                 if let Some(e) = st.buffers.get_mut(&(m.device_id, m.buffer_id)) {
@@ -165,7 +174,10 @@ fn old_client(mut s: UnixStream, state: &Mutex<OldState>, log: &Mutex<std::fs::F
                         st.stats[dev][t] = st.stats[dev][t].wrapping_sub(sz);
                     }
                 }
-                format!("✗ [PID {}] Freed buffer {} on device {}\n", m.process_id, m.buffer_id, m.device_id)
+                format!(
+                    "✗ [PID {}] Freed buffer {} on device {}\n",
+                    m.process_id, m.buffer_id, m.device_id
+                )
             }
             Some(MsgType::Query) => {
                 let r = Message {
@@ -257,7 +269,14 @@ const KEEP_SIZE: u64 = 4096;
 
 /// One sample: `clients` clients stream `pairs` pairs each (batched `per_send` messages per
 /// `send()`), keep [`KEEP`] buffers, and QUERY. Returns messages per second over all clients.
-fn run_sample(path: &Path, clients: usize, pairs: u64, per_send: usize, round: u64, check: bool) -> Result<f64, BenchError> {
+fn run_sample(
+    path: &Path,
+    clients: usize,
+    pairs: u64,
+    per_send: usize,
+    round: u64,
+    check: bool,
+) -> Result<f64, BenchError> {
     let barrier = Arc::new(Barrier::new(clients + 1));
     let handles: Vec<_> = (0..clients)
         .map(|c| {
@@ -295,7 +314,9 @@ fn run_sample(path: &Path, clients: usize, pairs: u64, per_send: usize, round: u
     let start = Instant::now();
     let mut done = Vec::new();
     for h in handles {
-        let r = h.join().map_err(|_| BenchError::Setup("client thread panicked".into()))?;
+        let r = h
+            .join()
+            .map_err(|_| BenchError::Setup("client thread panicked".into()))?;
         done.push(r.map_err(|e| BenchError::Setup(format!("legacy client: {e}")))?);
     }
     let end = done.iter().map(|(_, t)| *t).max().unwrap_or(start);
@@ -312,7 +333,8 @@ fn run_sample(path: &Path, clients: usize, pairs: u64, per_send: usize, round: u
     for (c, (cl, _)) in done.iter_mut().enumerate() {
         let base = (round << 40) | ((c as u64) << 32);
         let frees: Vec<Message> = (0..KEEP).map(|k| free(0, base | 0x8000_0000 | k << 6)).collect();
-        cl.send_many(&frees).map_err(|e| BenchError::Setup(format!("free: {e}")))?;
+        cl.send_many(&frees)
+            .map_err(|e| BenchError::Setup(format!("free: {e}")))?;
         let _ = cl.query(0);
     }
     let messages = clients as u64 * (2 * pairs + KEEP + 1);
@@ -377,14 +399,62 @@ pub fn legacy(ttmem: &Path, opts: LegacyOptions, progress: &mut dyn FnMut(&str))
     let mut figures = Vec::new();
     let mut rates = BTreeMap::new();
     let cases: [(&str, &str, &Path, usize, usize); 8] = [
-        ("sink-p2-1client", "a reader that discards (the client's ceiling), one send() per message", &sink, 1, 1),
-        ("ttmem-p2-1client", "ttmem serve, 1 P2 client, one send() per message", &sock, 1, 1),
-        ("old-p2-1client", "old server, 1 P2 client, one send() per message", old.path(), 1, 1),
-        ("ttmem-p2-8clients", "ttmem serve, 8 P2 clients at once, one send() per message", &sock, 8, 1),
-        ("old-p2-8clients", "old server, 8 P2 clients at once, one send() per message", old.path(), 8, 1),
-        ("sink-p2-1client-batched", "a reader that discards, 64 messages per send()", &sink, 1, 64),
-        ("ttmem-p2-1client-batched", "ttmem serve, 1 P2 client writing 64 messages per send()", &sock, 1, 64),
-        ("old-p2-1client-batched", "old server, 1 P2 client writing 64 messages per send()", old.path(), 1, 64),
+        (
+            "sink-p2-1client",
+            "a reader that discards (the client's ceiling), one send() per message",
+            &sink,
+            1,
+            1,
+        ),
+        (
+            "ttmem-p2-1client",
+            "ttmem serve, 1 P2 client, one send() per message",
+            &sock,
+            1,
+            1,
+        ),
+        (
+            "old-p2-1client",
+            "old server, 1 P2 client, one send() per message",
+            old.path(),
+            1,
+            1,
+        ),
+        (
+            "ttmem-p2-8clients",
+            "ttmem serve, 8 P2 clients at once, one send() per message",
+            &sock,
+            8,
+            1,
+        ),
+        (
+            "old-p2-8clients",
+            "old server, 8 P2 clients at once, one send() per message",
+            old.path(),
+            8,
+            1,
+        ),
+        (
+            "sink-p2-1client-batched",
+            "a reader that discards, 64 messages per send()",
+            &sink,
+            1,
+            64,
+        ),
+        (
+            "ttmem-p2-1client-batched",
+            "ttmem serve, 1 P2 client writing 64 messages per send()",
+            &sock,
+            1,
+            64,
+        ),
+        (
+            "old-p2-1client-batched",
+            "old server, 1 P2 client writing 64 messages per send()",
+            old.path(),
+            1,
+            64,
+        ),
     ];
     let mut round = 0;
     for (name, description, path, clients, per_send) in cases {
@@ -412,14 +482,36 @@ pub fn legacy(ttmem: &Path, opts: LegacyOptions, progress: &mut dyn FnMut(&str))
     }
     let ratio = |a: &str, b: &str| rates[a] / rates[b];
     let ratios = vec![
-        ("1 client: ttmem / old server (messages/s)".into(), ratio("ttmem-p2-1client", "old-p2-1client")),
-        ("8 clients: ttmem / old server (messages/s)".into(), ratio("ttmem-p2-8clients", "old-p2-8clients")),
-        ("1 batched client: ttmem / old server (messages/s)".into(), ratio("ttmem-p2-1client-batched", "old-p2-1client-batched")),
-        ("1 client: ttmem / discarding reader (1.0 = the client is the limit)".into(), ratio("ttmem-p2-1client", "sink-p2-1client")),
+        (
+            "1 client: ttmem / old server (messages/s)".into(),
+            ratio("ttmem-p2-1client", "old-p2-1client"),
+        ),
+        (
+            "8 clients: ttmem / old server (messages/s)".into(),
+            ratio("ttmem-p2-8clients", "old-p2-8clients"),
+        ),
+        (
+            "1 batched client: ttmem / old server (messages/s)".into(),
+            ratio("ttmem-p2-1client-batched", "old-p2-1client-batched"),
+        ),
+        (
+            "1 client: ttmem / discarding reader (1.0 = the client is the limit)".into(),
+            ratio("ttmem-p2-1client", "sink-p2-1client"),
+        ),
     ];
     let targets = vec![
-        Target::new("P2 messages/s from one client (batched writes: the daemon's ingest)", rates["ttmem-p2-1client-batched"], ">=", 1e6),
-        Target::new("ttmem / old server, one client, same run", ratio("ttmem-p2-1client", "old-p2-1client"), ">=", 10.0),
+        Target::new(
+            "P2 messages/s from one client (batched writes: the daemon's ingest)",
+            rates["ttmem-p2-1client-batched"],
+            ">=",
+            1e6,
+        ),
+        Target::new(
+            "ttmem / old server, one client, same run",
+            ratio("ttmem-p2-1client", "old-p2-1client"),
+            ">=",
+            10.0,
+        ),
     ];
     Ok(Report {
         bench: "legacy".into(),

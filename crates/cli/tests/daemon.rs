@@ -4,86 +4,11 @@ mod common;
 use common::*;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use ttmem_apiclient::{ApiError, Endpoint, get_json};
-
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    regions: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    fn start() -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let regions = dir.path().join("regions");
-        let socket = dir.path().join("api.sock");
-        let mut d = Daemon {
-            child: spawn_serve(&regions, &socket, dir.path()),
-            socket,
-            regions,
-            _dir: dir,
-        };
-        d.wait_ready();
-        d
-    }
-
-    fn wait_ready(&mut self) {
-        wait_until(|| get_json::<Value>(&self.ep(), "/api/v1/health").is_ok());
-    }
-
-    fn ep(&self) -> Endpoint {
-        Endpoint::Unix(self.socket.clone())
-    }
-
-    fn get(&self, path: &str) -> Value {
-        get_json(&self.ep(), path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
-    }
-
-    fn process(&self, pid: u64) -> Option<Value> {
-        self.get("/api/v1/processes")["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["pid"] == pid)
-            .cloned()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_serve(regions: &Path, socket: &Path, dir: &Path) -> Child {
-    // Flush history every second.
-    let config = dir.join("ttmem.toml");
-    std::fs::write(&config, "flush_interval_s = 1\n").unwrap();
-    Command::new(TTMEM)
-        .arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .args(["--no-http", "--region-dir"])
-        .arg(regions)
-        .arg("--api-socket")
-        .arg(socket)
-        .arg("--legacy-socket")
-        .arg(dir.join("legacy.sock"))
-        .arg("--db")
-        .arg(dir.join("ttmem.db"))
-        .env_remove("TTMEM_CONFIG")
-        .env("XDG_CONFIG_HOME", dir)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
 
 /// Waits until the daemon has drained a quiescent workload's last events (its counters then
 /// equal the model's), then asserts it.
@@ -442,7 +367,13 @@ fn the_same_api_answers_over_tcp_and_lists_leak_suspects() {
     let regions = dir.path().join("regions");
     let socket = dir.path().join("api.sock");
     let child = Command::new(TTMEM)
-        .args(["serve", "--no-legacy-socket", "--http", &format!("127.0.0.1:{port}"), "--region-dir"])
+        .args([
+            "serve",
+            "--no-legacy-socket",
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "--region-dir",
+        ])
         .arg(&regions)
         .arg("--api-socket")
         .arg(&socket)

@@ -37,7 +37,10 @@ pub fn watch(a: &WatchArgs) -> anyhow::Result<ExitCode> {
                 &format!("ttmem watch · {now} · every {} ms · {ep}", refresh.as_millis()),
             ),
             Err(e) if a.once => return Err(e.context("ttmem watch needs a running daemon (ttmem serve)")),
-            Err(e) => format!("ttmem watch · {now}\n\n{e}\n(retrying every {} ms; start one with `ttmem serve`)\n", refresh.as_millis()),
+            Err(e) => format!(
+                "ttmem watch · {now}\n\n{e}\n(retrying every {} ms; start one with `ttmem serve`)\n",
+                refresh.as_millis()
+            ),
         };
         if tty && !a.once {
             // Home and clear, then the frame: the screen refreshes in place.

@@ -3,11 +3,12 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use ttmem_apiclient::{Endpoint, get_json};
 
 /// The binary under test.
 pub const TTMEM: &str = env!("CARGO_BIN_EXE_ttmem");
@@ -92,4 +93,84 @@ pub fn assert_matches_model(p: &Value, summary: &Value) {
             assert_eq!(got["count"], cat["buffers"], "{hw} {}", cat["name"]);
         }
     }
+}
+
+/// A real `ttmem serve` on private paths (its legacy socket is `legacy.sock` beside them).
+pub struct Daemon {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub regions: PathBuf,
+    pub _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// The legacy allocation-server socket.
+    pub fn legacy_socket(&self) -> PathBuf {
+        self._dir.path().join("legacy.sock")
+    }
+
+    pub fn start() -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let regions = dir.path().join("regions");
+        let socket = dir.path().join("api.sock");
+        let mut d = Daemon {
+            child: spawn_serve(&regions, &socket, dir.path()),
+            socket,
+            regions,
+            _dir: dir,
+        };
+        d.wait_ready();
+        d
+    }
+
+    pub fn wait_ready(&mut self) {
+        wait_until(|| get_json::<Value>(&self.ep(), "/api/v1/health").is_ok());
+    }
+
+    pub fn ep(&self) -> Endpoint {
+        Endpoint::Unix(self.socket.clone())
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        get_json(&self.ep(), path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    pub fn process(&self, pid: u64) -> Option<Value> {
+        self.get("/api/v1/processes")["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pid"] == pid)
+            .cloned()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn spawn_serve(regions: &Path, socket: &Path, dir: &Path) -> Child {
+    // Flush history every second.
+    let config = dir.join("ttmem.toml");
+    std::fs::write(&config, "flush_interval_s = 1\n").unwrap();
+    Command::new(TTMEM)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .args(["--no-http", "--region-dir"])
+        .arg(regions)
+        .arg("--api-socket")
+        .arg(socket)
+        .arg("--legacy-socket")
+        .arg(dir.join("legacy.sock"))
+        .arg("--db")
+        .arg(dir.join("ttmem.db"))
+        .env_remove("TTMEM_CONFIG")
+        .env("XDG_CONFIG_HOME", dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }

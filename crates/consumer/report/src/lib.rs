@@ -645,7 +645,10 @@ pub fn render_watch(devices: &[DeviceRow], which: &WatchDevices, color: bool, he
     let _ = writeln!(out, "{header}");
     let chosen: Vec<(u32, Option<&DeviceRow>)> = match which {
         WatchDevices::All => devices.iter().map(|d| (d.id, Some(d))).collect(),
-        WatchDevices::Ids(ids) => ids.iter().map(|&id| (id, devices.iter().find(|d| d.id == id))).collect(),
+        WatchDevices::Ids(ids) => ids
+            .iter()
+            .map(|&id| (id, devices.iter().find(|d| d.id == id)))
+            .collect(),
     };
     if chosen.is_empty() {
         let _ = writeln!(out, "\nNo devices: no process has reported memory yet.");
@@ -681,7 +684,11 @@ pub fn render_watch(devices: &[DeviceRow], which: &WatchDevices, color: bool, he
 }
 
 fn watch_line(name: &str, used: u64, total: u64, width: usize, color: bool) -> String {
-    let pct = if total == 0 { 0.0 } else { used as f64 * 100.0 / total as f64 };
+    let pct = if total == 0 {
+        0.0
+    } else {
+        used as f64 * 100.0 / total as f64
+    };
     let filled = ((pct / 100.0) * width as f64).round().clamp(0.0, width as f64) as usize;
     let bar = format!("{}{}", "█".repeat(filled), "░".repeat(width - filled));
     let (on, off) = match (color, pct) {
@@ -690,7 +697,11 @@ fn watch_line(name: &str, used: u64, total: u64, width: usize, color: bool) -> S
         (true, p) if p >= 75.0 => ("\x1b[33m", "\x1b[0m"),
         (true, _) => ("\x1b[32m", "\x1b[0m"),
     };
-    let total_text = if total == 0 { "?".to_string() } else { short_bytes(total) };
+    let total_text = if total == 0 {
+        "?".to_string()
+    } else {
+        short_bytes(total)
+    };
     format!(
         "  {name:<13} {:>9} / {:<9} {on}[{bar}]{off} {:>5.1}%\n",
         short_bytes(used),

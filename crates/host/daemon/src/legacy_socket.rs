@@ -104,11 +104,10 @@ impl Listener {
                     });
                 }
             };
-            nix::unistd::chown(&cfg.path, None, Some(gid))
-                .map_err(|e| DaemonError::Io {
-                    context: format!("cannot give {} to group {group}", cfg.path.display()),
-                    source: e.into(),
-                })?;
+            nix::unistd::chown(&cfg.path, None, Some(gid)).map_err(|e| DaemonError::Io {
+                context: format!("cannot give {} to group {group}", cfg.path.display()),
+                source: e.into(),
+            })?;
         }
         tracing::info!(path = %cfg.path.display(), mode = format_args!("{:o}", cfg.mode), "legacy allocation-server socket ready");
         Ok(Listener {
@@ -152,7 +151,12 @@ impl Listener {
 
     /// Accepts, reads, applies and replies for every ready descriptor in `ready` (as filled by
     /// [`Listener::pollfds`] and `poll()`), and looks again at connections whose grace ended.
-    pub fn service(&mut self, ready: &[libc::pollfd], collector: &parking_lot::RwLock<Collector>, now_ns: impl Fn() -> u64) {
+    pub fn service(
+        &mut self,
+        ready: &[libc::pollfd],
+        collector: &parking_lot::RwLock<Collector>,
+        now_ns: impl Fn() -> u64,
+    ) {
         let listener_fd = self.listener.as_raw_fd();
         if ready.iter().any(|p| p.fd == listener_fd && p.revents != 0) {
             self.accept(collector);
@@ -177,7 +181,9 @@ impl Listener {
             let close = self.service_one(fd, revents, collector, &now_ns);
             if let Some((unframeable, backlog)) = close {
                 self.conns.remove(&fd);
-                collector.write().legacy_connection(ConnectionEvent::Closed { unframeable, backlog });
+                collector
+                    .write()
+                    .legacy_connection(ConnectionEvent::Closed { unframeable, backlog });
             }
         }
     }
@@ -196,7 +202,10 @@ impl Listener {
             };
             if self.conns.len() >= self.cfg.max_connections {
                 collector.write().legacy_connection(ConnectionEvent::Refused);
-                tracing::warn!(limit = self.cfg.max_connections, "legacy socket: connection refused, too many open");
+                tracing::warn!(
+                    limit = self.cfg.max_connections,
+                    "legacy socket: connection refused, too many open"
+                );
                 continue; // dropping the stream closes it
             }
             let Some(peer) = peer_of(&stream) else {
@@ -265,7 +274,11 @@ impl Listener {
             Ok(Detection::NeedMore) => {
                 if eof {
                     if c.framer.buffered() > 0 {
-                        tracing::debug!(pid = c.peer.pid, bytes = c.framer.buffered(), "legacy client closed mid-message");
+                        tracing::debug!(
+                            pid = c.peer.pid,
+                            bytes = c.framer.buffered(),
+                            "legacy client closed mid-message"
+                        );
                     }
                     return Some((false, false));
                 }
@@ -317,7 +330,11 @@ impl Listener {
                 Err(_) => return Some((false, false)), // the client hung up
             }
             if c.out.len() > MAX_BACKLOG {
-                tracing::warn!(pid = c.peer.pid, "legacy connection closed: {} reply bytes unread", c.out.len());
+                tracing::warn!(
+                    pid = c.peer.pid,
+                    "legacy connection closed: {} reply bytes unread",
+                    c.out.len()
+                );
                 return Some((false, true));
             }
         }
@@ -340,5 +357,9 @@ fn send_nosignal(stream: &UnixStream, bytes: &[u8]) -> std::io::Result<usize> {
             libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
         )
     };
-    if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(n as usize) }
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }

@@ -374,7 +374,10 @@ impl Book {
                     ));
                 }
                 if c.allocs - c.frees != c.live_count || c.peak_bytes < c.live_bytes {
-                    return Err(format!("device {device} {}: allocs, frees and peak disagree", Category::ALL[i].name()));
+                    return Err(format!(
+                        "device {device} {}: allocs, frees and peak disagree",
+                        Category::ALL[i].name()
+                    ));
                 }
             }
         }
@@ -452,7 +455,10 @@ mod tests {
         assert_eq!(live(&b, 0, Category::L1), 64);
         assert_eq!(live(&b, 0, Category::Cb), 0);
         let s = b.stats();
-        assert_eq!((s.unknown_frees, s.unknown_cb_frees, s.unknown_kernel_unloads), (1, 1, 1));
+        assert_eq!(
+            (s.unknown_frees, s.unknown_cb_frees, s.unknown_kernel_unloads),
+            (1, 1, 1)
+        );
     }
 
     #[test]
@@ -479,9 +485,15 @@ mod tests {
     fn invalid_fields_are_counted_and_ignored() {
         let mut b = Book::default();
         assert_eq!(b.apply(&msg(MsgType::Alloc, -1, 0, 1, 1)), Err(Invalid::DeviceId(-1)));
-        assert_eq!(b.apply(&msg(MsgType::Alloc, MAX_DEVICE_ID, 0, 1, 1)), Err(Invalid::DeviceId(MAX_DEVICE_ID)));
+        assert_eq!(
+            b.apply(&msg(MsgType::Alloc, MAX_DEVICE_ID, 0, 1, 1)),
+            Err(Invalid::DeviceId(MAX_DEVICE_ID))
+        );
         assert_eq!(b.apply(&msg(MsgType::Alloc, 0, 9, 1, 1)), Err(Invalid::BufferType(9)));
-        assert!(matches!(b.apply(&msg(MsgType::Response, 0, 0, 1, 1)), Err(Invalid::Reply(_))));
+        assert!(matches!(
+            b.apply(&msg(MsgType::Response, 0, 0, 1, 1)),
+            Err(Invalid::Reply(_))
+        ));
         assert_eq!(b.stats().invalid, 4);
         assert!(b.counters().is_empty());
     }

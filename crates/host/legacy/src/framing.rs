@@ -224,8 +224,8 @@ impl Framer {
                 // the first read's size breaks what is left.
                 let first = self.first_read.unwrap_or(0);
                 many.iter()
-                    .filter(|(v, _)| b.len() >= v.size() && b.len() % v.size() == 0)
-                    .max_by_key(|(v, n)| (*n, first % v.size() == 0, std::cmp::Reverse(v.size())))
+                    .filter(|(v, _)| b.len() >= v.size() && b.len().is_multiple_of(v.size()))
+                    .max_by_key(|(v, n)| (*n, first.is_multiple_of(v.size()), std::cmp::Reverse(v.size())))
                     .or_else(|| {
                         // Nothing fits exactly (a split read): the most evidence wins once enough
                         // bytes are in; a quiet client with a partial message waits.
@@ -312,7 +312,11 @@ mod tests {
             let q = stream(v, &[Message::request(MsgType::Query, 0)]);
             let loud = detect_all(&q, false).unwrap();
             // Only P4, the largest layout, is sure without waiting (nothing larger can pend).
-            let expect = if v == Version::P4 { Detection::Decided(v) } else { Detection::NeedMore };
+            let expect = if v == Version::P4 {
+                Detection::Decided(v)
+            } else {
+                Detection::NeedMore
+            };
             assert_eq!(loud, expect, "{v}");
             assert_eq!(detect_all(&q, true).unwrap(), Detection::Decided(v), "{v}");
         }
@@ -325,7 +329,11 @@ mod tests {
             let s = stream(v, &msgs);
             assert_eq!(detect_all(&s, false).unwrap(), Detection::Decided(v), "{v}");
             // Also when the first read ends in the middle of a message.
-            assert_eq!(detect_all(&s[..s.len() - 5], true).unwrap(), Detection::Decided(v), "{v}");
+            assert_eq!(
+                detect_all(&s[..s.len() - 5], true).unwrap(),
+                Detection::Decided(v),
+                "{v}"
+            );
         }
     }
 
@@ -344,8 +352,14 @@ mod tests {
 
     #[test]
     fn garbage_is_refused() {
-        assert!(matches!(detect_all(&[0xff; 200], true), Err(FramingError::NoVersionFits { .. })));
-        assert!(matches!(detect_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", true), Err(FramingError::NoVersionFits { .. })));
+        assert!(matches!(
+            detect_all(&[0xff; 200], true),
+            Err(FramingError::NoVersionFits { .. })
+        ));
+        assert!(matches!(
+            detect_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", true),
+            Err(FramingError::NoVersionFits { .. })
+        ));
         let mut bad = stream(Version::P2, &[alloc(1)]);
         bad[4..8].copy_from_slice(&5000i32.to_le_bytes());
         assert!(detect_all(&bad, true).is_err());

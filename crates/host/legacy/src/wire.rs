@@ -60,7 +60,9 @@ impl std::str::FromStr for Version {
             "P2" | "2" | "112" => Ok(Version::P2),
             "P3" | "3" | "128" => Ok(Version::P3),
             "P4" | "4" | "144" => Ok(Version::P4),
-            _ => Err(format!("unknown legacy protocol version {s:?} (expected P1, P2, P3 or P4)")),
+            _ => Err(format!(
+                "unknown legacy protocol version {s:?} (expected P1, P2, P3 or P4)"
+            )),
         }
     }
 }

@@ -138,7 +138,10 @@ impl RateLimit {
     fn allow(&mut self) -> bool {
         if self.window.elapsed().as_secs() >= 1 {
             if self.suppressed > 0 {
-                tracing::warn!(suppressed = self.suppressed, "legacy socket: further warnings suppressed");
+                tracing::warn!(
+                    suppressed = self.suppressed,
+                    "legacy socket: further warnings suppressed"
+                );
             }
             self.window = Instant::now();
             self.used = 0;
@@ -380,7 +383,11 @@ impl Collector {
         let Some(start_time) = start_time else {
             self.legacy.stats.unidentified += 1;
             if self.legacy.limit.allow() {
-                tracing::warn!(pid = peer.pid, "legacy client's process is not visible in /proc; its {} is ignored", m.kind().map_or("message", |k| k.name()));
+                tracing::warn!(
+                    pid = peer.pid,
+                    "legacy client's process is not visible in /proc; its {} is ignored",
+                    m.kind().map_or("message", |k| k.name())
+                );
             }
             return None;
         };
@@ -459,15 +466,29 @@ impl Collector {
             Err(why) => {
                 self.legacy.stats.invalid += 1;
                 if self.legacy.limit.allow() {
-                    tracing::warn!(pid = self.procs.get(&key).map_or(0, |p| p.view.header.pid), "legacy {} ignored: {why}", m.kind().map_or("message", |k| k.name()));
+                    tracing::warn!(
+                        pid = self.procs.get(&key).map_or(0, |p| p.view.header.pid),
+                        "legacy {} ignored: {why}",
+                        m.kind().map_or("message", |k| k.name())
+                    );
                 }
                 return;
             }
         };
         *changed = true;
         let (kind, device, category, id, size) = match effect {
-            Effect::Alloc { device, category, id, size } => (EventKind::Alloc, device, category, id, size),
-            Effect::Free { device, category, id, size } => (EventKind::Free, device, category, id, size),
+            Effect::Alloc {
+                device,
+                category,
+                id,
+                size,
+            } => (EventKind::Alloc, device, category, id, size),
+            Effect::Free {
+                device,
+                category,
+                id,
+                size,
+            } => (EventKind::Free, device, category, id, size),
         };
         let (ledger, ledger_cat) = match self.legacy.devices.get(&device) {
             Some(r) => (r.ledger, r.ledger_cat),
@@ -476,7 +497,9 @@ impl Collector {
                 (r.ledger, r.ledger_cat)
             }
         };
-        let Some(cat) = ledger_cat[category as usize] else { return };
+        let Some(cat) = ledger_cat[category as usize] else {
+            return;
+        };
         events.push(Event {
             kind,
             device: ledger,
@@ -643,14 +666,10 @@ impl Collector {
     }
 
     fn reply_device_info(&self, d: i32) -> Message {
-        let n = self.device_identities().len().max(
-            self.legacy
-                .devices
-                .keys()
-                .map(|&k| k as usize + 1)
-                .max()
-                .unwrap_or(0),
-        ) as u32;
+        let n = self
+            .device_identities()
+            .len()
+            .max(self.legacy.devices.keys().map(|&k| k as usize + 1).max().unwrap_or(0)) as u32;
         let mut r = Message {
             msg_type: MsgType::DeviceInfoResponse as u8,
             device_id: d,
@@ -675,7 +694,11 @@ impl Collector {
         }
         if let Some(c) = cat("L1") {
             r.total_l1_size = c.capacity;
-            r.l1_size_per_core = clamp(if c.addr_end > 0 { c.addr_end } else { c.capacity / c.banks.max(1) as u64 });
+            r.l1_size_per_core = clamp(if c.addr_end > 0 {
+                c.addr_end
+            } else {
+                c.capacity / c.banks.max(1) as u64
+            });
         }
         r
     }
@@ -710,9 +733,24 @@ impl Collector {
         }
         entries.sort_by_key(|e| (e.pid, e.device, e.category, e.id));
         let kind = if kernels { "kernels" } else { "remaining" };
-        tracing::info!(requested_by = peer.pid, total, "legacy DUMP_{}: {total} live {}", kind.to_uppercase(), if kernels { "kernels" } else { "buffers" });
+        tracing::info!(
+            requested_by = peer.pid,
+            total,
+            "legacy DUMP_{}: {total} live {}",
+            kind.to_uppercase(),
+            if kernels { "kernels" } else { "buffers" }
+        );
         for e in entries.iter().take(MAX_DUMP_LOG_LINES) {
-            tracing::info!(pid = e.pid, device = e.device, id = format_args!("{:#x}", e.id), category = e.category, size = e.size, refs = e.refs, kind = e.kind, "live");
+            tracing::info!(
+                pid = e.pid,
+                device = e.device,
+                id = format_args!("{:#x}", e.id),
+                category = e.category,
+                size = e.size,
+                refs = e.refs,
+                kind = e.kind,
+                "live"
+            );
         }
         if total > MAX_DUMP_LOG_LINES {
             tracing::info!("... and {} more (GET /api/v1/legacy/dumps)", total - MAX_DUMP_LOG_LINES);
