@@ -337,6 +337,80 @@ fn a_p1_and_a_p4_client_at_the_same_time() {
     let stats = d.get("/api/v1/legacy")["legacy"].clone();
     assert_eq!(stats["book"]["reallocs"], 1);
     assert_eq!(stats["book"]["unknown_frees"], 1);
+
+    // A message claiming another process is logged and counted, and still the peer's.
+    let mut claim = alloc(0, 0, 500, MIB);
+    claim.process_id = 1;
+    p1.send(&claim).unwrap();
+    assert_eq!(p1.query(0).unwrap().dram_allocated, MIB);
+    assert_eq!(d.get("/api/v1/legacy")["legacy"]["pid_mismatches"], 1);
+    assert_eq!(
+        category_bytes(&process(&d, std::process::id()).unwrap(), "DRAM"),
+        4 * MIB
+    );
+    assert!(process(&d, 1).is_none(), "nothing is attributed to pid 1");
+}
+
+#[test]
+fn the_socket_is_0660_and_a_live_server_is_never_replaced() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Daemon::start();
+    let mode = std::fs::metadata(d.legacy_socket()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o660);
+    // A second daemon on the same legacy socket is refused, and the first keeps serving.
+    let other = tempfile::tempdir().unwrap();
+    let out = Command::new(TTMEM)
+        .args(["serve", "--no-http", "--region-dir"])
+        .arg(other.path().join("regions"))
+        .arg("--api-socket")
+        .arg(other.path().join("api.sock"))
+        .arg("--db")
+        .arg(other.path().join("db"))
+        .arg("--legacy-socket")
+        .arg(d.legacy_socket())
+        .env("XDG_CONFIG_HOME", other.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another allocation server is listening"),
+        "{out:?}"
+    );
+    assert_eq!(
+        Client::connect(&d.legacy_socket(), Version::P2)
+            .unwrap()
+            .query(0)
+            .unwrap(),
+        response(0, 0, 0)
+    );
+    // A stale socket file (its server is gone) is replaced.
+    let stale = other.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists());
+    let mut child = Command::new(TTMEM)
+        .args(["serve", "--no-http", "--region-dir"])
+        .arg(other.path().join("regions"))
+        .arg("--api-socket")
+        .arg(other.path().join("api.sock"))
+        .arg("--db")
+        .arg(other.path().join("db"))
+        .arg("--legacy-socket")
+        .arg(&stale)
+        .env("XDG_CONFIG_HOME", other.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let mut answered = false;
+    while !answered && start.elapsed() < Duration::from_secs(20) {
+        answered = Client::connect(&stale, Version::P1)
+            .and_then(|mut c| c.query(0))
+            .is_ok();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(answered, "the daemon took over the stale socket");
 }
 
 #[test]

@@ -3,10 +3,11 @@
 //! [`Book`] and per-buffer detail in the ledger, so `ps`, the API, history, lifecycle and fit
 //! see it. Replies to QUERY and DEVICE_INFO_QUERY come from the daemon's device table.
 //!
-//! Device ids: a legacy device id names the device with that id in the daemon's table (the id
-//! `ttmem ps` shows) when one exists, else a `tt-legacy` device of its own. The first message
+//! Device ids: a legacy device id d names the d-th chip regions declare (legacy devices sort
+//! after them, so that is its `ps` id), else a `tt-legacy` device of its own. The first message
 //! that names an id fixes what it means for the daemon's lifetime, so one client's ALLOC, FREE
-//! and QUERY always agree even when devices appear later and the table is renumbered.
+//! and QUERY always agree even when devices appear later and the table is renumbered; two ids
+//! never name the same chip.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -516,12 +517,26 @@ impl Collector {
         if let Some(r) = self.legacy.devices.get(&d) {
             return r.clone();
         }
+        // The d-th chip that regions declare (legacy devices sort after them, so this is also
+        // its `ps` id), unless another legacy id already names it: two ids never share a chip.
         let table = ttmem_report::device_table(self.procs.values().map(|p| &p.view));
+        let taken: Vec<(u32, u64)> = self
+            .legacy
+            .devices
+            .values()
+            .map(|r| (r.device.kind.code(), r.device.hw_id))
+            .collect();
         let mut device = usize::try_from(d)
             .ok()
-            .and_then(|i| table.values().nth(i))
-            .map(|(_, dev)| (*dev).clone())
-            .filter(|dev| dev.hw_id != 0)
+            .and_then(|i| {
+                table
+                    .values()
+                    .map(|(_, dev)| *dev)
+                    .filter(|dev| dev.kind != ttmem_region::DeviceKind::LegacySocket)
+                    .nth(i)
+            })
+            .filter(|dev| dev.hw_id != 0 && !taken.contains(&(dev.kind.code(), dev.hw_id)))
+            .cloned()
             .unwrap_or_else(|| legacy_device(d));
         let ledger = self.ledger.add_device(ledger_info(&device));
         let ledger_names: Vec<String> = self
@@ -613,7 +628,8 @@ impl Collector {
         self.generation += 1;
     }
 
-    /// The device a legacy id names for a query (no new mapping is made).
+    /// The device a legacy id names for a query (no new mapping is made): its fixed meaning,
+    /// else the device with that id in the table.
     fn query_device(&self, d: i32) -> Option<ttmem_report::DeviceIdentity> {
         if let Some(r) = self.legacy.devices.get(&d) {
             return Some((r.device.kind.code(), r.device.hw_id, 0, 0));
@@ -786,4 +802,94 @@ pub enum ConnectionEvent {
     },
     /// Messages with non-zero padding were framed.
     PaddingErrors(u64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collector::CollectorConfig;
+    use proptest::prelude::*;
+
+    fn collector(dir: &std::path::Path) -> Collector {
+        Collector::new(
+            CollectorConfig {
+                region_dir: dir.into(),
+                retention: std::time::Duration::from_secs(60),
+                remove_dead_regions: false,
+            },
+            0,
+        )
+    }
+
+    fn me() -> Peer {
+        Peer {
+            pid: std::process::id(),
+            // SAFETY: getuid has no preconditions.
+            uid: unsafe { libc::getuid() },
+        }
+    }
+
+    fn message() -> impl Strategy<Value = Message> {
+        (
+            prop::sample::select(vec![1u8, 1, 2, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 0, 200]),
+            prop_oneof![6 => 0i32..3, 1 => -3i32..3000],
+            prop_oneof![6 => 0u64..1 << 24, 1 => any::<u64>()],
+            0u8..8,
+            0u64..16,
+            any::<i32>(),
+        )
+            .prop_map(|(t, device_id, size, buffer_type, id, process_id)| Message {
+                msg_type: t,
+                device_id,
+                size,
+                buffer_type,
+                buffer_id: id,
+                process_id,
+                ..Message::default()
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Any messages, in any version, leave the ledger's per-buffer detail equal to the
+        /// exact counters the process shows, and every reply the size of its version.
+        #[test]
+        fn any_messages_leave_the_ledger_and_the_counters_in_agreement(
+            v in prop::sample::select(Version::ALL.to_vec()),
+            batches in prop::collection::vec(prop::collection::vec(message(), 0..40), 1..6),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut c = collector(dir.path());
+            let mut replies = Vec::new();
+            let mut expected_replies = 0;
+            for b in &batches {
+                expected_replies += b.iter().filter(|m| matches!(m.kind(), Some(MsgType::Query | MsgType::DeviceInfoQuery))).count();
+                c.legacy_apply(me(), v, b, 1, &mut replies);
+            }
+            prop_assert_eq!(replies.len(), expected_replies * v.size());
+            let Some(&key) = c.legacy.procs.values().next() else { return Ok(()) };
+            let p = &c.procs[&key];
+            let l = p.legacy.as_ref().unwrap();
+            prop_assert!(l.book.check_consistency().is_ok());
+            // Ledger bytes per (device, category) equal the book's counters.
+            let mut ledger: std::collections::BTreeMap<(u32, u8), u64> = Default::default();
+            for (d, cat, t) in c.ledger.process_totals(key) {
+                *ledger.entry((d, cat)).or_default() += t.bytes;
+            }
+            let mut book: std::collections::BTreeMap<(u32, u8), u64> = Default::default();
+            for (dev, counters) in l.book.counters() {
+                let r = &c.legacy.devices[dev];
+                for cat in Category::ALL {
+                    if let Some(lc) = r.ledger_cat[cat as usize] {
+                        let e = book.entry((r.ledger, lc)).or_default();
+                        *e = e.saturating_add(counters[cat as usize].live_bytes);
+                    }
+                }
+            }
+            book.retain(|_, b| *b > 0);
+            ledger.retain(|_, b| *b > 0);
+            prop_assert_eq!(ledger, book);
+        }
+    }
 }
