@@ -50,6 +50,9 @@ struct Conn {
     out: Vec<u8>,
     last_byte: Instant,
     detected: bool,
+    /// Detection already ran on a quiet stream and still needs more bytes: nothing to do
+    /// until the client sends again (so a stalled client cannot make the thread spin).
+    quiet_checked: bool,
     padding_reported: u64,
 }
 
@@ -144,7 +147,7 @@ impl Listener {
     pub fn next_deadline(&self) -> Option<Duration> {
         self.conns
             .values()
-            .filter(|c| !c.detected && c.framer.buffered() > 0)
+            .filter(|c| !c.detected && !c.quiet_checked && c.framer.buffered() > 0)
             .map(|c| DETECT_GRACE.saturating_sub(c.last_byte.elapsed()))
             .min()
     }
@@ -164,7 +167,9 @@ impl Listener {
         let grace_due: Vec<RawFd> = self
             .conns
             .iter()
-            .filter(|(_, c)| !c.detected && c.framer.buffered() > 0 && c.last_byte.elapsed() >= DETECT_GRACE)
+            .filter(|(_, c)| {
+                !c.detected && !c.quiet_checked && c.framer.buffered() > 0 && c.last_byte.elapsed() >= DETECT_GRACE
+            })
             .map(|(&fd, _)| fd)
             .collect();
         let mut todo: Vec<(RawFd, i16)> = ready
@@ -226,6 +231,7 @@ impl Listener {
                     out: Vec::new(),
                     last_byte: Instant::now(),
                     detected: false,
+                    quiet_checked: false,
                     padding_reported: 0,
                 },
             );
@@ -254,6 +260,7 @@ impl Listener {
                     Ok(n) => {
                         read += n;
                         c.last_byte = Instant::now();
+                        c.quiet_checked = false;
                         if let Err(e) = c.framer.push(&buf[..n]) {
                             tracing::warn!(pid = c.peer.pid, "legacy connection closed: {e}");
                             return Some((true, false));
@@ -272,6 +279,7 @@ impl Listener {
         let version = match c.framer.detect(quiet) {
             Ok(Detection::Decided(v)) => v,
             Ok(Detection::NeedMore) => {
+                c.quiet_checked = quiet;
                 if eof {
                     if c.framer.buffered() > 0 {
                         tracing::debug!(
