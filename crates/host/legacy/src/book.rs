@@ -156,7 +156,14 @@ pub enum Invalid {
     /// The process holds the most buffers the daemon keeps for one client.
     #[error("more than {0} live buffers for one process")]
     TooMany(usize),
+    /// A size no device has (above [`MAX_SIZE`]).
+    #[error("size {0} is larger than any device ({MAX_SIZE} bytes at most)")]
+    Size(u64),
 }
+
+/// The largest buffer, CB or kernel a message may report (1 TiB, far above any chip). With at
+/// most [`DEFAULT_MAX_LIVE`] keys, sums stay below 2^62: counters are exact, never saturated.
+pub const MAX_SIZE: u64 = 1 << 40;
 
 /// Counters over a book's life (the API's legacy statistics).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -259,6 +266,9 @@ impl Book {
             Space::Kernels => &mut self.kernels,
         };
         if alloc {
+            if m.size > MAX_SIZE {
+                return Err(Invalid::Size(m.size));
+            }
             if let Some(live) = map.get_mut(&key) {
                 live.refs = live.refs.saturating_add(1);
                 self.stats.reallocs += 1;
@@ -365,7 +375,7 @@ impl Book {
         for (device, counters) in &self.counters {
             for (i, c) in counters.iter().enumerate() {
                 let (bytes, count) = sums.get(device).map_or((0, 0), |s| s[i]);
-                if c.live_count != count || (c.live_bytes != bytes && bytes != u64::MAX) {
+                if c.live_count != count || c.live_bytes != bytes {
                     return Err(format!(
                         "device {device} {}: counters say {} B in {}, live keys hold {bytes} B in {count}",
                         Category::ALL[i].name(),
@@ -490,11 +500,15 @@ mod tests {
             Err(Invalid::DeviceId(MAX_DEVICE_ID))
         );
         assert_eq!(b.apply(&msg(MsgType::Alloc, 0, 9, 1, 1)), Err(Invalid::BufferType(9)));
+        assert_eq!(
+            b.apply(&msg(MsgType::Alloc, 0, 0, 1, u64::MAX)),
+            Err(Invalid::Size(u64::MAX))
+        );
         assert!(matches!(
             b.apply(&msg(MsgType::Response, 0, 0, 1, 1)),
             Err(Invalid::Reply(_))
         ));
-        assert_eq!(b.stats().invalid, 4);
+        assert_eq!(b.stats().invalid, 5);
         assert!(b.counters().is_empty());
     }
 
