@@ -28,6 +28,32 @@ fn demo_allocations(c: &mut Client) {
     }
 }
 
+/// A CB_ALLOC as the newest clients send it.
+fn cb_alloc(device: i32, id: u64, size: u64) -> Message {
+    Message {
+        msg_type: MsgType::CbAlloc as u8,
+        device_id: device,
+        size,
+        buffer_id: id,
+        ..Message::default()
+    }
+}
+
+/// `ttmem serve` on private paths under `dir` with the legacy socket at `legacy`.
+fn serve_with_legacy_socket(dir: &std::path::Path, legacy: &std::path::Path) -> Command {
+    let mut c = Command::new(TTMEM);
+    c.args(["serve", "--no-http", "--region-dir"])
+        .arg(dir.join("regions"))
+        .arg("--api-socket")
+        .arg(dir.join("api.sock"))
+        .arg("--db")
+        .arg(dir.join("db"))
+        .arg("--legacy-socket")
+        .arg(legacy)
+        .env("XDG_CONFIG_HOME", dir);
+    c
+}
+
 fn response(device: i32, dram: u64, l1: u64) -> Message {
     Message {
         msg_type: MsgType::Response as u8,
@@ -144,14 +170,7 @@ fn legacy_child_holding_buffers() {
     let mut c = Client::connect(path.as_ref(), Version::P4).unwrap();
     c.send(&alloc(0, 0, 0x1000, 10 * MIB)).unwrap();
     c.send(&alloc(0, 1, 0x2000, MIB)).unwrap();
-    c.send(&Message {
-        msg_type: MsgType::CbAlloc as u8,
-        device_id: 0,
-        size: 64 << 10,
-        buffer_id: 0x3000,
-        ..Message::default()
-    })
-    .unwrap();
+    c.send(&cb_alloc(0, 0x3000, 64 << 10)).unwrap();
     c.query(0).unwrap();
     println!("ready");
     std::io::stdout().flush().unwrap();
@@ -283,14 +302,7 @@ fn a_p1_and_a_p4_client_at_the_same_time() {
     let mut p4 = Client::connect(&d.legacy_socket(), Version::P4).unwrap();
     p1.send(&alloc(0, 1, 100, 2 * MIB)).unwrap();
     p4.send(&alloc(1, 0, 200, 3 * MIB)).unwrap();
-    p4.send(&Message {
-        msg_type: MsgType::CbAlloc as u8,
-        device_id: 1,
-        size: 64 << 10,
-        buffer_id: 300,
-        ..Message::default()
-    })
-    .unwrap();
+    p4.send(&cb_alloc(1, 300, 64 << 10)).unwrap();
     p4.send(&Message {
         msg_type: MsgType::KernelLoad as u8,
         device_id: 1,
@@ -359,16 +371,7 @@ fn the_socket_is_0660_and_a_live_server_is_never_replaced() {
     assert_eq!(mode & 0o777, 0o660);
     // A second daemon on the same legacy socket is refused, and the first keeps serving.
     let other = tempfile::tempdir().unwrap();
-    let out = Command::new(TTMEM)
-        .args(["serve", "--no-http", "--region-dir"])
-        .arg(other.path().join("regions"))
-        .arg("--api-socket")
-        .arg(other.path().join("api.sock"))
-        .arg("--db")
-        .arg(other.path().join("db"))
-        .arg("--legacy-socket")
-        .arg(d.legacy_socket())
-        .env("XDG_CONFIG_HOME", other.path())
+    let out = serve_with_legacy_socket(other.path(), &d.legacy_socket())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -387,16 +390,7 @@ fn the_socket_is_0660_and_a_live_server_is_never_replaced() {
     let stale = other.path().join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
     assert!(stale.exists());
-    let mut child = Command::new(TTMEM)
-        .args(["serve", "--no-http", "--region-dir"])
-        .arg(other.path().join("regions"))
-        .arg("--api-socket")
-        .arg(other.path().join("api.sock"))
-        .arg("--db")
-        .arg(other.path().join("db"))
-        .arg("--legacy-socket")
-        .arg(&stale)
-        .env("XDG_CONFIG_HOME", other.path())
+    let mut child = serve_with_legacy_socket(other.path(), &stale)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();

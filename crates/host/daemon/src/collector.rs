@@ -333,26 +333,7 @@ impl Collector {
         };
         let Some(a) = p.attached.as_mut() else { return Ok(()) };
         for (index, d) in a.new_devices()? {
-            let info = DeviceInfo {
-                kind: d.kind.code(),
-                hw_id: d.hw_id,
-                arch: d.arch.clone(),
-                name: d.name.clone(),
-                remote: d.flags & ttmem_region::DEVICE_FLAG_REMOTE != 0,
-                categories: d
-                    .categories
-                    .iter()
-                    .map(|c| ttmem_ledger::CategoryInfo {
-                        name: c.name.clone(),
-                        capacity: c.capacity,
-                        addr_base: c.addr_base,
-                        addr_end: c.addr_end,
-                        banks: c.banks,
-                        alignment: c.alignment,
-                    })
-                    .collect(),
-            };
-            let dk = self.ledger.add_device(info);
+            let dk = self.ledger.add_device(ledger_info(&d));
             if p.devices.len() <= index as usize {
                 p.devices.resize(index as usize + 1, None);
             }
@@ -557,6 +538,29 @@ impl Collector {
             }
         }
         s
+    }
+}
+
+/// A device as the ledger keeps it (regions and legacy clients declare devices alike).
+fn ledger_info(d: &decode::Device) -> DeviceInfo {
+    DeviceInfo {
+        kind: d.kind.code(),
+        hw_id: d.hw_id,
+        arch: d.arch.clone(),
+        name: d.name.clone(),
+        remote: d.flags & ttmem_region::DEVICE_FLAG_REMOTE != 0,
+        categories: d
+            .categories
+            .iter()
+            .map(|c| ttmem_ledger::CategoryInfo {
+                name: c.name.clone(),
+                capacity: c.capacity,
+                addr_base: c.addr_base,
+                addr_end: c.addr_end,
+                banks: c.banks,
+                alignment: c.alignment,
+            })
+            .collect(),
     }
 }
 

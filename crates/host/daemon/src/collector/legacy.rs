@@ -21,7 +21,7 @@ use ttmem_legacy::{Message, MsgType, Version};
 use ttmem_region::decode;
 use ttmem_scan::{DeviceCounters, Liveness, ProcessRegion};
 
-use super::{Collector, Proc, open_pidfd, unix_ns};
+use super::{Collector, Proc, ledger_info, open_pidfd, unix_ns};
 
 /// Who is on the other end of a connection (from `SO_PEERCRED`, never from the messages).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -228,28 +228,6 @@ fn legacy_device(d: i32) -> decode::Device {
                 addr_end: 0,
                 banks: 1,
                 alignment: 0,
-            })
-            .collect(),
-    }
-}
-
-fn ledger_info(d: &decode::Device) -> ttmem_ledger::DeviceInfo {
-    ttmem_ledger::DeviceInfo {
-        kind: d.kind.code(),
-        hw_id: d.hw_id,
-        arch: d.arch.clone(),
-        name: d.name.clone(),
-        remote: d.flags & ttmem_region::DEVICE_FLAG_REMOTE != 0,
-        categories: d
-            .categories
-            .iter()
-            .map(|c| ttmem_ledger::CategoryInfo {
-                name: c.name.clone(),
-                capacity: c.capacity,
-                addr_base: c.addr_base,
-                addr_end: c.addr_end,
-                banks: c.banks,
-                alignment: c.alignment,
             })
             .collect(),
     }
