@@ -301,6 +301,9 @@ pub struct BenchDaemonArgs {
     /// Live allocations to build up.
     #[arg(long, default_value_t = 1_000_000)]
     pub allocations: u64,
+    /// Churn samples for the drain figure (each drains 1 M events; the median is reported).
+    #[arg(long, default_value_t = 7)]
+    pub samples: usize,
 }
 
 #[derive(Debug, clap::Args)]

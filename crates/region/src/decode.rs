@@ -66,6 +66,7 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
     u32::from_le_bytes(b[off..off + 4].try_into().expect("4-byte slice"))
 }
 
+#[inline]
 fn u64_at(b: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(b[off..off + 8].try_into().expect("8-byte slice"))
 }
@@ -403,6 +404,7 @@ pub struct Event {
 /// Decodes a record copied from the ring; `None` if it is not event `index` (being written,
 /// overwritten by a later lap, or never written). Copies taken with a plain read can still be
 /// torn: a mapping reader must use the seqlock protocol in `docs/region-format.md`.
+#[inline]
 pub fn decode_event(bytes: &[u8], index: u64) -> Option<Event> {
     if bytes.len() < EVENT_SIZE {
         return None;
@@ -423,6 +425,16 @@ pub fn decode_event(bytes: &[u8], index: u64) -> Option<Event> {
         size: u64_at(bytes, offset_of!(RawEvent, size)),
         thread: u64_at(bytes, offset_of!(RawEvent, thread)) as u32,
     })
+}
+
+/// The sequence word of a record copied from the ring (0: never written, or being written).
+#[inline]
+pub fn event_seq(bytes: &[u8]) -> u64 {
+    if bytes.len() < 8 {
+        0
+    } else {
+        u64_at(bytes, offset_of!(RawEvent, seq))
+    }
 }
 
 /// Interned tags read from a region's string table.

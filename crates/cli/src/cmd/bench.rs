@@ -26,7 +26,7 @@ pub fn bench(b: BenchCommand) -> anyhow::Result<ExitCode> {
             },
             &mut progress,
         )?,
-        BenchCommand::Daemon(a) => ttmem_bench::daemon::daemon(a.allocations.max(1), &mut progress)?,
+        BenchCommand::Daemon(a) => ttmem_bench::daemon::daemon(a.allocations.max(1), a.samples.max(1), &mut progress)?,
         BenchCommand::Legacy(a) => ttmem_bench::legacy::legacy(
             &std::env::current_exe()?,
             ttmem_bench::legacy::LegacyOptions {

@@ -74,7 +74,7 @@ pub struct Collector {
     not_permitted: usize,
     next_key: ProcKey,
     stats: CollectorStats,
-    batch: Vec<(u32, decode::Event)>,
+    /// One drain round's events, converted for the ledger.
     events: Vec<Event>,
     dir_exists: bool,
     history: History,
@@ -101,7 +101,6 @@ impl Collector {
             not_permitted: 0,
             next_key: 1,
             stats: CollectorStats::default(),
-            batch: Vec::new(),
             events: Vec::new(),
             dir_exists: false,
             history: History::new(),
@@ -345,39 +344,45 @@ impl Collector {
             self.ledger.set_tags(key, tags);
         }
         // Drain in rounds small enough that each round's events stay in the CPU cache through
-        // decoding, ordering, conversion and the ledger, up to a bound per tick.
+        // copying, conversion, ordering and the ledger, up to a bound per tick. Events are
+        // converted as the region yields them: only alloc and free of a published device
+        // reach the ledger.
         let mut s = ttmem_scan::attach::DrainStats::default();
         let mut drained = 0u64;
         loop {
-            self.batch.clear();
-            let round = a.drain(ROUND_EVENTS_PER_SHARD, &mut self.batch)?;
-            s.events += round.events;
-            s.lost = s.lost.saturating_add(round.lost);
-            s.anomalies = s.anomalies.saturating_add(round.anomalies);
-            // Merge the shards' events by time; a stable sort keeps each shard's own order (and
-            // is skipped when the batch is already in order, as when one shard wrote it all).
-            if self.batch.windows(2).any(|w| w[0].1.ticks > w[1].1.ticks) {
-                self.batch.sort_by_key(|(_, e)| e.ticks);
-            }
             self.events.clear();
-            for (_, e) in &self.batch {
+            let (devices, clock, events) = (&p.devices, p.clock, &mut self.events);
+            let mut in_order = true;
+            let mut last_ns = 0u64;
+            let round = a.drain_with(ROUND_EVENTS_PER_SHARD, |_, e| {
                 let kind = match e.kind {
                     ttmem_region::EventKind::Alloc => EventKind::Alloc,
                     ttmem_region::EventKind::Free => EventKind::Free,
-                    _ => continue,
+                    _ => return,
                 };
-                let Some(Some(device)) = p.devices.get(e.device as usize) else {
-                    continue;
+                let Some(Some(device)) = devices.get(e.device as usize) else {
+                    return;
                 };
-                self.events.push(Event {
+                let time_ns = clock.to_ns(e.ticks);
+                in_order &= time_ns >= last_ns;
+                last_ns = time_ns;
+                events.push(Event {
                     kind,
                     device: *device,
                     category: e.category,
                     address: e.address,
                     size: e.size,
-                    time_ns: p.clock.to_ns(e.ticks),
+                    time_ns,
                     tag: e.tag,
                 });
+            })?;
+            s.events += round.events;
+            s.lost = s.lost.saturating_add(round.lost);
+            s.anomalies = s.anomalies.saturating_add(round.anomalies);
+            // Merge the shards' events by time; a stable sort keeps each shard's own order (and
+            // is skipped when the round is already in order, as when one shard wrote it all).
+            if !in_order {
+                self.events.sort_by_key(|e| e.time_ns);
             }
             self.ledger.apply_batch(key, &self.events);
             self.stats.events += self.events.len() as u64;

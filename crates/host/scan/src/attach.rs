@@ -148,6 +148,17 @@ impl Attached {
 
     /// Appends new events (at most `max_per_shard` per shard) to `out`, with their shard.
     pub fn drain(&mut self, max_per_shard: u64, out: &mut Vec<(u32, Event)>) -> Result<DrainStats, RegionError> {
+        self.drain_with(max_per_shard, |s, e| out.push((s, *e)))
+    }
+
+    /// Hands each new event (at most `max_per_shard` per shard) to `sink` with its shard, shard
+    /// by shard, each shard's events in order. The daemon's drain: a caller that converts events
+    /// as they come needs no intermediate buffer.
+    pub fn drain_with(
+        &mut self,
+        max_per_shard: u64,
+        mut sink: impl FnMut(u32, &Event),
+    ) -> Result<DrainStats, RegionError> {
         let g = self.header.geometry;
         let cap = g.ring_events as u64;
         let shared = g.max_shards - 1;
@@ -187,31 +198,39 @@ impl Attached {
                         .map_err(io_changed(&self.file))?;
                 }
                 // The writer overwrites slot `i` when it writes event `i + cap`. Re-reading the
-                // head after the copy tells which records may have changed under it: those with
-                // `i + cap < head_after` certainly were (lost); the one with `i + cap ==
-                // head_after` may be being rewritten, so its sequence word is read again: the
-                // writer zeroes it before touching any field, so an unchanged word proves the
-                // copy consistent.
+                // head after the copy tells which records may have changed under it: those
+                // below `head_after - cap` certainly were (lost); the one at `head_after - cap`
+                // may be being rewritten, so its sequence word is read again: the writer zeroes
+                // it before touching any field, so an unchanged word proves the copy
+                // consistent. Every later record is stable. Indices come from the file: no
+                // arithmetic on them may overflow.
                 let head_after = self.shard_head(s)?;
+                let rewriting = head_after.checked_sub(cap);
                 for rec in self.buf.chunks_exact(EVENT_SIZE) {
-                    let seq = u64::from_le_bytes(rec[..8].try_into().expect("8 bytes"));
-                    // Indices come from the file: no arithmetic on them may overflow.
-                    if seq == 0 && s == shared && index.saturating_add(cap) > head_after {
-                        break 'chunks; // still being written by a thread of the shared shard
-                    }
-                    let stable = match index.saturating_add(cap).cmp(&head_after) {
-                        std::cmp::Ordering::Less => false,
-                        std::cmp::Ordering::Equal => self.seq_now(s, index)? == index.wrapping_add(1),
-                        std::cmp::Ordering::Greater => true,
+                    let this = index;
+                    index = index.wrapping_add(1);
+                    let stable = match rewriting {
+                        Some(r) if this < r => false,
+                        Some(r) if this == r => self.seq_now(s, this)? == this.wrapping_add(1),
+                        _ => true,
                     };
-                    match decode::decode_event(rec, index) {
-                        Some(e) if stable => {
-                            out.push((s, e));
+                    if !stable {
+                        stats.lost = stats.lost.saturating_add(1);
+                        continue;
+                    }
+                    match decode::decode_event(rec, this) {
+                        Some(e) => {
+                            sink(s, &e);
                             stats.events += 1;
                         }
-                        _ => stats.lost = stats.lost.saturating_add(1),
+                        // Not written yet by a thread of the shared shard (which claims slots
+                        // before filling them): read it next time.
+                        None if s == shared && decode::event_seq(rec) == 0 => {
+                            index = this;
+                            break 'chunks;
+                        }
+                        None => stats.lost = stats.lost.saturating_add(1),
                     }
-                    index = index.wrapping_add(1);
                 }
             }
             self.next[s as usize] = index;
@@ -243,8 +262,8 @@ pub struct TickClock {
     tsc: bool,
     ticks0: u64,
     mono0: u64,
-    /// Nanoseconds per tick, as a 32.32 fixed-point number.
-    ns_per_tick_fp: u128,
+    /// Nanoseconds per tick, as a 32.32 fixed-point number (below `100 << 32`).
+    ns_per_tick_fp: u64,
 }
 
 impl TickClock {
@@ -266,22 +285,26 @@ impl TickClock {
             if dt > 0 && dm > 0 {
                 let fp = ((dm as u128) << 32) / dt as u128;
                 if ((1u128 << 32) / 100..=(100u128 << 32)).contains(&fp) {
-                    c.ns_per_tick_fp = fp;
+                    c.ns_per_tick_fp = fp as u64;
                 }
             }
         }
         c
     }
 
-    /// Ticks to monotonic ns.
+    /// Ticks to monotonic ns, saturating at both ends (ticks come from untrusted regions).
     #[inline]
     pub fn to_ns(&self, ticks: u64) -> u64 {
         if !self.tsc {
             return ticks;
         }
-        let dt = ticks.wrapping_sub(self.ticks0) as i64 as i128;
-        let dns = dt.saturating_mul(self.ns_per_tick_fp as i128) >> 32;
-        (self.mono0 as i128 + dns).clamp(0, u64::MAX as i128) as u64
+        // One widening multiply: a 64-bit tick distance times a rate below 2^39 fits in u128.
+        let scale = |dt: u64| ((dt as u128 * self.ns_per_tick_fp as u128) >> 32).min(u64::MAX as u128) as u64;
+        if ticks >= self.ticks0 {
+            self.mono0.saturating_add(scale(ticks - self.ticks0))
+        } else {
+            self.mono0.saturating_sub(scale(self.ticks0 - ticks))
+        }
     }
 }
 
