@@ -10,7 +10,9 @@
 //! - per (process, device, category) a *bucket*: a hash map from address to a 16-byte
 //!   [`Entry`] plus the bucket's [`Totals`];
 //! - per device, per category [`Totals`] over running processes, updated in O(1) per event;
-//! - per process a bounded flight recorder of its last events.
+//! - per process a bounded flight recorder of its last events;
+//! - an allocation freed later in the same batch (a transient) never enters the address map:
+//!   at high event rates most events are such short-lived buffers, since live memory is bounded.
 //!
 //! Free-block maps are not kept per event: [`Ledger::fragmentation`] and [`Ledger::fit`] sort
 //! one device category's allocations when asked.
@@ -195,6 +197,67 @@ pub struct Ledger {
     procs: HashMap<ProcKey, Proc>,
     epoch_ns: u64,
     stats: LedgerStats,
+    transients: Transients,
+}
+
+/// Marks no partner in [`Transients::partner`].
+const NO_PARTNER: u32 = u32::MAX;
+/// Slots of the table that pairs a batch's frees with its allocations (a power of two, a few
+/// times a drain round, small enough to stay in the L1 cache). Tests use a tiny table so that
+/// collisions and stale slots are the common case.
+const TRANSIENT_SLOTS: usize = if cfg!(test) { 8 } else { 1 << 12 };
+
+/// Scratch space for finding a batch's transient allocations: those freed later in the same
+/// batch. They never enter the address map (an insert and a remove saved per pair; at high
+/// event rates most events are such short-lived buffers, since live memory is bounded).
+struct Transients {
+    /// Per batch event: its partner's index (alloc → its free, free → its alloc).
+    partner: Vec<u32>,
+    /// Direct-mapped by (device, category, address): the index of the latest batch event on
+    /// that key, or of a colliding one (verified against the batch, so stale slots are harmless).
+    slots: Box<[u32]>,
+}
+
+impl Transients {
+    fn new() -> Self {
+        Transients {
+            partner: Vec::new(),
+            slots: vec![NO_PARTNER; TRANSIENT_SLOTS].into_boxed_slice(),
+        }
+    }
+
+    /// Pairs each free with the allocation of the same device, category and address just before
+    /// it in `events`, when no other event on that key lies between them. A collision in the
+    /// table only loses a pairing, never makes a wrong one: a slot is trusted only if the event
+    /// it names has the same key and no later event on the key overwrote it.
+    fn pair(&mut self, events: &[Event], valid: impl Fn(&Event) -> bool) {
+        self.partner.clear();
+        self.partner.resize(events.len(), NO_PARTNER);
+        let slot_of = |e: &Event| {
+            let key = e.address ^ ((e.device as u64) << 40 | (e.category as u64) << 32).rotate_left(17);
+            (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - TRANSIENT_SLOTS.trailing_zeros())) as usize
+        };
+        for (i, e) in events.iter().enumerate() {
+            if !valid(e) {
+                continue;
+            }
+            let slot = slot_of(e);
+            let prev = self.slots[slot] as usize;
+            if e.kind == EventKind::Free
+                && prev < i
+                && let Some(p) = events.get(prev)
+                && p.kind == EventKind::Alloc
+                && p.address == e.address
+                && p.device == e.device
+                && p.category == e.category
+                && self.partner[prev] == NO_PARTNER
+            {
+                self.partner[prev] = i as u32;
+                self.partner[i] = prev as u32;
+            }
+            self.slots[slot] = i as u32;
+        }
+    }
 }
 
 /// How to order a process's allocations.
@@ -329,6 +392,7 @@ impl Ledger {
             procs: HashMap::new(),
             epoch_ns,
             stats: LedgerStats::default(),
+            transients: Transients::new(),
         }
     }
 
@@ -404,14 +468,29 @@ impl Ledger {
             procs,
             stats,
             epoch_ns,
+            transients,
             ..
         } = self;
         let Some(p) = procs.get_mut(&proc) else {
             stats.rejected += events.len() as u64;
             return;
         };
+        let known = |e: &Event| {
+            devices
+                .get(e.device as usize)
+                .is_some_and(|(_, t)| (e.category as usize) < t.len())
+        };
+        transients.pair(events, known);
+        let partner = &transients.partner;
+        // Only the batch's last FLIGHT_RECORDER_EVENTS applied events can stay in the recorder
+        // (rejected ones are never recorded, so they do not count).
+        let mut recent_from = events.len();
+        let mut recorded = 0;
+        while recent_from > 0 && recorded < FLIGHT_RECORDER_EVENTS {
+            recent_from -= 1;
+            recorded += usize::from(known(&events[recent_from]));
+        }
         let running = p.state == ProcState::Running;
-        let recent_from = events.len().saturating_sub(FLIGHT_RECORDER_EVENTS);
         let mut current: Option<((DeviceKey, u8), &mut Bucket, &mut Totals)> = None;
         for (i, e) in events.iter().enumerate() {
             let key = (e.device, e.category);
@@ -434,14 +513,21 @@ impl Ledger {
             let time_s = (e.time_ns.saturating_sub(*epoch_ns) / 1_000_000_000).min(u32::MAX as u64) as u32;
             let matched = match e.kind {
                 EventKind::Alloc => {
-                    if let Some(old) = bucket.live.insert(
-                        e.address,
-                        Entry {
-                            size: e.size,
-                            time_s,
-                            tag: e.tag,
-                        },
-                    ) {
+                    // A transient allocation only takes the place of what was live at its
+                    // address; its free (later in this batch) finds it gone from the map.
+                    let old = if partner[i] != NO_PARTNER {
+                        bucket.live.remove(&e.address)
+                    } else {
+                        bucket.live.insert(
+                            e.address,
+                            Entry {
+                                size: e.size,
+                                time_s,
+                                tag: e.tag,
+                            },
+                        )
+                    };
+                    if let Some(old) = old {
                         // A re-allocation at a live address: the runtime reused it without a free we saw.
                         stats.replaced += 1;
                         bucket.totals.sub(old.size);
@@ -452,6 +538,14 @@ impl Ledger {
                     bucket.totals.add(e.size);
                     if running {
                         dev_total.add(e.size);
+                    }
+                    true
+                }
+                EventKind::Free if partner[i] != NO_PARTNER => {
+                    let size = events[partner[i] as usize].size;
+                    bucket.totals.sub(size);
+                    if running {
+                        dev_total.sub(size);
                     }
                     true
                 }

@@ -246,6 +246,95 @@ proptest! {
     }
 }
 
+/// Everything a ledger shows about process 1, for comparing two ledgers.
+#[allow(clippy::type_complexity)]
+fn observable(
+    l: &Ledger,
+) -> (
+    Vec<Vec<Totals>>,
+    Vec<(DeviceKey, u8, Totals)>,
+    Page,
+    Vec<RecentEvent>,
+    LedgerStats,
+    Option<(u64, u64)>,
+    u64,
+) {
+    let devices: Vec<Vec<Totals>> = l.devices().map(|(_, _, t)| t.to_vec()).collect();
+    let mut totals = l.process_totals(1);
+    totals.sort_by_key(|(d, c, _)| (*d, *c));
+    let page = l.allocations(1, SortBy::Address, 0, 1000, 0).unwrap();
+    let recent: Vec<RecentEvent> = l.recent(1).unwrap().iter().copied().collect();
+    (
+        devices,
+        totals,
+        page,
+        recent,
+        l.stats(),
+        l.completeness(1),
+        l.live_allocations(),
+    )
+}
+
+proptest! {
+    /// Applying events in batches (where frees pair with allocations earlier in the batch and
+    /// such transient allocations skip the address map) gives exactly what applying them one
+    /// at a time gives: totals, peaks, counts, replaced and unmatched frees, live allocations
+    /// and the flight recorder, with unknown devices and categories, re-allocations at a live
+    /// address, double frees and an exit in between.
+    #[test]
+    fn batches_equal_one_event_at_a_time(
+        ops in proptest::collection::vec((any::<bool>(), 0u32..3, 0u8..3, 0u64..6, 1u64..1000), 0..400),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
+        exit_at in proptest::option::of(any::<prop::sample::Index>()),
+    ) {
+        let events: Vec<Event> = ops
+            .iter()
+            .enumerate()
+            .map(|(i, &(alloc, device, category, slot, size))| Event {
+                kind: if alloc { EventKind::Alloc } else { EventKind::Free },
+                device,
+                category,
+                address: slot * 64,
+                size,
+                time_ns: i as u64 * S / 10,
+                tag: i as u32,
+            })
+            .collect();
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(events.len() + 1)).collect();
+        let exit_at = exit_at.map(|x| x.index(events.len() + 1));
+        cuts.extend(exit_at);
+        cuts.extend([0, events.len()]);
+        cuts.sort_unstable();
+        cuts.dedup();
+        let fresh = || {
+            let mut l = Ledger::new(0);
+            l.add_device(dram(1));
+            l.add_device(DeviceInfo { hw_id: 8, ..dram(2) });
+            l.add_process(1);
+            l
+        };
+        let (mut one, mut batched) = (fresh(), fresh());
+        for w in cuts.windows(2) {
+            if exit_at == Some(w[0]) {
+                one.process_exited(1, 1);
+                batched.process_exited(1, 1);
+            }
+            for e in &events[w[0]..w[1]] {
+                one.apply(1, e);
+            }
+            batched.apply_batch(1, &events[w[0]..w[1]]);
+        }
+        let (a, b) = (observable(&one), observable(&batched));
+        prop_assert_eq!(a.0, b.0, "device totals");
+        prop_assert_eq!(a.1, b.1, "process totals");
+        prop_assert_eq!(a.2, b.2, "live allocations");
+        prop_assert_eq!(a.3, b.3, "flight recorder");
+        prop_assert_eq!(a.4, b.4, "stats");
+        prop_assert_eq!(a.5, b.5, "completeness");
+        prop_assert_eq!(a.6, b.6, "live count");
+    }
+}
+
 #[test]
 fn a_million_allocations_fit_the_memory_budget() {
     let mut l = Ledger::new(0);
