@@ -200,6 +200,8 @@ pub struct Ledger {
     transients: Transients,
 }
 
+/// Events applied at a time (a longer batch is applied in parts, with the same result).
+const MAX_BATCH: usize = 1 << 16;
 /// Marks no partner in [`Transients::partner`].
 const NO_PARTNER: u32 = u32::MAX;
 /// Slots of the table that pairs a batch's frees with its allocations (a power of two, a few
@@ -463,6 +465,13 @@ impl Ledger {
     /// and the device totals are looked up once per run of events that share them, and only
     /// the batch's last [`FLIGHT_RECORDER_EVENTS`] events are written to the flight recorder.
     pub fn apply_batch(&mut self, proc: ProcKey, events: &[Event]) {
+        // Batch indices are u32 in the pairing table, and its scratch stays small.
+        if events.len() > MAX_BATCH {
+            for chunk in events.chunks(MAX_BATCH) {
+                self.apply_batch(proc, chunk);
+            }
+            return;
+        }
         let Ledger {
             devices,
             procs,

@@ -336,6 +336,30 @@ proptest! {
 }
 
 #[test]
+fn a_batch_longer_than_the_pairing_table_applies_in_parts() {
+    // Alloc/free pairs straddle the part boundary; the result must not depend on it.
+    let events: Vec<Event> = (0..MAX_BATCH as u64 + 11)
+        .map(|i| {
+            let kind = if i % 2 == 1 { EventKind::Alloc } else { EventKind::Free };
+            ev(kind, 0, i.div_ceil(2) % 7 * 64, 10 + i % 5, i)
+        })
+        .collect();
+    let fresh = || {
+        let mut l = Ledger::new(0);
+        l.add_device(dram(1));
+        l.add_process(1);
+        l
+    };
+    let (mut one, mut batched) = (fresh(), fresh());
+    for e in &events {
+        one.apply(1, e);
+    }
+    batched.apply_batch(1, &events);
+    assert_eq!(observable(&one), observable(&batched));
+    assert_eq!(batched.stats().events, events.len() as u64);
+}
+
+#[test]
 fn a_million_allocations_fit_the_memory_budget() {
     let mut l = Ledger::new(0);
     l.add_device(dram(1));

@@ -225,7 +225,7 @@ impl Attached {
                         }
                         // Not written yet by a thread of the shared shard (which claims slots
                         // before filling them): read it next time.
-                        None if s == shared && decode::event_seq(rec) == 0 => {
+                        None if s == shared && decode::event_seq(rec) == 0 && rewriting.is_none_or(|r| this > r) => {
                             index = this;
                             break 'chunks;
                         }
