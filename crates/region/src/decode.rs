@@ -409,7 +409,7 @@ pub fn decode_event(bytes: &[u8], index: u64) -> Option<Event> {
     if bytes.len() < EVENT_SIZE {
         return None;
     }
-    let seq = u64_at(bytes, offset_of!(RawEvent, seq));
+    let seq = event_seq(bytes);
     if seq == 0 || seq != index.wrapping_add(1) {
         return None;
     }

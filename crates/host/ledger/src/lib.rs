@@ -209,9 +209,8 @@ const NO_PARTNER: u32 = u32::MAX;
 /// collisions and stale slots are the common case.
 const TRANSIENT_SLOTS: usize = if cfg!(test) { 8 } else { 1 << 12 };
 
-/// Scratch space for finding a batch's transient allocations: those freed later in the same
-/// batch. They never enter the address map (an insert and a remove saved per pair; at high
-/// event rates most events are such short-lived buffers, since live memory is bounded).
+/// Scratch space for finding a batch's transient allocations (see the crate documentation):
+/// one map operation per pair instead of an insert and a remove.
 struct Transients {
     /// Per batch event: its partner's index (alloc → its free, free → its alloc).
     partner: Vec<u32>,
