@@ -15,7 +15,7 @@ fn drain(c: &mut Collector, total: u64) -> Result<f64, BenchError> {
     let start = Instant::now();
     while c.stats().events < total {
         let before = c.stats().events;
-        c.tick(ttmem_daemon::monotonic_ns());
+        c.tick(ttmem_daemon::collector::Now::system());
         if c.stats().events == before && c.stats().ticks > 2 {
             return Err(BenchError::Setup(format!(
                 "drain stalled at {before} of {total} events"

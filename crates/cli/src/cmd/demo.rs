@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ttmem_report::Snapshot;
+use ttmem_model::Snapshot;
 use ttmem_scan::ScanOptions;
 
 use super::out;

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use ttmem_report::Snapshot;
+use ttmem_model::Snapshot;
 use ttmem_scan::ScanOptions;
 
 use super::{out, shown};
@@ -70,13 +70,13 @@ pub fn info(dir: &Path, a: &InfoArgs) -> anyhow::Result<ExitCode> {
     let live: std::collections::BTreeSet<u32> = s
         .processes
         .iter()
-        .filter(|p| p.state == "running")
+        .filter(|p| p.state.is_running())
         .flat_map(|p| p.devices.iter().map(|d| d.id))
         .collect();
     s.devices.retain(|d| live.contains(&d.id));
     if a.json {
         out(&(serde_json::to_string_pretty(
-            &serde_json::json!({ "schema": ttmem_report::SCHEMA_VERSION, "devices": s.devices }),
+            &serde_json::json!({ "schema": ttmem_model::SCHEMA_VERSION, "devices": s.devices }),
         )? + "\n"))?;
     } else if !s.devices.is_empty() {
         out(&ttmem_report::render_info(&s))?;

@@ -4,15 +4,16 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ttmem_report::{DeviceRow, WatchDevices, render_watch};
+use ttmem_model::DeviceRow;
+use ttmem_model::api::Devices;
+use ttmem_report::{WatchDevices, render_watch};
 
 use super::out;
 use crate::args::WatchArgs;
 
 /// `GET /api/v1/devices`, as rows.
 fn devices(ep: &ttmem_apiclient::Endpoint) -> anyhow::Result<Vec<DeviceRow>> {
-    let mut v: serde_json::Value = ttmem_apiclient::get_json(ep, "/api/v1/devices")?;
-    Ok(serde_json::from_value(v["devices"].take())?)
+    Ok(ttmem_apiclient::get_json::<Devices>(ep, "/api/v1/devices")?.devices)
 }
 
 pub fn watch(a: &WatchArgs) -> anyhow::Result<ExitCode> {

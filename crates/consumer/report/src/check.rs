@@ -4,7 +4,9 @@
 
 use serde::Serialize;
 
-use crate::{Snapshot, short_bytes};
+use ttmem_model::Snapshot;
+
+use crate::short_bytes;
 
 /// A limit's value.
 #[derive(Copy, Clone, Debug, PartialEq, Serialize)]
@@ -216,7 +218,7 @@ pub fn check(s: &Snapshot, checks: &Checks) -> CheckReport {
             ),
         });
     }
-    let running = s.processes.iter().filter(|p| p.state == "running").count();
+    let running = s.running().count();
     let (exit_code, summary) = if !errors.is_empty() {
         (2, format!("ttmem check: COULD NOT CHECK: {}", errors.join("; ")))
     } else if !violations.is_empty() {
@@ -262,7 +264,7 @@ pub fn check(s: &Snapshot, checks: &Checks) -> CheckReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{DeviceCategory, DeviceRow, EventStats, ProcessCategory, ProcessRow};
+    use ttmem_model::{DeviceCategory, DeviceRow, EventStats, ProcState, ProcessCategory, ProcessRow, SourceKind};
 
     fn snap() -> Snapshot {
         let dev = |id: u32, dram: u64| DeviceRow {
@@ -288,14 +290,14 @@ mod tests {
             ],
             processes: 1,
         };
-        let proc_ = |pid: u32, state: &str, left: bool| ProcessRow {
+        let proc_ = |pid: u32, state: ProcState, left: bool| ProcessRow {
             pid,
             start_time: 1,
             uid: 0,
             user: "root".into(),
             name: "sim".into(),
             cmdline: String::new(),
-            state: state.into(),
+            state,
             left_behind: left,
             age_s: 1.0,
             devices: vec![],
@@ -316,6 +318,7 @@ mod tests {
             rejected: 0,
             region: String::new(),
             device_ids: vec![],
+            source: SourceKind::Region,
         };
         Snapshot {
             schema: 1,
@@ -323,7 +326,7 @@ mod tests {
             region_dir: "/x".into(),
             timestamp_ns: 0,
             devices: vec![dev(0, 950), dev(1, 100)],
-            processes: vec![proc_(10, "running", false), proc_(11, "exited", true)],
+            processes: vec![proc_(10, ProcState::Running, false), proc_(11, ProcState::Exited, true)],
             skipped: vec![],
             not_permitted: 0,
         }

@@ -3,6 +3,7 @@
 use super::*;
 use std::path::Path;
 use ttmem_client::{Config, DeviceSpec, Tracker, tt};
+use ttmem_model::*;
 use ttmem_region::DeviceKind;
 use ttmem_scan::{ScanOptions, scan};
 
@@ -63,7 +64,7 @@ fn devices_count_running_processes_and_exited_ones_show_what_they_left() {
     assert_eq!(s.processes.len(), 2);
     let (live, dead) = (&s.processes[0], &s.processes[1]);
     assert_eq!((live.state.as_str(), live.pid), ("running", std::process::id()));
-    assert_eq!(dead.state, "exited");
+    assert_eq!(dead.state, ProcState::Exited);
     assert!(dead.left_behind);
     assert_eq!(dead.totals.iter().find(|c| c.name == "TRACE").unwrap().bytes, 7 << 20);
     assert_eq!(live.devices[1].categories[tt::L1 as usize].bytes, 1 << 20);
@@ -105,14 +106,14 @@ fn fixed() -> Snapshot {
         ],
         processes: 1,
     };
-    let proc_ = |pid: u32, state: &str, left: bool| ProcessRow {
+    let proc_ = |pid: u32, state: ProcState, left: bool| ProcessRow {
         pid,
         start_time: 1000 + pid as u64,
         uid: 1000,
         user: "alice".into(),
         name: "ttmem, \"sim\"".into(),
         cmdline: "ttmem sim run".into(),
-        state: state.into(),
+        state,
         left_behind: left,
         age_s: 12.5,
         devices: vec![ProcessDevice {
@@ -132,6 +133,7 @@ fn fixed() -> Snapshot {
         rejected: 0,
         region: "/dev/shm/ttmem/x.ttmem".into(),
         device_ids: vec![0],
+        source: SourceKind::Region,
     };
     Snapshot {
         schema: 1,
@@ -139,7 +141,10 @@ fn fixed() -> Snapshot {
         region_dir: "/dev/shm/ttmem".into(),
         timestamp_ns: 0,
         devices: vec![dev(0, "n300-L", 5 << 30), dev(1, "n300-R", 0)],
-        processes: vec![proc_(4242, "running", false), proc_(4343, "exited", true)],
+        processes: vec![
+            proc_(4242, ProcState::Running, false),
+            proc_(4343, ProcState::Exited, true),
+        ],
         not_permitted: 2,
         skipped: vec![SkippedRegion {
             path: "/dev/shm/ttmem/bad.ttmem".into(),

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use std::sync::Arc;
 
-use serde_json::Value;
 use ttmem_apiclient::{ApiError, Conditional, Endpoint, get_json, get_json_if_changed};
-use ttmem_report::Snapshot;
+use ttmem_model::Snapshot;
+use ttmem_model::api::{Allocation, AllocationPage, Events, Maps, RecentEvent};
 
 /// One host's data source.
 #[derive(Clone, Debug)]
@@ -39,7 +39,7 @@ pub struct HostData {
     pub etag: Option<(String, bool)>,
     /// Whether it differs from the previous refresh.
     pub changed: bool,
-    /// Per device id: (occupancy cells of DRAM, largest free block per bank, banks).
+    /// Per device id: (occupancy cells of DRAM, largest free block per bank).
     pub maps: BTreeMap<u32, (Vec<f32>, u64)>,
     /// Why the host could not be read.
     pub error: Option<String>,
@@ -48,12 +48,12 @@ pub struct HostData {
 /// The drill-down of one process.
 #[derive(Clone, Debug, Default)]
 pub struct Detail {
-    /// Allocations: (address, size, category, age_s, tag).
-    pub allocations: Vec<(u64, u64, String, u64, String)>,
+    /// Allocations, largest first.
+    pub allocations: Vec<Allocation>,
     /// Live allocations in total.
     pub total: u64,
-    /// Recent events: (kind, category, address, size, tag).
-    pub events: Vec<(String, String, u64, u64, String)>,
+    /// Recent events, newest first.
+    pub events: Vec<RecentEvent>,
     /// A note to show (e.g. only counters without a daemon).
     pub note: Option<String>,
 }
@@ -93,16 +93,10 @@ impl Source {
                         let mut maps = BTreeMap::new();
                         if map_cells > 0
                             && let Ok(v) =
-                                get_json::<Value>(endpoint, &format!("/api/v1/maps?category=DRAM&cells={map_cells}"))
+                                get_json::<Maps>(endpoint, &format!("/api/v1/maps?category=DRAM&cells={map_cells}"))
                         {
-                            for m in v["maps"].as_array().into_iter().flatten() {
-                                let cells = m["cells"]
-                                    .as_array()
-                                    .map(|a| a.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect())
-                                    .unwrap_or_default();
-                                if let Some(id) = m["device"].as_u64() {
-                                    maps.insert(id as u32, (cells, m["largest_free_per_bank"].as_u64().unwrap_or(0)));
-                                }
+                            for m in v.maps {
+                                maps.insert(m.device, (m.cells, m.largest_free_per_bank));
                             }
                         }
                         HostData {
@@ -167,51 +161,24 @@ impl Source {
             };
         }
         let mut d = Detail::default();
-        match get_json::<Value>(
+        match get_json::<AllocationPage>(
             endpoint,
             &format!("/api/v1/processes/{pid}/allocations?sort=size&limit=200"),
         ) {
-            Ok(v) => {
-                d.total = v["total"].as_u64().unwrap_or(0);
-                d.allocations = v["items"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|a| {
-                        (
-                            a["address"].as_u64().unwrap_or(0),
-                            a["size"].as_u64().unwrap_or(0),
-                            a["category"].as_str().unwrap_or("").to_string(),
-                            a["age_s"].as_u64().unwrap_or(0),
-                            a["tag"].as_str().unwrap_or("").to_string(),
-                        )
-                    })
-                    .collect();
-                if v["complete"] == false {
+            Ok(page) => {
+                d.total = page.total;
+                d.allocations = page.items;
+                if !page.complete {
                     d.note = Some(format!(
                         "{} events were lost: the list may be incomplete (totals are exact)",
-                        v["events_lost"]
+                        page.events_lost
                     ));
                 }
             }
             Err(e) => d.note = Some(e.to_string()),
         }
-        if let Ok(v) = get_json::<Value>(endpoint, &format!("/api/v1/processes/{pid}/events")) {
-            d.events = v["events"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .rev()
-                .map(|e| {
-                    (
-                        e["kind"].as_str().unwrap_or("").to_string(),
-                        e["category"].as_str().unwrap_or("").to_string(),
-                        e["address"].as_u64().unwrap_or(0),
-                        e["size"].as_u64().unwrap_or(0),
-                        e["tag"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect();
+        if let Ok(v) = get_json::<Events>(endpoint, &format!("/api/v1/processes/{pid}/events")) {
+            d.events = v.events.into_iter().rev().collect();
         }
         d
     }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use ttmem_report::ProcessRow;
+use ttmem_model::ProcessRow;
 
 use crate::input::Action;
 use crate::source::{Detail, HostData};
@@ -207,7 +207,7 @@ impl App {
                         .unwrap_or(u64::MAX),
                     String::new(),
                 ),
-                "STATE" => (0, p.state.clone()),
+                "STATE" => (0, p.state.to_string()),
                 "PEAK" => (p.peak_bytes, String::new()),
                 "AGE" => ((p.age_s * 1000.0) as u64, String::new()),
                 category => (self.bytes(r, category), String::new()),

@@ -2,7 +2,10 @@
 
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
-use ttmem_report::{DeviceCategory, DeviceRow, EventStats, ProcessCategory, ProcessDevice, ProcessRow, Snapshot};
+use ttmem_model::api::{Allocation, EventKind, RecentEvent};
+use ttmem_model::{
+    DeviceCategory, DeviceRow, EventStats, ProcState, ProcessCategory, ProcessDevice, ProcessRow, Snapshot, SourceKind,
+};
 
 use super::*;
 use crate::input::Action;
@@ -37,6 +40,18 @@ fn device(id: u32, name: &str, remote: bool, dram: u64, l1: u64) -> DeviceRow {
     }
 }
 
+fn allocation(address: u64, size: u64, category: &str, tag: &str) -> Allocation {
+    Allocation {
+        pid: 8,
+        device: Some(0),
+        category: category.into(),
+        address,
+        size,
+        age_s: 75,
+        tag: Some(tag.into()),
+    }
+}
+
 fn process(pid: u32, name: &str, state: &str, chips: &[u32], dram: u64) -> ProcessRow {
     let pc = |n: &str, bytes| ProcessCategory {
         name: n.into(),
@@ -53,7 +68,11 @@ fn process(pid: u32, name: &str, state: &str, chips: &[u32], dram: u64) -> Proce
         user: "alice".into(),
         name: name.into(),
         cmdline: name.into(),
-        state: state.into(),
+        state: if state == "running" {
+            ProcState::Running
+        } else {
+            ProcState::Exited
+        },
         left_behind: state == "exited",
         age_s: 75.0,
         devices: chips
@@ -81,6 +100,7 @@ fn process(pid: u32, name: &str, state: &str, chips: &[u32], dram: u64) -> Proce
         rejected: 0,
         region: String::new(),
         device_ids: chips.to_vec(),
+        source: SourceKind::Region,
     }
 }
 
@@ -223,11 +243,20 @@ fn exited_process_and_its_flight_recorder() {
     assert_eq!(open, Some((0, 8)));
     a.detail = Some(Detail {
         allocations: vec![
-            (0x4000000, 48 * MIB, "TRACE".into(), 75, "trace".into()),
-            (0x8000000, 24 * MIB, "DRAM".into(), 75, "layers.0.wq".into()),
+            allocation(0x4000000, 48 * MIB, "TRACE", "trace"),
+            allocation(0x8000000, 24 * MIB, "DRAM", "layers.0.wq"),
         ],
         total: 2,
-        events: vec![("alloc".into(), "DRAM".into(), 0x8000000, 24 * MIB, "layers.0.wq".into())],
+        events: vec![RecentEvent {
+            kind: EventKind::Alloc,
+            device: Some(0),
+            category: Some("DRAM".into()),
+            address: 0x8000000,
+            size: 24 * MIB,
+            time_ns: 0,
+            tag: Some("layers.0.wq".into()),
+            matched: true,
+        }],
         note: None,
     });
     insta::assert_snapshot!("exited_detail", draw(&a, 110, 24));

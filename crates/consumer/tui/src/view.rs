@@ -5,7 +5,8 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row as TRow, Sparkline, Table, Wrap};
-use ttmem_report::{DeviceRow, short_bytes};
+use ttmem_model::DeviceRow;
+use ttmem_report::short_bytes;
 
 use crate::state::{App, Row, Screen};
 
@@ -69,7 +70,7 @@ fn render_header(f: &mut Frame, app: &App, area: Rect) {
         .filter_map(|h| h.snapshot.as_ref())
         .flat_map(|s| s.processes.iter())
         .collect();
-    let running = procs.iter().filter(|p| p.state == "running").count();
+    let running = procs.iter().filter(|p| p.state.is_running()).count();
     let title = format!(
         "ttmem top · {} · {} · refresh {} ms · {devices} device{} · {} process{} ({running} running)",
         app.hostname,
@@ -374,7 +375,7 @@ fn cell_text(app: &App, r: &Row, column: &str) -> String {
             if p.left_behind {
                 "exited*".into()
             } else {
-                p.state.clone()
+                p.state.to_string()
             }
         }
         "PEAK" => short_bytes(p.peak_bytes),
@@ -406,7 +407,7 @@ fn render_table(f: &mut Frame, app: &App, area: Rect) {
             let mut style = Style::default();
             if r.process.left_behind {
                 style = app.style(style.fg(Color::Yellow));
-            } else if r.process.state != "running" {
+            } else if !r.process.state.is_running() {
                 style = app.style(style.add_modifier(Modifier::DIM));
             }
             if i == app.selected {
@@ -475,8 +476,8 @@ fn render_detail(f: &mut Frame, app: &App, area: Rect, host: usize, pid: u32) {
             note,
         );
     }
-    let state = p.map(|p| p.state.as_str()).unwrap_or("exited");
-    let alloc_title = if state == "running" {
+    let running = p.is_some_and(|p| p.state.is_running());
+    let alloc_title = if running {
         format!("live allocations ({} in all, largest first)", d.total)
     } else {
         format!("left behind at exit ({} allocations, largest first)", d.total)
@@ -487,13 +488,13 @@ fn render_detail(f: &mut Frame, app: &App, area: Rect, host: usize, pid: u32) {
         .allocations
         .iter()
         .take(allocs.height.saturating_sub(2) as usize)
-        .map(|(a, s, c, age_s, t)| {
+        .map(|a| {
             TRow::new([
-                format!("{a:#x}"),
-                short_bytes(*s),
-                c.clone(),
-                age(*age_s as f64),
-                t.clone(),
+                format!("{:#x}", a.address),
+                short_bytes(a.size),
+                a.category.clone(),
+                age(a.age_s as f64),
+                a.tag.clone().unwrap_or_default(),
             ])
         })
         .collect();
@@ -512,7 +513,7 @@ fn render_detail(f: &mut Frame, app: &App, area: Rect, host: usize, pid: u32) {
         .block(Block::default().borders(Borders::TOP).title(alloc_title)),
         allocs,
     );
-    let ev_title = if state == "running" {
+    let ev_title = if running {
         "recent events (newest first)"
     } else {
         "flight recorder: the last events before exit (newest first)"
@@ -521,7 +522,19 @@ fn render_detail(f: &mut Frame, app: &App, area: Rect, host: usize, pid: u32) {
         .events
         .iter()
         .take(events.height.saturating_sub(1) as usize)
-        .map(|(k, c, a, s, t)| Line::from(format!("{k:<6} {c:<10} {a:#14x} {:>8} {t}", short_bytes(*s))))
+        .map(|e| {
+            let kind = match e.kind {
+                ttmem_model::api::EventKind::Alloc => "alloc",
+                ttmem_model::api::EventKind::Free => "free",
+            };
+            Line::from(format!(
+                "{kind:<6} {:<10} {:#14x} {:>8} {}",
+                e.category.as_deref().unwrap_or(""),
+                e.address,
+                short_bytes(e.size),
+                e.tag.as_deref().unwrap_or("")
+            ))
+        })
         .collect();
     f.render_widget(
         Paragraph::new(lines).block(Block::default().borders(Borders::TOP).title(ev_title)),

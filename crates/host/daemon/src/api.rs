@@ -1,6 +1,7 @@
 //! The HTTP/JSON API under `/api/v1`, served the same over the Unix socket and TCP. Read-only.
 //! Errors are JSON objects `{"error": "..."}` with a fitting status code.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,8 +12,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use parking_lot::RwLock;
 use serde::Deserialize;
-use serde_json::{Value, json};
 use ttmem_ledger::SortBy;
+use ttmem_model::api;
 
 use crate::collector::Collector;
 
@@ -38,7 +39,7 @@ pub struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        (self.0, Json(api::ErrorAnswer { error: self.1 })).into_response()
     }
 }
 
@@ -50,7 +51,7 @@ fn not_found(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, msg.into())
 }
 
-type ApiResult = Result<Json<Value>, ApiError>;
+type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// The router.
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -76,20 +77,26 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn health(State(s): State<Arc<Shared>>) -> ApiResult {
+async fn health(State(s): State<Arc<Shared>>) -> ApiResult<api::Health> {
     let c = s.collector.read();
-    Ok(Json(json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_s": s.started.elapsed().as_secs_f64(),
-        "region_dir": c.region_dir().display().to_string(),
-        "database": match (s.store.lock().is_some(), s.store_error.lock().clone()) {
-            (_, Some(e)) => json!({ "ok": false, "error": e }),
-            (true, None) => json!({ "ok": true }),
-            (false, None) => json!({ "ok": false, "error": "not open" }),
+    Ok(Json(api::Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        uptime_s: s.started.elapsed().as_secs_f64(),
+        region_dir: c.region_dir().display().to_string(),
+        database: match (s.store.lock().is_some(), s.store_error.lock().clone()) {
+            (_, Some(e)) => api::DatabaseHealth {
+                ok: false,
+                error: Some(e),
+            },
+            (true, None) => api::DatabaseHealth { ok: true, error: None },
+            (false, None) => api::DatabaseHealth {
+                ok: false,
+                error: Some("not open".into()),
+            },
         },
-        "history_points": c.history().points(),
-    })))
+        history_points: c.history().points() as u64,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -105,7 +112,7 @@ struct HistoryQuery {
 /// `GET /api/v1/history?device=ID&category=NAME[&pid=PID][&resolution=1s|10s|1m][&from=S][&to=S]`:
 /// a step series `[[unix_s, bytes], ...]` of the peak per bucket, from memory and, for older
 /// ranges, the database.
-async fn history(State(s): State<Arc<Shared>>, Query(q): Query<HistoryQuery>) -> ApiResult {
+async fn history(State(s): State<Arc<Shared>>, Query(q): Query<HistoryQuery>) -> ApiResult<api::History> {
     let (Some(id), Some(category)) = (q.device, q.category.clone()) else {
         return Err(bad(
             "history needs device and category, e.g. /api/v1/history?device=0&category=DRAM&resolution=1s",
@@ -121,28 +128,22 @@ async fn history(State(s): State<Arc<Shared>>, Query(q): Query<HistoryQuery>) ->
         return Err(bad("from is after to"));
     }
     let c = s.collector.read();
-    let snap = c.snapshot();
-    let d = snap
-        .devices
-        .iter()
-        .find(|d| d.id == id)
-        .ok_or_else(|| not_found(format!("no device {id}")))?;
+    let table = c.device_table();
+    if table.identity(id).is_none() {
+        return Err(not_found(format!("no device {id}")));
+    }
     let process = match q.pid {
         Some(pid) => {
-            let p = snap
-                .processes
-                .iter()
-                .find(|p| p.pid == pid)
+            let v = c
+                .key_of_pid(pid)
+                .and_then(|k| c.view(k))
                 .ok_or_else(|| not_found(format!("no process with pid {pid}")))?;
-            Some((p.pid, p.start_time))
+            Some((v.pid, v.start_time))
         }
         None => None,
     };
-    let key = ttmem_history::SeriesKey {
-        device: format!("{}:{}", d.kind, d.hw_id),
-        category: category.clone(),
-        process,
-    };
+    let key = crate::collector::series_key(&table, id, &category, process)
+        .ok_or_else(|| not_found(format!("no device {id}")))?;
     let mut points = c.history().query(&key, tier, from, to);
     let oldest = c.history().oldest(&key, tier);
     drop(c);
@@ -162,15 +163,15 @@ async fn history(State(s): State<Arc<Shared>>, Query(q): Query<HistoryQuery>) ->
             Err(e) => tracing::warn!("history query: {e}"),
         }
     }
-    Ok(Json(json!({
-        "device": id,
-        "category": category,
-        "pid": q.pid,
-        "resolution": resolution,
-        "from": from,
-        "to": to,
-        "points": points,
-    })))
+    Ok(Json(api::History {
+        device: id,
+        category,
+        pid: q.pid,
+        resolution,
+        from,
+        to,
+        points,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -178,9 +179,15 @@ struct RecordsQuery {
     since_s: Option<u64>,
 }
 
+/// The answer of `GET /api/v1/process-records` (the records are the store's own type).
+#[derive(serde::Serialize)]
+struct ProcessRecords {
+    processes: Vec<ttmem_store::ProcessRecord>,
+}
+
 /// `GET /api/v1/process-records[?since_s=S]`: processes as the database remembers them (also
 /// across daemon restarts), with what each left behind.
-async fn process_records(State(s): State<Arc<Shared>>, Query(q): Query<RecordsQuery>) -> ApiResult {
+async fn process_records(State(s): State<Arc<Shared>>, Query(q): Query<RecordsQuery>) -> ApiResult<ProcessRecords> {
     let guard = s.store.lock();
     let store = guard.as_ref().ok_or_else(|| {
         ApiError(
@@ -188,35 +195,41 @@ async fn process_records(State(s): State<Arc<Shared>>, Query(q): Query<RecordsQu
             "the database is not open; see /api/v1/health".into(),
         )
     })?;
-    let records = store
+    let processes = store
         .processes(q.since_s.unwrap_or(0).saturating_mul(1_000_000_000))
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(Json(json!({ "processes": records })))
+    Ok(Json(ProcessRecords { processes }))
 }
 
-async fn stats(State(s): State<Arc<Shared>>) -> ApiResult {
+async fn stats(State(s): State<Arc<Shared>>) -> ApiResult<api::Stats> {
     let c = s.collector.read();
     let l = c.ledger();
     let live = l.live_allocations();
-    Ok(Json(json!({
-        "collector": c.stats(),
-        "ledger": l.stats(),
-        "live_allocations": live,
-        "ledger_map_bytes": l.map_bytes(),
-        "bytes_per_live_allocation": if live == 0 { 0.0 } else { l.map_bytes() as f64 / live as f64 },
-    })))
+    Ok(Json(api::Stats {
+        collector: c.stats(),
+        ledger: l.stats(),
+        live_allocations: live,
+        ledger_map_bytes: l.map_bytes(),
+        bytes_per_live_allocation: if live == 0 {
+            0.0
+        } else {
+            l.map_bytes() as f64 / live as f64
+        },
+    }))
 }
 
 /// `GET /api/v1/legacy`: the legacy allocation-server socket's statistics.
-async fn legacy(State(s): State<Arc<Shared>>) -> ApiResult {
-    let c = s.collector.read();
-    Ok(Json(json!({ "legacy": c.legacy_stats() })))
+async fn legacy(State(s): State<Arc<Shared>>) -> ApiResult<api::Legacy> {
+    Ok(Json(api::Legacy {
+        legacy: s.collector.read().legacy_stats(),
+    }))
 }
 
 /// `GET /api/v1/legacy/dumps`: the latest DUMP_REMAINING and DUMP_KERNELS answers.
-async fn legacy_dumps(State(s): State<Arc<Shared>>) -> ApiResult {
-    let c = s.collector.read();
-    Ok(Json(json!({ "dumps": c.legacy_dumps() })))
+async fn legacy_dumps(State(s): State<Arc<Shared>>) -> ApiResult<api::LegacyDumps> {
+    Ok(Json(api::LegacyDumps {
+        dumps: s.collector.read().legacy_dumps(),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -280,12 +293,16 @@ async fn snapshot(
         .into_response())
 }
 
-async fn devices(State(s): State<Arc<Shared>>) -> ApiResult {
-    Ok(Json(json!({ "devices": s.collector.read().snapshot().devices })))
+async fn devices(State(s): State<Arc<Shared>>) -> ApiResult<api::Devices> {
+    Ok(Json(api::Devices {
+        devices: s.collector.read().device_table().rows(),
+    }))
 }
 
-async fn processes(State(s): State<Arc<Shared>>) -> ApiResult {
-    Ok(Json(json!({ "processes": s.collector.read().snapshot().processes })))
+async fn processes(State(s): State<Arc<Shared>>) -> ApiResult<api::Processes> {
+    Ok(Json(api::Processes {
+        processes: s.collector.read().snapshot().processes,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -300,7 +317,11 @@ fn key_of(c: &Collector, pid: u32) -> Result<ttmem_ledger::ProcKey, ApiError> {
         .ok_or_else(|| not_found(format!("no process with pid {pid}")))
 }
 
-async fn allocations(State(s): State<Arc<Shared>>, Path(pid): Path<u32>, Query(q): Query<PageQuery>) -> ApiResult {
+async fn allocations(
+    State(s): State<Arc<Shared>>,
+    Path(pid): Path<u32>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<api::AllocationPage> {
     let sort = match q.sort.as_deref().unwrap_or("address") {
         "address" => SortBy::Address,
         "size" => SortBy::Size,
@@ -318,50 +339,56 @@ async fn allocations(State(s): State<Arc<Shared>>, Path(pid): Path<u32>, Query(q
         .allocations(key, sort, q.offset.unwrap_or(0), limit, (s.now_ns)())
         .map_err(|e| not_found(e.to_string()))?;
     let (lost, unmatched) = c.ledger().completeness(key).unwrap_or((0, 0));
-    let devices = device_ids(&c);
-    let mut v = serde_json::to_value(&page).expect("page serializes");
-    if let Some(items) = v["items"].as_array_mut() {
-        for item in items {
-            let dk = item["device"].as_u64().unwrap_or(0) as u32;
-            item["device"] = json!(devices.get(&dk).copied());
-            item["pid"] = json!(pid);
-            item.as_object_mut().map(|o| o.remove("process"));
-        }
-    }
-    v["pid"] = json!(pid);
-    v["complete"] = json!(lost == 0);
-    v["events_lost"] = json!(lost);
-    v["unmatched_frees"] = json!(unmatched);
-    Ok(Json(v))
+    let devices = c.device_ids();
+    Ok(Json(api::AllocationPage {
+        pid,
+        total: page.total,
+        offset: page.offset,
+        items: page.items.into_iter().map(|a| allocation(pid, &devices, a)).collect(),
+        complete: lost == 0,
+        events_lost: lost,
+        unmatched_frees: unmatched,
+    }))
 }
 
-async fn events(State(s): State<Arc<Shared>>, Path(pid): Path<u32>) -> ApiResult {
+/// A ledger allocation as the API names it: its owner's pid and its `ps` device id.
+fn allocation(pid: u32, devices: &HashMap<u32, u32>, a: ttmem_ledger::Allocation) -> api::Allocation {
+    api::Allocation {
+        pid,
+        device: devices.get(&a.device).copied(),
+        category: a.category,
+        address: a.address,
+        size: a.size,
+        age_s: a.age_s,
+        tag: a.tag,
+    }
+}
+
+async fn events(State(s): State<Arc<Shared>>, Path(pid): Path<u32>) -> ApiResult<api::Events> {
     let c = s.collector.read();
     let key = key_of(&c, pid)?;
-    let devices = device_ids(&c);
-    let recent = c
+    let devices = c.device_ids();
+    let events = c
         .ledger()
         .recent(key)
-        .map(|r| r.iter().copied().collect::<Vec<_>>())
-        .unwrap_or_default();
-    let events: Vec<Value> = recent
-        .iter()
-        .map(|r| {
-            json!({
-                "kind": r.event.kind,
-                "device": devices.get(&r.event.device).copied(),
-                "category": category_name(&c, r.event.device, r.event.category),
-                "address": r.event.address,
-                "size": r.event.size,
-                "time_ns": r.event.time_ns,
-                "tag": c.ledger().tag(key, r.event.tag),
-                "matched": r.matched,
-            })
+        .into_iter()
+        .flatten()
+        .map(|r| api::RecentEvent {
+            kind: r.event.kind,
+            device: devices.get(&r.event.device).copied(),
+            category: category_name(&c, r.event.device, r.event.category),
+            address: r.event.address,
+            size: r.event.size,
+            time_ns: r.event.time_ns,
+            tag: c.ledger().tag(key, r.event.tag).map(str::to_string),
+            matched: r.matched,
         })
         .collect();
-    Ok(Json(
-        json!({ "pid": pid, "state": c.ledger().state(key), "events": events }),
-    ))
+    Ok(Json(api::Events {
+        pid,
+        state: c.ledger().state(key),
+        events,
+    }))
 }
 
 fn category_name(c: &Collector, dev: u32, cat: u8) -> Option<String> {
@@ -372,35 +399,19 @@ fn category_name(c: &Collector, dev: u32, cat: u8) -> Option<String> {
         .map(|x| x.name.clone())
 }
 
-/// Ledger device key → the host-wide device id of the snapshot (by kind and hardware id).
-/// Ledger device key → `ps` device id, by the one numbering rule (`ttmem_report::device_table`).
-fn device_ids(c: &Collector) -> std::collections::HashMap<u32, u32> {
-    let ids: std::collections::HashMap<ttmem_report::DeviceIdentity, u32> = c
-        .device_identities()
-        .into_iter()
-        .enumerate()
-        .map(|(i, k)| (k, i as u32))
-        .collect();
-    c.ledger()
-        .devices()
-        .filter(|(_, info, _)| info.hw_id != 0)
-        .filter_map(|(k, info, _)| ids.get(&(info.kind, info.hw_id, 0, 0)).map(|&id| (k, id)))
-        .collect()
-}
-
 fn ledger_device(c: &Collector, id: u32) -> Result<u32, ApiError> {
-    device_ids(c)
-        .into_iter()
-        .find(|(_, v)| *v == id)
-        .map(|(k, _)| k)
-        .ok_or_else(|| not_found(format!("no device {id}")))
+    c.ledger_device(id).ok_or_else(|| not_found(format!("no device {id}")))
 }
 
-async fn fragmentation(State(s): State<Arc<Shared>>, Path(id): Path<u32>) -> ApiResult {
+async fn fragmentation(State(s): State<Arc<Shared>>, Path(id): Path<u32>) -> ApiResult<api::DeviceFragmentation> {
     let c = s.collector.read();
     let dk = ledger_device(&c, id)?;
-    let (_, info, _) = c.ledger().devices().find(|(k, _, _)| *k == dk).expect("device exists");
-    let cats: Vec<Value> = info
+    let (_, info, _) = c
+        .ledger()
+        .devices()
+        .find(|(k, _, _)| *k == dk)
+        .ok_or_else(|| not_found(format!("no device {id}")))?;
+    let categories = info
         .categories
         .iter()
         .filter(|cat| cat.addr_end > cat.addr_base)
@@ -408,10 +419,14 @@ async fn fragmentation(State(s): State<Arc<Shared>>, Path(id): Path<u32>) -> Api
             c.ledger()
                 .fragmentation(dk, &cat.name)
                 .ok()
-                .map(|f| json!({ "name": cat.name, "banks": cat.banks, "fragmentation": f }))
+                .map(|fragmentation| api::CategoryFragmentation {
+                    name: cat.name.clone(),
+                    banks: cat.banks,
+                    fragmentation,
+                })
         })
         .collect();
-    Ok(Json(json!({ "device": id, "categories": cats })))
+    Ok(Json(api::DeviceFragmentation { device: id, categories }))
 }
 
 #[derive(Deserialize)]
@@ -422,7 +437,7 @@ struct MapQuery {
 
 /// `GET /api/v1/devices/{id}/map?category=DRAM&cells=64`: occupancy of one bank's range in
 /// equal cells (0 free to 1 full), with the largest free block, for memory-map displays.
-async fn map(State(s): State<Arc<Shared>>, Path(id): Path<u32>, Query(q): Query<MapQuery>) -> ApiResult {
+async fn map(State(s): State<Arc<Shared>>, Path(id): Path<u32>, Query(q): Query<MapQuery>) -> ApiResult<api::Map> {
     let category = q.category.unwrap_or_else(|| "DRAM".into());
     let c = s.collector.read();
     let dk = ledger_device(&c, id)?;
@@ -430,32 +445,39 @@ async fn map(State(s): State<Arc<Shared>>, Path(id): Path<u32>, Query(q): Query<
         .ledger()
         .occupancy(dk, &category, q.cells.unwrap_or(64))
         .map_err(|e| bad(e.to_string()))?;
-    let f = c
+    let fragmentation = c
         .ledger()
         .fragmentation(dk, &category)
         .map_err(|e| bad(e.to_string()))?;
-    Ok(Json(
-        json!({ "device": id, "category": category, "cells": cells, "fragmentation": f }),
-    ))
+    Ok(Json(api::Map {
+        device: id,
+        category,
+        cells,
+        fragmentation,
+    }))
 }
 
-/// `GET /api/v1/maps?category=DRAM&cells=64`: the map of every device in one answer
-/// (`{"maps": [{"device", "cells", "largest_free_per_bank"}]}`), for monitors refreshing often.
-async fn maps(State(s): State<Arc<Shared>>, Query(q): Query<MapQuery>) -> ApiResult {
+/// `GET /api/v1/maps?category=DRAM&cells=64`: the map of every device in one answer, for
+/// monitors refreshing often.
+async fn maps(State(s): State<Arc<Shared>>, Query(q): Query<MapQuery>) -> ApiResult<api::Maps> {
     let category = q.category.unwrap_or_else(|| "DRAM".into());
     let c = s.collector.read();
-    let mut out = Vec::new();
-    let mut ids: Vec<(u32, u32)> = device_ids(&c).into_iter().collect();
-    ids.sort_by_key(|&(_, id)| id);
-    for (dk, id) in ids {
-        if let (Ok(cells), Ok(f)) = (
-            c.ledger().occupancy(dk, &category, q.cells.unwrap_or(64)),
-            c.ledger().fragmentation(dk, &category),
-        ) {
-            out.push(json!({ "device": id, "cells": cells, "largest_free_per_bank": f.largest_free_per_bank }));
-        }
-    }
-    Ok(Json(json!({ "category": category, "maps": out })))
+    let mut ids: Vec<(u32, u32)> = c.device_ids().into_iter().collect();
+    ids.sort_by_key(|&(dk, id)| (id, dk));
+    ids.dedup_by_key(|&mut (_, id)| id);
+    let maps = ids
+        .into_iter()
+        .filter_map(|(dk, device)| {
+            let cells = c.ledger().occupancy(dk, &category, q.cells.unwrap_or(64)).ok()?;
+            let f = c.ledger().fragmentation(dk, &category).ok()?;
+            Some(api::DeviceMap {
+                device,
+                cells,
+                largest_free_per_bank: f.largest_free_per_bank,
+            })
+        })
+        .collect();
+    Ok(Json(api::Maps { category, maps }))
 }
 
 #[derive(Deserialize)]
@@ -465,7 +487,7 @@ struct FitQuery {
     bytes: Option<u64>,
 }
 
-async fn fit(State(s): State<Arc<Shared>>, Query(q): Query<FitQuery>) -> ApiResult {
+async fn fit(State(s): State<Arc<Shared>>, Query(q): Query<FitQuery>) -> ApiResult<api::Fit> {
     let (Some(id), Some(category), Some(bytes)) = (q.device, q.category, q.bytes) else {
         return Err(bad(
             "fit needs device, category and bytes, e.g. /api/v1/fit?device=0&category=DRAM&bytes=1073741824",
@@ -474,21 +496,33 @@ async fn fit(State(s): State<Arc<Shared>>, Query(q): Query<FitQuery>) -> ApiResu
     let c = s.collector.read();
     let dk = ledger_device(&c, id)?;
     let f = c.ledger().fit(dk, &category, bytes).map_err(|e| bad(e.to_string()))?;
-    let mut v = serde_json::to_value(&f).expect("fit serializes");
     // Owners as pids, not internal keys.
-    if let Some(gaps) = v["best_gaps"].as_array_mut() {
-        for g in gaps {
-            for side in ["below", "above"] {
-                if let Some(k) = g[side]["process"].as_u64() {
-                    g[side]["pid"] = json!(c.pid_of(k as u32));
-                    g[side].as_object_mut().map(|o| o.remove("process"));
-                }
-            }
-        }
-    }
-    v["device"] = json!(id);
-    v["category"] = json!(category);
-    Ok(Json(v))
+    let neighbour = |n: Option<ttmem_ledger::Neighbour>| {
+        n.map(|n| api::Neighbour {
+            pid: c.pid_of(n.process),
+            address: n.address,
+            size: n.size,
+        })
+    };
+    Ok(Json(api::Fit {
+        device: id,
+        category,
+        fits: f.fits,
+        requested: f.requested,
+        needed_per_bank: f.needed_per_bank,
+        largest_free_per_bank: f.largest_free_per_bank,
+        best_gaps: f
+            .best_gaps
+            .into_iter()
+            .map(|g| api::Gap {
+                start: g.start,
+                end: g.end,
+                below: neighbour(g.below),
+                above: neighbour(g.above),
+            })
+            .collect(),
+        fragmentation: f.fragmentation,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -497,51 +531,40 @@ struct LeakQuery {
     limit: Option<usize>,
 }
 
-async fn leaks(State(s): State<Arc<Shared>>, Query(q): Query<LeakQuery>) -> ApiResult {
+async fn leaks(State(s): State<Arc<Shared>>, Query(q): Query<LeakQuery>) -> ApiResult<api::Leaks> {
     let c = s.collector.read();
-    let devices = device_ids(&c);
-    let items: Vec<Value> = c
+    let devices = c.device_ids();
+    let min_age_s = q.min_age_s.unwrap_or(300);
+    let allocations = c
         .ledger()
-        .leak_suspects(
-            q.min_age_s.unwrap_or(300),
-            q.limit.unwrap_or(100).min(10_000),
-            (s.now_ns)(),
-        )
+        .leak_suspects(min_age_s, q.limit.unwrap_or(100).min(10_000), (s.now_ns)())
         .into_iter()
-        .map(|a| {
-            json!({
-                "pid": c.pid_of(a.process),
-                "device": devices.get(&a.device).copied(),
-                "category": a.category,
-                "address": a.address,
-                "size": a.size,
-                "age_s": a.age_s,
-                "tag": a.tag,
-            })
-        })
+        .filter_map(|a| Some(allocation(c.pid_of(a.process)?, &devices, a)))
         .collect();
-    Ok(Json(
-        json!({ "min_age_s": q.min_age_s.unwrap_or(300), "allocations": items }),
-    ))
+    Ok(Json(api::Leaks { min_age_s, allocations }))
 }
 
-/// The part of the state the stream reports: device totals and which processes run.
 /// (pid, start time) → (name, state) of every process the daemon knows.
-type ProcStates = std::collections::BTreeMap<(u32, u64), (String, String)>;
+type ProcStates = std::collections::BTreeMap<(u32, u64), (String, ttmem_model::ProcState)>;
 
-fn stream_state(c: &Collector) -> (Value, ProcStates) {
-    let snap = c.snapshot();
-    let devices: Vec<Value> = snap
-        .devices
-        .iter()
-        .map(|d| json!({ "id": d.id, "name": d.name, "categories": d.categories, "processes": d.processes }))
+/// The part of the state the stream reports: device totals and which processes run.
+fn stream_state(c: &Collector) -> (Vec<api::StreamDevice>, ProcStates) {
+    let devices = c
+        .device_table()
+        .rows()
+        .into_iter()
+        .map(|d| api::StreamDevice {
+            id: d.id,
+            name: d.name,
+            categories: d.categories,
+            processes: d.processes,
+        })
         .collect();
-    let procs = snap
-        .processes
-        .iter()
-        .map(|p| ((p.pid, p.start_time), (p.name.clone(), p.state.clone())))
+    let procs = c
+        .views()
+        .map(|v| ((v.pid, v.start_time), (v.name.clone(), v.state)))
         .collect();
-    (json!(devices), procs)
+    (devices, procs)
 }
 
 /// `GET /api/v1/stream`: Server-Sent Events. The first `update` carries the whole state; later
@@ -554,31 +577,45 @@ async fn stream(
 > {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio_stream::StreamExt;
-    let mut last_devices = Value::Null;
-    let mut last_procs = std::collections::BTreeMap::new();
+    let mut last_devices: Option<Vec<api::StreamDevice>> = None;
+    let mut last_procs = ProcStates::new();
     let ticks =
         tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(std::time::Duration::from_millis(500)));
     let updates = ticks.filter_map(move |_| {
         let (devices, procs) = stream_state(&s.collector.read());
+        let change = |k: &(u32, u64), name: &str, state| api::ProcessChange {
+            pid: k.0,
+            start_time: k.1,
+            name: name.to_string(),
+            state,
+        };
         let mut changes = Vec::new();
         for (k, (name, state)) in &procs {
-            if last_procs.get(k).map(|(_, st): &(String, String)| st) != Some(state) {
-                changes.push(json!({ "pid": k.0, "start_time": k.1, "name": name, "state": state }));
+            if last_procs.get(k).map(|(_, st)| st) != Some(state) {
+                let state = match state {
+                    ttmem_model::ProcState::Running => api::ProcessChangeState::Running,
+                    ttmem_model::ProcState::Exited => api::ProcessChangeState::Exited,
+                };
+                changes.push(change(k, name, state));
             }
         }
         for (k, (name, _)) in &last_procs {
             if !procs.contains_key(k) {
-                changes.push(json!({ "pid": k.0, "start_time": k.1, "name": name, "state": "forgotten" }));
+                changes.push(change(k, name, api::ProcessChangeState::Forgotten));
             }
         }
-        if devices == last_devices && changes.is_empty() {
+        if last_devices.as_ref() == Some(&devices) && changes.is_empty() {
             return None;
         }
-        last_devices = devices.clone();
+        last_devices = Some(devices.clone());
         last_procs = procs;
-        let data =
-            json!({ "timestamp_ns": crate::collector::unix_ns(), "devices": devices, "process_changes": changes });
-        Some(Ok(Event::default().event("update").data(data.to_string())))
+        let update = api::StreamUpdate {
+            timestamp_ns: ttmem_model::now_ns(),
+            devices,
+            process_changes: changes,
+        };
+        let data = serde_json::to_string(&update).expect("an update serializes");
+        Some(Ok(Event::default().event("update").data(data)))
     });
     Sse::new(updates).keep_alive(KeepAlive::default())
 }

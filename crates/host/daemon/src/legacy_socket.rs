@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use ttmem_legacy::{Detection, Framer, Message, Version};
 
 use crate::DaemonError;
-use crate::collector::{Collector, ConnectionEvent, Peer};
+use crate::collector::{Collector, ConnectionEvent, Now, Peer};
 
 /// How long a connection whose version is still ambiguous may pause before its bytes are
 /// taken as whole messages (a single short QUERY waits this long for its answer, once).
@@ -158,7 +158,7 @@ impl Listener {
         &mut self,
         ready: &[libc::pollfd],
         collector: &parking_lot::RwLock<Collector>,
-        now_ns: impl Fn() -> u64,
+        now: impl Fn() -> Now,
     ) {
         let listener_fd = self.listener.as_raw_fd();
         if ready.iter().any(|p| p.fd == listener_fd && p.revents != 0) {
@@ -183,7 +183,7 @@ impl Listener {
             }
         }
         for (fd, revents) in todo {
-            let close = self.service_one(fd, revents, collector, &now_ns);
+            let close = self.service_one(fd, revents, collector, &now);
             if let Some((unframeable, backlog)) = close {
                 self.conns.remove(&fd);
                 collector
@@ -244,7 +244,7 @@ impl Listener {
         fd: RawFd,
         revents: i16,
         collector: &parking_lot::RwLock<Collector>,
-        now_ns: &impl Fn() -> u64,
+        now: &impl Fn() -> Now,
     ) -> Option<(bool, bool)> {
         let Listener { conns, buf, msgs, .. } = self;
         let c = conns.get_mut(&fd)?;
@@ -317,7 +317,7 @@ impl Listener {
         if !msgs.is_empty() || c.framer.padding_errors() != c.padding_reported {
             let mut col = collector.write();
             if !msgs.is_empty() {
-                col.legacy_apply(c.peer, version, msgs, now_ns(), &mut c.out);
+                col.legacy_apply(c.peer, version, msgs, now(), &mut c.out);
             }
             let padding = c.framer.padding_errors();
             if padding != c.padding_reported {

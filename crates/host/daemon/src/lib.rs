@@ -118,7 +118,7 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
         None => None,
     };
     // A first tick before answering, so the first query already sees every region.
-    shared.collector.write().tick(monotonic_ns());
+    shared.collector.write().tick(collector::Now::system());
 
     let stop = Arc::new(AtomicBool::new(false));
     let collector_thread = {
@@ -309,7 +309,7 @@ fn collect_loop(shared: &api::Shared, stop: &AtomicBool, config: &Config, mut le
         // SAFETY: fds is a valid array of pollfd of the given length.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait.max(0)) };
         if let Some(l) = legacy.as_mut() {
-            l.service(&fds[tick_fds..], &shared.collector, monotonic_ns);
+            l.service(&fds[tick_fds..], &shared.collector, collector::Now::system);
         }
         let woken = fds[..tick_fds].iter().any(|p| p.revents != 0);
         if !woken && last_tick.elapsed().as_millis() < timeout_ms as u128 {
@@ -324,7 +324,7 @@ fn collect_loop(shared: &api::Shared, stop: &AtomicBool, config: &Config, mut le
                 }
             }
         }
-        shared.collector.write().tick(monotonic_ns());
+        shared.collector.write().tick(collector::Now::system());
         if last_flush.elapsed() >= config.flush_interval {
             last_flush = Instant::now();
             flush(shared, &mut unflushed, &mut records);

@@ -22,49 +22,21 @@
 use std::collections::VecDeque;
 
 use hashbrown::HashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A process, as the source that reported it numbers it (one key per (pid, start time)).
 pub type ProcKey = u32;
 /// A device, as numbered by [`Ledger::add_device`].
 pub type DeviceKey = u32;
 
-/// One category of a device.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct CategoryInfo {
-    /// Name, e.g. `DRAM`.
-    pub name: String,
-    /// Allocatable bytes over all banks (0: unknown).
-    pub capacity: u64,
-    /// First allocatable address of one bank.
-    pub addr_base: u64,
-    /// End (exclusive) of one bank's range.
-    pub addr_end: u64,
-    /// Banks the range repeats across.
-    pub banks: u32,
-    /// Alignment in bytes (0: unknown).
-    pub alignment: u32,
-}
-
-/// A device (chip), host-wide.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct DeviceInfo {
-    /// Kind code (see `ttmem_region::DeviceKind`).
-    pub kind: u32,
-    /// Stable hardware id (0: unknown; such devices are never merged across processes).
-    pub hw_id: u64,
-    /// Architecture.
-    pub arch: String,
-    /// Display name.
-    pub name: String,
-    /// Remote chip.
-    pub remote: bool,
-    /// Categories in declaration order.
-    pub categories: Vec<CategoryInfo>,
-}
+/// One category of a device: the region's declaration, the one device description every
+/// source uses.
+pub use ttmem_region::decode::Category as CategoryInfo;
+/// A device (chip), host-wide, as a source declared it.
+pub use ttmem_region::decode::Device as DeviceInfo;
 
 /// What happened.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EventKind {
     /// An allocation.
@@ -74,7 +46,7 @@ pub enum EventKind {
 }
 
 /// One allocation event, already mapped to host-wide device keys and monotonic time.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// Alloc or free.
     pub kind: EventKind,
@@ -93,7 +65,7 @@ pub struct Event {
 }
 
 /// Live bytes and counts with their history.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
     /// Live bytes.
     pub bytes: u64,
@@ -142,7 +114,7 @@ struct Bucket {
 }
 
 /// Whether a process runs.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "state")]
 pub enum ProcState {
     /// Running.
@@ -155,7 +127,7 @@ pub enum ProcState {
 }
 
 /// An event as kept in a process's flight recorder.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecentEvent {
     /// The event.
     #[serde(flatten)]
@@ -178,7 +150,7 @@ struct Proc {
 pub const FLIGHT_RECORDER_EVENTS: usize = 256;
 
 /// Ledger-wide counters (the daemon's own statistics).
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerStats {
     /// Events applied.
     pub events: u64,
@@ -273,7 +245,7 @@ pub enum SortBy {
 }
 
 /// One allocation in a listing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Allocation {
     /// Owner.
     pub process: ProcKey,
@@ -292,7 +264,7 @@ pub struct Allocation {
 }
 
 /// A page of allocations.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Page {
     /// Allocations matching, in total.
     pub total: u64,
@@ -303,7 +275,7 @@ pub struct Page {
 }
 
 /// Free space of one device category, per bank.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Fragmentation {
     /// Free bytes of one bank.
     pub free_per_bank: u64,
@@ -318,7 +290,7 @@ pub struct Fragmentation {
 }
 
 /// An allocation that bounds a free gap.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Neighbour {
     /// Owner.
     pub process: ProcKey,
@@ -329,7 +301,7 @@ pub struct Neighbour {
 }
 
 /// A free gap of one bank and what bounds it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Gap {
     /// First free address.
     pub start: u64,
@@ -342,7 +314,7 @@ pub struct Gap {
 }
 
 /// The answer to "can N bytes of this category be allocated on this device now?".
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Fit {
     /// Yes or no.
     pub fits: bool,
@@ -401,13 +373,13 @@ impl Ledger {
     /// without a hardware id always gets a new key.
     pub fn add_device(&mut self, info: DeviceInfo) -> DeviceKey {
         if info.hw_id != 0
-            && let Some(&k) = self.device_index.get(&(info.kind, info.hw_id))
+            && let Some(&k) = self.device_index.get(&(info.kind.code(), info.hw_id))
         {
             return k;
         }
         let key = self.devices.len() as DeviceKey;
         if info.hw_id != 0 {
-            self.device_index.insert((info.kind, info.hw_id), key);
+            self.device_index.insert((info.kind.code(), info.hw_id), key);
         }
         let n = info.categories.len();
         self.devices.push((info, vec![Totals::default(); n]));

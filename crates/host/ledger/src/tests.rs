@@ -9,11 +9,12 @@ const S: u64 = 1_000_000_000;
 
 fn dram(banks: u32) -> DeviceInfo {
     DeviceInfo {
-        kind: 2,
+        kind: ttmem_region::DeviceKind::SimulatedTenstorrent,
         hw_id: 7,
+        logical_id: 0,
+        flags: 0,
         arch: "wormhole_b0".into(),
         name: "n150".into(),
-        remote: false,
         categories: vec![
             CategoryInfo {
                 name: "DRAM".into(),
@@ -217,7 +218,7 @@ proptest! {
         let mut model = BankAllocator::new("DRAM", layout, if best { Policy::BestFit } else { Policy::FirstFit });
         let mut l = Ledger::new(0);
         let d = l.add_device(DeviceInfo {
-            kind: 2, hw_id: 1, arch: "x".into(), name: "x".into(), remote: false,
+            kind: ttmem_region::DeviceKind::SimulatedTenstorrent, hw_id: 1, logical_id: 0, flags: 0, arch: "x".into(), name: "x".into(),
             categories: vec![CategoryInfo { name: "DRAM".into(), capacity: 0, addr_base: 4096, addr_end: 1 << 16, banks: 4, alignment: 512 }],
         });
         l.add_process(1);

@@ -18,13 +18,13 @@
 use std::collections::BTreeMap;
 
 use hashbrown::HashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::framing::MAX_DEVICE_ID;
 use crate::wire::{Message, MsgType};
 
 /// Where a buffer's bytes count (indices follow ttmem's standard TT category order).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Category {
     /// DRAM buffers.
     Dram = 0,
@@ -87,7 +87,7 @@ impl Category {
 }
 
 /// Exact counters of one (device, category) of one process.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counter {
     /// Live bytes.
     pub live_bytes: u64,
@@ -102,7 +102,7 @@ pub struct Counter {
 }
 
 /// One live buffer, CB or kernel.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Live {
     /// Bytes, as first reported.
     pub size: u64,
@@ -166,7 +166,7 @@ pub enum Invalid {
 pub const MAX_SIZE: u64 = 1 << 40;
 
 /// Counters over a book's life (the API's legacy statistics).
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BookStats {
     /// ALLOC / CB_ALLOC / KERNEL_LOAD of a key already live (reference count raised).
     pub reallocs: u64,
@@ -182,6 +182,28 @@ pub struct BookStats {
     pub invalid: u64,
     /// KERNEL_LOADs with a kind other than 0, 1 or 2 (tracked anyway).
     pub unknown_kernel_kinds: u64,
+}
+
+impl std::ops::AddAssign for BookStats {
+    /// Sums two books' figures (the daemon reports them over every client process).
+    fn add_assign(&mut self, o: BookStats) {
+        let BookStats {
+            reallocs,
+            partial_frees,
+            unknown_frees,
+            unknown_cb_frees,
+            unknown_kernel_unloads,
+            invalid,
+            unknown_kernel_kinds,
+        } = o;
+        self.reallocs += reallocs;
+        self.partial_frees += partial_frees;
+        self.unknown_frees += unknown_frees;
+        self.unknown_cb_frees += unknown_cb_frees;
+        self.unknown_kernel_unloads += unknown_kernel_unloads;
+        self.invalid += invalid;
+        self.unknown_kernel_kinds += unknown_kernel_kinds;
+    }
 }
 
 type Key = (i32, u64);

@@ -6,6 +6,8 @@
 //!   or join messages.
 //! - [`book`]: what the server does with each message: reference-counted buffers per
 //!   (device, buffer id), CBs, kernels, counters that never underflow.
+//! - [`reply`]: the QUERY and DEVICE_INFO answers, from facts the caller supplies.
+//! - [`dump`]: DUMP_REMAINING and DUMP_KERNELS over every client's book.
 //!
 //! Pure logic, no I/O: the daemon owns the sockets and feeds bytes in. Everything a client sends
 //! is untrusted; nothing here panics on input or allocates by a field it has not capped.
@@ -13,8 +15,10 @@
 #![deny(missing_docs)]
 
 pub mod book;
+pub mod dump;
 pub mod framing;
 pub mod fuzzing;
+pub mod reply;
 pub mod wire;
 
 pub use book::{Book, BookStats, Category, Effect};

@@ -1,7 +1,7 @@
-//! The legacy allocation-server protocol as a source of the collector: each client process (by
-//! its peer credentials) becomes a process like a region's, with exact counters from its
-//! [`Book`] and per-buffer detail in the ledger, so `ps`, the API, history, lifecycle and fit
-//! see it. Replies to QUERY and DEVICE_INFO_QUERY come from the daemon's device table.
+//! The legacy allocation-server socket as a source of the collector: each client process (by
+//! its peer credentials) becomes a process with exact counters from its [`Book`] and
+//! per-buffer detail in the ledger, so `ps`, the API, history, lifecycle and fit see it. The
+//! protocol's own semantics (replies, dumps, statistics) are in `ttmem-legacy`; this is the glue.
 //!
 //! Device ids: a legacy device id d names the d-th chip regions declare (legacy devices sort
 //! after them, so that is its `ps` id), else a `tt-legacy` device of its own. The first message
@@ -14,14 +14,17 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use hashbrown::HashMap;
-use serde::Serialize;
 use ttmem_ledger::{DeviceKey, Event, EventKind, ProcKey};
 use ttmem_legacy::book::{Book, BookStats, Category, Effect};
+use ttmem_legacy::dump::{Dump, DumpKind};
+use ttmem_legacy::reply::{ChipFacts, Space, device_info_reply, query_reply};
 use ttmem_legacy::{Message, MsgType, Version};
+use ttmem_model::api::LegacyStats;
+use ttmem_model::{DeviceIdentity, EventStats, ProcState, ProcessView, SourceKind};
 use ttmem_region::decode;
-use ttmem_scan::{DeviceCounters, Liveness, ProcessRegion};
+use ttmem_scan::DeviceCounters;
 
-use super::{Collector, Proc, ledger_info, open_pidfd, unix_ns};
+use super::{Collector, Now, Proc, Source, lifecycle};
 
 /// Who is on the other end of a connection (from `SO_PEERCRED`, never from the messages).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -32,77 +35,6 @@ pub struct Peer {
     pub uid: u32,
 }
 
-/// Legacy-protocol statistics (`/api/v1/legacy`).
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct LegacyStats {
-    /// Connections accepted.
-    pub connections_accepted: u64,
-    /// Connections refused at the connection limit.
-    pub connections_refused: u64,
-    /// Connections open now.
-    pub connections_open: u64,
-    /// Connections per detected version.
-    pub connections_by_version: std::collections::BTreeMap<String, u64>,
-    /// Connections closed because their stream could not be framed.
-    pub closed_unframeable: u64,
-    /// Connections closed because they buffered too many unread replies.
-    pub closed_backlog: u64,
-    /// Messages received.
-    pub messages: u64,
-    /// Messages per type name.
-    pub messages_by_type: std::collections::BTreeMap<String, u64>,
-    /// Messages whose padding was not zero (used anyway).
-    pub padding_errors: u64,
-    /// Messages ignored for an invalid field.
-    pub invalid: u64,
-    /// Messages whose process_id named another process than the peer (attributed to the peer).
-    pub pid_mismatches: u64,
-    /// State-changing messages from peers whose process could not be identified (ignored).
-    pub unidentified: u64,
-    /// Replies sent.
-    pub replies: u64,
-    /// Client processes seen.
-    pub processes: u64,
-    /// Semantics counters summed over every client process.
-    pub book: BookStats,
-}
-
-/// A DUMP_REMAINING or DUMP_KERNELS answer, kept for the API.
-#[derive(Clone, Debug, Serialize)]
-pub struct Dump {
-    /// `remaining` or `kernels`.
-    pub kind: &'static str,
-    /// Wall clock of the request, ns since the epoch.
-    pub at_unix_ns: u64,
-    /// The requesting process.
-    pub requested_by: u32,
-    /// Entries in total (the list below stops at [`MAX_DUMP_ENTRIES`]).
-    pub total: usize,
-    /// The entries.
-    pub entries: Vec<DumpEntry>,
-}
-
-/// One live buffer or kernel in a dump.
-#[derive(Clone, Debug, Serialize)]
-pub struct DumpEntry {
-    /// Owner.
-    pub pid: u32,
-    /// Device id as the client numbers it.
-    pub device: i32,
-    /// Buffer id, CB address or kernel id.
-    pub id: u64,
-    /// Category name.
-    pub category: &'static str,
-    /// Bytes.
-    pub size: u64,
-    /// References.
-    pub refs: u32,
-    /// Buffer type byte (kernel kind for kernels).
-    pub kind: u8,
-}
-
-/// Entries a dump keeps for the API.
-pub const MAX_DUMP_ENTRIES: usize = 10_000;
 /// Entries a dump writes to the log.
 const MAX_DUMP_LOG_LINES: usize = 200;
 /// Dumps kept.
@@ -113,6 +45,8 @@ const MAX_DUMPS: usize = 8;
 struct Resolved {
     /// The device as the process's view declares it (every legacy category present).
     device: decode::Device,
+    /// Its place in the device table.
+    identity: DeviceIdentity,
     /// Ledger device.
     ledger: DeviceKey,
     /// Ledger category index of each legacy category (None: the ledger's device lacks it).
@@ -125,7 +59,7 @@ struct Resolved {
 pub(super) struct LegacyProc {
     book: Book,
     /// View device index per legacy device id.
-    view_index: HashMap<i32, u32>,
+    view_index: HashMap<i32, usize>,
 }
 
 /// Warnings per second at most; the rest are counted.
@@ -166,8 +100,8 @@ pub(super) struct LegacyHub {
     limit: RateLimit,
     /// Messages per type byte (13: any other byte).
     by_type: [u64; 14],
-    /// Shown as the processes' region.
-    pub(super) source: PathBuf,
+    /// Shown as the processes' origin.
+    source: PathBuf,
 }
 
 impl LegacyHub {
@@ -195,22 +129,7 @@ impl Default for LegacyHub {
     }
 }
 
-/// Architecture code of the protocol for an arch name.
-fn arch_code(arch: &str) -> u32 {
-    let a = arch.to_ascii_lowercase();
-    if a.starts_with("grayskull") {
-        1
-    } else if a.starts_with("wormhole") {
-        2
-    } else if a.starts_with("blackhole") {
-        3
-    } else if a.starts_with("quasar") {
-        4
-    } else {
-        0
-    }
-}
-
+/// A legacy device id that names no chip: a device of its own, with every legacy category.
 fn legacy_device(d: i32) -> decode::Device {
     decode::Device {
         kind: ttmem_region::DeviceKind::LegacySocket,
@@ -219,17 +138,19 @@ fn legacy_device(d: i32) -> decode::Device {
         flags: 0,
         arch: "unknown".into(),
         name: format!("legacy:{d}"),
-        categories: Category::ALL
-            .iter()
-            .map(|c| decode::Category {
-                name: c.name().into(),
-                capacity: 0,
-                addr_base: 0,
-                addr_end: 0,
-                banks: 1,
-                alignment: 0,
-            })
-            .collect(),
+        categories: Category::ALL.iter().map(|c| undeclared(c.name())).collect(),
+    }
+}
+
+/// An empty category of a device that does not declare it.
+fn undeclared(name: &str) -> decode::Category {
+    decode::Category {
+        name: name.into(),
+        capacity: 0,
+        addr_base: 0,
+        addr_end: 0,
+        banks: 1,
+        alignment: 0,
     }
 }
 
@@ -245,8 +166,22 @@ fn proc_text(pid: u32, file: &str) -> String {
         .replace('\0', " ")
 }
 
+/// The counters of one book category as the view shows them.
+fn view_counters(c: ttmem_legacy::book::Counter) -> decode::Counters {
+    let clamp = |x: u64| x.min(i64::MAX as u64) as i64;
+    decode::Counters {
+        live_bytes: clamp(c.live_bytes),
+        live_count: clamp(c.live_count),
+        allocs: c.allocs,
+        frees: c.frees,
+        alloc_bytes: 0,
+        free_bytes: 0,
+        peak_bytes: clamp(c.peak_bytes),
+    }
+}
+
 impl Collector {
-    /// Sets how legacy processes name their source (the listener's path).
+    /// Sets how legacy processes name their origin (the listener's path).
     pub fn set_legacy_source(&mut self, path: PathBuf) {
         self.legacy.source = path;
     }
@@ -260,15 +195,8 @@ impl Collector {
         }
         s.book = BookStats::default();
         for p in self.procs.values() {
-            if let Some(l) = &p.legacy {
-                let b = l.book.stats();
-                s.book.reallocs += b.reallocs;
-                s.book.partial_frees += b.partial_frees;
-                s.book.unknown_frees += b.unknown_frees;
-                s.book.unknown_cb_frees += b.unknown_cb_frees;
-                s.book.unknown_kernel_unloads += b.unknown_kernel_unloads;
-                s.book.invalid += b.invalid;
-                s.book.unknown_kernel_kinds += b.unknown_kernel_kinds;
+            if let Source::Legacy(l) = &p.source {
+                s.book += l.book.stats();
             }
         }
         s
@@ -300,7 +228,7 @@ impl Collector {
 
     /// Applies one connection's messages in order and appends the replies (in the connection's
     /// own layout) to `replies`.
-    pub fn legacy_apply(&mut self, peer: Peer, version: Version, msgs: &[Message], now_ns: u64, replies: &mut Vec<u8>) {
+    pub fn legacy_apply(&mut self, peer: Peer, version: Version, msgs: &[Message], now: Now, replies: &mut Vec<u8>) {
         let mut events: Vec<Event> = Vec::new();
         let mut key: Option<ProcKey> = None;
         let mut changed = false;
@@ -332,16 +260,16 @@ impl Collector {
                 }
                 Some(MsgType::DumpRemaining) => {
                     self.legacy_flush(key, &mut events, &mut changed);
-                    self.dump(peer, false);
+                    self.dump(peer, DumpKind::Remaining, now);
                 }
                 Some(MsgType::DumpKernels) => {
                     self.legacy_flush(key, &mut events, &mut changed);
-                    self.dump(peer, true);
+                    self.dump(peer, DumpKind::Kernels, now);
                 }
                 _ => {
                     let k = match key {
                         Some(k) => k,
-                        None => match self.legacy_process(peer, m) {
+                        None => match self.legacy_process(peer, m, now) {
                             Some(k) => {
                                 key = Some(k);
                                 k
@@ -349,7 +277,7 @@ impl Collector {
                             None => continue,
                         },
                     };
-                    self.legacy_message(k, m, now_ns, &mut events, &mut changed);
+                    self.legacy_message(k, m, now.monotonic_ns, &mut events, &mut changed);
                 }
             }
         }
@@ -357,9 +285,8 @@ impl Collector {
     }
 
     /// The process of a peer, created on its first state-changing message.
-    fn legacy_process(&mut self, peer: Peer, m: &Message) -> Option<ProcKey> {
-        let start_time = ttmem_scan::start_time_of(peer.pid);
-        let Some(start_time) = start_time else {
+    fn legacy_process(&mut self, peer: Peer, m: &Message, now: Now) -> Option<ProcKey> {
+        let Some(start_time) = ttmem_scan::start_time_of(peer.pid) else {
             self.legacy.stats.unidentified += 1;
             if self.legacy.limit.allow() {
                 tracing::warn!(
@@ -375,68 +302,40 @@ impl Collector {
         {
             return Some(k);
         }
-        let geometry = ttmem_region::Geometry::new(1, 2, ttmem_region::limits::MIN_RING_EVENTS, 64).ok()?;
-        let key = self.next_key;
-        self.next_key += 1;
-        let exe = proc_text(peer.pid, "comm");
-        let header = decode::Header {
-            geometry,
-            state: ttmem_region::RegionState::Live,
-            flags: 0,
+        let name = proc_text(peer.pid, "comm");
+        tracing::info!(pid = peer.pid, exe = %name, "legacy client reporting");
+        let view = ProcessView {
             pid: peer.pid,
-            uid: peer.uid,
             start_time,
-            boot_id: ttmem_scan::current_boot_id().unwrap_or_default(),
-            clock_realtime_ns: unix_ns(),
-            clock_monotonic_ns: 0,
-            clock_ticks: 0,
-            clock_ticks_per_sec: 0,
-            clock_resolution_us: 0,
-            num_devices: 0,
-            shards_used: 0,
-            reader_pid: 0,
-            lib_version: "legacy-socket".into(),
-            exe: exe.clone(),
+            uid: peer.uid,
+            user: ttmem_scan::user_name(peer.uid).unwrap_or_else(|| peer.uid.to_string()),
+            name,
             cmdline: proc_text(peer.pid, "cmdline"),
-        };
-        self.ledger.add_process(key);
-        let view = ProcessRegion {
-            path: self.legacy.source.clone(),
-            header: header.clone(),
-            liveness: Liveness::Running,
+            started_unix_ns: now.unix_ns,
+            state: ProcState::Running,
+            source: SourceKind::LegacySocket,
+            origin: self.legacy.source.display().to_string(),
             devices: Vec::new(),
-            shards: Vec::new(),
-            strings: Default::default(),
-            events: Vec::new(),
+            events: EventStats::default(),
+            rejected: 0,
         };
-        self.procs.insert(
-            key,
-            Proc {
-                attached: None,
-                view,
-                devices: Vec::new(),
-                clock: ttmem_scan::attach::TickClock::for_header(&header),
-                pidfd: open_pidfd(peer.pid, start_time),
-                exited_at_ns: None,
-                dirty: false,
-                legacy: Some(Box::new(LegacyProc {
-                    book: Book::default(),
-                    view_index: HashMap::new(),
-                })),
-            },
-        );
+        let source = Source::Legacy(Box::new(LegacyProc {
+            book: Book::default(),
+            view_index: HashMap::new(),
+        }));
+        let key = self.add_process(view, source, lifecycle::open_pidfd(peer.pid, start_time));
         self.legacy.procs.insert((peer.pid, start_time), key);
         self.legacy.stats.processes += 1;
-        self.generation += 1;
-        tracing::info!(pid = peer.pid, exe = %exe, "legacy client reporting");
-        if let Some(r) = self.record_of(key, None) {
-            self.records.push(r);
-        }
         Some(key)
     }
 
     fn legacy_message(&mut self, key: ProcKey, m: &Message, now_ns: u64, events: &mut Vec<Event>, changed: &mut bool) {
-        let Some(l) = self.procs.get_mut(&key).and_then(|p| p.legacy.as_mut()) else {
+        let Some(Proc {
+            source: Source::Legacy(l),
+            view,
+            ..
+        }) = self.procs.get_mut(&key)
+        else {
             return;
         };
         let effect = match l.book.apply(m) {
@@ -446,7 +345,7 @@ impl Collector {
                 self.legacy.stats.invalid += 1;
                 if self.legacy.limit.allow() {
                     tracing::warn!(
-                        pid = self.procs.get(&key).map_or(0, |p| p.view.header.pid),
+                        pid = view.pid,
                         "legacy {} ignored: {why}",
                         m.kind().map_or("message", |k| k.name())
                     );
@@ -469,19 +368,13 @@ impl Collector {
                 size,
             } => (EventKind::Free, device, category, id, size),
         };
-        let (ledger, ledger_cat) = match self.legacy.devices.get(&device) {
-            Some(r) => (r.ledger, r.ledger_cat),
-            None => {
-                let r = self.resolve(device);
-                (r.ledger, r.ledger_cat)
-            }
-        };
-        let Some(cat) = ledger_cat[category as usize] else {
+        let r = self.resolve(device);
+        let Some(cat) = r.ledger_cat[category as usize] else {
             return;
         };
         events.push(Event {
             kind,
-            device: ledger,
+            device: r.ledger,
             category: cat,
             address: id,
             size,
@@ -491,32 +384,34 @@ impl Collector {
     }
 
     /// What a legacy device id means (fixed at first use).
-    fn resolve(&mut self, d: i32) -> Resolved {
-        if let Some(r) = self.legacy.devices.get(&d) {
-            return r.clone();
+    fn resolve(&mut self, d: i32) -> &Resolved {
+        if !self.legacy.devices.contains_key(&d) {
+            let r = self.resolve_new(d);
+            self.legacy.devices.insert(d, r);
         }
+        &self.legacy.devices[&d]
+    }
+
+    fn resolve_new(&mut self, d: i32) -> Resolved {
         // The d-th chip that regions declare (legacy devices sort after them, so this is also
         // its `ps` id), unless another legacy id already names it: two ids never share a chip.
-        let table = ttmem_report::device_table(self.procs.values().map(|p| &p.view));
-        let taken: Vec<(u32, u64)> = self
-            .legacy
-            .devices
-            .values()
-            .map(|r| (r.device.kind.code(), r.device.hw_id))
-            .collect();
-        let mut device = usize::try_from(d)
-            .ok()
-            .and_then(|i| {
-                table
-                    .values()
-                    .map(|(_, dev)| *dev)
-                    .filter(|dev| dev.kind != ttmem_region::DeviceKind::LegacySocket)
-                    .nth(i)
-            })
-            .filter(|dev| dev.hw_id != 0 && !taken.contains(&(dev.kind.code(), dev.hw_id)))
-            .cloned()
-            .unwrap_or_else(|| legacy_device(d));
-        let ledger = self.ledger.add_device(ledger_info(&device));
+        let table = self.device_table();
+        let taken: Vec<DeviceIdentity> = self.legacy.devices.values().map(|r| r.identity).collect();
+        let chip = usize::try_from(d).ok().and_then(|i| {
+            (0..table.len() as u32)
+                .filter_map(|id| Some((table.identity(id)?, table.device(id)?)))
+                .filter(|(_, dev)| dev.kind != ttmem_region::DeviceKind::LegacySocket)
+                .nth(i)
+        });
+        let (identity, mut device) = match chip {
+            Some((identity, dev)) if dev.hw_id != 0 && !taken.contains(&identity) => (identity, dev.clone()),
+            _ => {
+                let dev = legacy_device(d);
+                (DeviceIdentity::chip(dev.kind.code(), dev.hw_id), dev)
+            }
+        };
+        let ledger = self.ledger.add_device(device.clone());
+        self.identities.insert(ledger, identity);
         let ledger_names: Vec<String> = self
             .ledger
             .devices()
@@ -531,29 +426,21 @@ impl Collector {
                 Some(i) => i,
                 None => {
                     // The chip does not declare it: the process still shows it.
-                    device.categories.push(decode::Category {
-                        name: c.name().into(),
-                        capacity: 0,
-                        addr_base: 0,
-                        addr_end: 0,
-                        banks: 1,
-                        alignment: 0,
-                    });
+                    device.categories.push(undeclared(c.name()));
                     device.categories.len() - 1
                 }
             };
         }
-        let r = Resolved {
+        Resolved {
             device,
+            identity,
             ledger,
             ledger_cat,
             view_cat,
-        };
-        self.legacy.devices.insert(d, r.clone());
-        r
+        }
     }
 
-    /// Applies pending ledger events and refreshes the process's exact view.
+    /// Applies pending ledger events and refreshes the process's counters view from its book.
     fn legacy_flush(&mut self, key: Option<ProcKey>, events: &mut Vec<Event>, changed: &mut bool) {
         let Some(key) = key else { return };
         if !events.is_empty() {
@@ -564,42 +451,36 @@ impl Collector {
         if !std::mem::take(changed) {
             return;
         }
-        let ids: Vec<i32> = match self.procs.get(&key).and_then(|p| p.legacy.as_ref()) {
-            Some(l) => l.book.counters().keys().copied().collect(),
-            None => return,
+        let ids: Vec<i32> = match self.procs.get(&key).map(|p| &p.source) {
+            Some(Source::Legacy(l)) => l.book.counters().keys().copied().collect(),
+            _ => return,
         };
-        let resolved: Vec<(i32, Resolved)> = ids.into_iter().map(|d| (d, self.resolve(d))).collect();
-        let Some(p) = self.procs.get_mut(&key) else { return };
-        let Some(l) = p.legacy.as_mut() else { return };
-        for (d, r) in resolved {
+        for &d in &ids {
+            self.resolve(d);
+        }
+        let Some(Proc {
+            source: Source::Legacy(l),
+            view,
+            ..
+        }) = self.procs.get_mut(&key)
+        else {
+            return;
+        };
+        for d in ids {
+            let r = &self.legacy.devices[&d];
+            let index = *l.view_index.entry(d).or_insert_with(|| {
+                view.devices.push(DeviceCounters {
+                    index: view.devices.len() as u32,
+                    device: r.device.clone(),
+                    counters: vec![decode::Counters::default(); r.device.categories.len()],
+                });
+                view.devices.len() - 1
+            });
             let counters = &l.book.counters()[&d];
-            let index = match l.view_index.get(&d) {
-                Some(&i) => i,
-                None => {
-                    let i = p.view.devices.len() as u32;
-                    p.view.devices.push(DeviceCounters {
-                        index: i,
-                        device: r.device.clone(),
-                        counters: vec![decode::Counters::default(); r.device.categories.len()],
-                    });
-                    l.view_index.insert(d, i);
-                    p.view.header.num_devices = p.view.devices.len() as u32;
-                    i
-                }
-            };
-            let dc = &mut p.view.devices[index as usize];
+            let dc = &mut view.devices[index];
             for c in Category::ALL {
-                let src = counters[c as usize];
                 if let Some(dst) = dc.counters.get_mut(r.view_cat[c as usize]) {
-                    *dst = decode::Counters {
-                        live_bytes: src.live_bytes.min(i64::MAX as u64) as i64,
-                        live_count: src.live_count.min(i64::MAX as u64) as i64,
-                        allocs: src.allocs,
-                        frees: src.frees,
-                        alloc_bytes: 0,
-                        free_bytes: 0,
-                        peak_bytes: src.peak_bytes.min(i64::MAX as u64) as i64,
-                    };
+                    *dst = view_counters(counters[c as usize]);
                 }
             }
         }
@@ -608,133 +489,65 @@ impl Collector {
 
     /// The device a legacy id names for a query (no new mapping is made): its fixed meaning,
     /// else the device with that id in the table.
-    fn query_device(&self, d: i32) -> Option<ttmem_report::DeviceIdentity> {
-        if let Some(r) = self.legacy.devices.get(&d) {
-            return Some((r.device.kind.code(), r.device.hw_id, 0, 0));
+    fn query_device(&self, table: &ttmem_model::DeviceTable, d: i32) -> Option<u32> {
+        match self.legacy.devices.get(&d) {
+            Some(r) => table.id_of(&r.identity),
+            None => u32::try_from(d).ok().filter(|&i| (i as usize) < table.len()),
         }
-        let i = usize::try_from(d).ok()?;
-        self.device_identities().get(i).copied()
-    }
-
-    /// Live bytes per category name of one device over running processes.
-    fn device_usage(&self, id: ttmem_report::DeviceIdentity) -> (Option<decode::Device>, HashMap<String, u64>) {
-        let mut used: HashMap<String, u64> = HashMap::new();
-        let mut first = None;
-        for p in self.procs.values() {
-            for d in &p.view.devices {
-                if ttmem_report::device_identity(p.view.header.pid, d.index, &d.device) != id {
-                    continue;
-                }
-                if first.is_none() {
-                    first = Some(d.device.clone());
-                }
-                if p.exited_at_ns.is_some() || p.view.liveness != Liveness::Running {
-                    continue;
-                }
-                for (c, desc) in d.counters.iter().zip(&d.device.categories) {
-                    let e = used.entry(desc.name.clone()).or_default();
-                    *e = e.saturating_add(c.live_bytes.max(0) as u64);
-                }
-            }
-        }
-        (first, used)
     }
 
     fn reply_query(&self, d: i32) -> Message {
-        let mut r = Message {
-            msg_type: MsgType::Response as u8,
-            device_id: d,
-            ..Message::default()
-        };
-        if let Some(id) = self.query_device(d) {
-            let (_, used) = self.device_usage(id);
-            let get = |n: &str| used.get(n).copied().unwrap_or(0);
-            r.dram_allocated = get("DRAM");
-            r.l1_allocated = get("L1");
-            r.l1_small_allocated = get("L1_SMALL");
-            r.trace_allocated = get("TRACE");
-            r.cb_allocated = get("CB");
-            r.kernel_allocated = get("KERNEL");
+        let table = self.device_table();
+        match self.query_device(&table, d) {
+            Some(id) => query_reply(d, |c| table.used(id, c.name())),
+            None => query_reply(d, |_| 0),
         }
-        r
     }
 
     fn reply_device_info(&self, d: i32) -> Message {
-        let n = self
-            .device_identities()
+        let table = self.device_table();
+        let n = table
             .len()
             .max(self.legacy.devices.keys().map(|&k| k as usize + 1).max().unwrap_or(0)) as u32;
-        let mut r = Message {
-            msg_type: MsgType::DeviceInfoResponse as u8,
-            device_id: d,
-            num_devices: n,
-            ..Message::default()
-        };
-        if d < 0 {
-            r.is_available = (n > 0) as u32;
-            return r;
-        }
-        let Some(dev) = self.query_device(d).and_then(|id| self.device_usage(id).0) else {
-            return r;
-        };
-        let cat = |name: &str| dev.categories.iter().find(|c| c.name == name);
-        let clamp = |x: u64| x.min(u32::MAX as u64) as u32;
-        r.arch_type = arch_code(&dev.arch);
-        r.is_available = 1;
-        if let Some(c) = cat("DRAM") {
-            r.total_dram_size = c.capacity;
-            r.num_dram_channels = c.banks;
-            r.dram_size_per_channel = clamp(c.capacity / c.banks.max(1) as u64);
-        }
-        if let Some(c) = cat("L1") {
-            r.total_l1_size = c.capacity;
-            r.l1_size_per_core = clamp(if c.addr_end > 0 {
-                c.addr_end
-            } else {
-                c.capacity / c.banks.max(1) as u64
-            });
-        }
-        r
+        let chip = self.query_device(&table, d).and_then(|id| table.device(id)).map(|dev| {
+            let space = |name: &str| {
+                dev.categories.iter().find(|c| c.name == name).map(|c| Space {
+                    capacity: c.capacity,
+                    banks: c.banks,
+                    addr_end: c.addr_end,
+                })
+            };
+            ChipFacts {
+                arch: dev.arch.clone(),
+                dram: space("DRAM"),
+                l1: space("L1"),
+            }
+        });
+        device_info_reply(d, n, chip.as_ref())
     }
 
-    fn dump(&mut self, peer: Peer, kernels: bool) {
-        let mut entries = Vec::new();
-        let mut total = 0usize;
-        for p in self.procs.values() {
-            let Some(l) = &p.legacy else { continue };
-            if p.exited_at_ns.is_some() {
-                continue;
-            }
-            let live: Box<dyn Iterator<Item = _>> = if kernels {
-                Box::new(l.book.live_kernels())
-            } else {
-                Box::new(l.book.live_buffers())
-            };
-            for (&(device, id), b) in live {
-                total += 1;
-                if entries.len() < MAX_DUMP_ENTRIES {
-                    entries.push(DumpEntry {
-                        pid: p.view.header.pid,
-                        device,
-                        id,
-                        category: b.category.name(),
-                        size: b.size,
-                        refs: b.refs,
-                        kind: b.kind,
-                    });
-                }
-            }
-        }
-        entries.sort_by_key(|e| (e.pid, e.device, e.category, e.id));
-        let kind = if kernels { "kernels" } else { "remaining" };
+    fn dump(&mut self, peer: Peer, kind: DumpKind, now: Now) {
+        let books = self
+            .procs
+            .values()
+            .filter(|p| p.exited_at_ns.is_none())
+            .filter_map(|p| match &p.source {
+                Source::Legacy(l) => Some((p.view.pid, &l.book)),
+                Source::Region(_) => None,
+            });
+        let dump = Dump::of(kind, books, peer.pid, now.unix_ns);
+        let what = match kind {
+            DumpKind::Remaining => "buffers",
+            DumpKind::Kernels => "kernels",
+        };
         tracing::info!(
             requested_by = peer.pid,
-            total,
-            "legacy DUMP_{}: {total} live {}",
-            kind.to_uppercase(),
-            if kernels { "kernels" } else { "buffers" }
+            total = dump.total,
+            "legacy DUMP_{}: {} live {what}",
+            kind.name().to_uppercase(),
+            dump.total
         );
-        for e in entries.iter().take(MAX_DUMP_LOG_LINES) {
+        for e in dump.entries.iter().take(MAX_DUMP_LOG_LINES) {
             tracing::info!(
                 pid = e.pid,
                 device = e.device,
@@ -746,19 +559,16 @@ impl Collector {
                 "live"
             );
         }
-        if total > MAX_DUMP_LOG_LINES {
-            tracing::info!("... and {} more (GET /api/v1/legacy/dumps)", total - MAX_DUMP_LOG_LINES);
+        if dump.total > MAX_DUMP_LOG_LINES {
+            tracing::info!(
+                "... and {} more (GET /api/v1/legacy/dumps)",
+                dump.total - MAX_DUMP_LOG_LINES
+            );
         }
         if self.legacy.dumps.len() == MAX_DUMPS {
             self.legacy.dumps.pop_front();
         }
-        self.legacy.dumps.push_back(Dump {
-            kind,
-            at_unix_ns: unix_ns(),
-            requested_by: peer.pid,
-            total,
-            entries,
-        });
+        self.legacy.dumps.push_back(dump);
     }
 }
 
@@ -843,12 +653,11 @@ mod tests {
             let mut expected_replies = 0;
             for b in &batches {
                 expected_replies += b.iter().filter(|m| matches!(m.kind(), Some(MsgType::Query | MsgType::DeviceInfoQuery))).count();
-                c.legacy_apply(me(), v, b, 1, &mut replies);
+                c.legacy_apply(me(), v, b, Now { monotonic_ns: 1, unix_ns: 1 }, &mut replies);
             }
             prop_assert_eq!(replies.len(), expected_replies * v.size());
             let Some(&key) = c.legacy.procs.values().next() else { return Ok(()) };
-            let p = &c.procs[&key];
-            let l = p.legacy.as_ref().unwrap();
+            let Source::Legacy(l) = &c.procs[&key].source else { panic!("a legacy process has a legacy source") };
             prop_assert!(l.book.check_consistency().is_ok());
             // Ledger bytes per (device, category) equal the book's counters.
             let mut ledger: std::collections::BTreeMap<(u32, u8), u64> = Default::default();

@@ -1,0 +1,161 @@
+//! The collector driven tick by tick with injected clocks, over real region files written by
+//! the real client: discovery, drain, the device numbering of allocations, death, records,
+//! history sampling per wall-clock second, and retention.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ttmem_client::{Config, DeviceSpec, Tracker, tt};
+use ttmem_daemon::collector::{Collector, CollectorConfig, Now, series_key};
+use ttmem_ledger::SortBy;
+use ttmem_model::ProcState;
+use ttmem_region::DeviceKind;
+
+const S: u64 = 1_000_000_000;
+
+fn tracker(dir: &Path) -> Tracker {
+    Tracker::new(Config {
+        dir: dir.into(),
+        ring_events: 64,
+        max_shards: 2,
+        ..Config::default()
+    })
+}
+
+fn spec(hw: u64, name: &str) -> DeviceSpec {
+    DeviceSpec::tenstorrent(
+        DeviceKind::SimulatedTenstorrent,
+        hw,
+        0,
+        "wormhole_b0",
+        name,
+        tt::wormhole_categories(),
+    )
+}
+
+fn collector(dir: &Path, retention: Duration) -> Collector {
+    Collector::new(
+        CollectorConfig {
+            region_dir: dir.into(),
+            retention,
+            remove_dead_regions: true,
+        },
+        0,
+    )
+}
+
+/// Clocks at `s` seconds: monotonic from 0, wall clock from a fixed second.
+fn at(s: f64) -> Now {
+    Now {
+        monotonic_ns: (s * S as f64) as u64,
+        unix_ns: 1_700_000_000 * S + (s * S as f64) as u64,
+    }
+}
+
+#[test]
+fn allocations_name_every_device_by_its_ps_id_including_devices_without_a_hardware_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(dir.path());
+    let chip = t.register_device(&spec(0x51, "n150")).unwrap();
+    let anonymous = t.register_device(&spec(0, "no-hw-id")).unwrap();
+    t.alloc(chip, tt::DRAM, 0x1000, 1 << 20);
+    t.alloc(anonymous, tt::L1, 0x2000, 4096);
+
+    let mut c = collector(dir.path(), Duration::from_secs(60));
+    c.tick(at(0.0));
+    let snap = c.snapshot_at(at(0.0).unix_ns);
+    // Devices without a hardware id sort first within a kind: pid:N/index:1 is id 0.
+    let ids: Vec<&str> = snap.devices.iter().map(|d| d.hw_id.as_str()).collect();
+    assert_eq!(ids, [format!("pid:{}/index:1", std::process::id()).as_str(), "0x51"]);
+    let key = c.key_of_pid(std::process::id()).unwrap();
+    let page = c.ledger().allocations(key, SortBy::Address, 0, 10, 0).unwrap();
+    let devices = c.device_ids();
+    let mut named: Vec<(Option<u32>, u64)> = page
+        .items
+        .iter()
+        .map(|a| (devices.get(&a.device).copied(), a.size))
+        .collect();
+    named.sort();
+    assert_eq!(named, [(Some(0), 4096), (Some(1), 1 << 20)]);
+    assert_eq!(
+        c.ledger_device(1),
+        page.items.iter().find(|a| a.size == 1 << 20).map(|a| a.device)
+    );
+}
+
+#[test]
+fn a_dead_writer_is_exited_recorded_sampled_no_more_and_expires_after_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(dir.path());
+    let d = t.register_device(&spec(0x77, "n150")).unwrap();
+    t.alloc(d, tt::DRAM, 0x1000, 5 << 20);
+    // A copy of the region whose pid cannot exist: a writer that died holding 5 MiB.
+    let mut bytes = std::fs::read(t.region_path().unwrap()).unwrap();
+    bytes[32..36].copy_from_slice(&0x3FFF_FFF0u32.to_le_bytes());
+    let dead_path = dir.path().join("dead.ttmem");
+    std::fs::write(&dead_path, &bytes).unwrap();
+
+    let mut c = collector(dir.path(), Duration::from_secs(30));
+    c.tick(at(0.0));
+    let snap = c.snapshot_at(at(0.0).unix_ns);
+    let dead = snap
+        .processes
+        .iter()
+        .find(|p| p.pid == 0x3FFF_FFF0)
+        .expect("the dead writer is listed");
+    assert_eq!(dead.state, ProcState::Exited);
+    assert!(dead.left_behind);
+    assert_eq!(dead.totals[0].bytes, 5 << 20);
+    // Device use counts the running writer only (the dead copy's 5 MiB are not added).
+    assert_eq!(snap.devices[0].categories[0].used, 5 << 20);
+    assert_eq!(snap.devices[0].processes, 1);
+    assert!(!dead_path.exists(), "a dead process's region is removed");
+    assert_eq!(c.stats().deaths, 1);
+    let records = c.take_records();
+    let exit = records
+        .iter()
+        .find(|r| r.pid == 0x3FFF_FFF0 && r.exited_unix_ns.is_some())
+        .unwrap();
+    assert_eq!(exit.exited_unix_ns, Some(at(0.0).unix_ns));
+    assert_eq!(exit.left_behind[0]["categories"][0]["bytes"], 5u64 << 20);
+
+    // History: one sample per wall-clock second; the dead process has no series.
+    let table = c.device_table();
+    let device_series = series_key(&table, 0, "DRAM", None).unwrap();
+    let dead_series = series_key(&table, 0, "DRAM", Some((0x3FFF_FFF0, dead.start_time))).unwrap();
+    t.free(d, tt::DRAM, 0x1000, 5 << 20);
+    c.tick(at(1.0));
+    let t0 = at(0.0).unix_ns / S;
+    assert_eq!(
+        c.history().query(&device_series, 0, t0, t0 + 1),
+        [(t0, 5 << 20), (t0 + 1, 0)]
+    );
+    assert!(c.history().query(&dead_series, 0, t0, t0 + 1).is_empty());
+
+    // Retention counts from the death on the monotonic clock.
+    c.tick(at(29.0));
+    assert!(c.key_of_pid(0x3FFF_FFF0).is_some());
+    c.tick(at(30.0));
+    assert!(c.key_of_pid(0x3FFF_FFF0).is_none());
+    assert_eq!(c.snapshot().processes.len(), 1);
+}
+
+#[test]
+fn counters_follow_frees_and_the_generation_moves_only_on_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(dir.path());
+    let d = t.register_device(&spec(0x9, "n150")).unwrap();
+    t.alloc(d, tt::DRAM, 0x1000, 1 << 20);
+    let mut c = collector(dir.path(), Duration::from_secs(60));
+    c.tick(at(0.0));
+    let g = c.generation();
+    c.tick(at(0.1));
+    assert_eq!(c.generation(), g, "nothing changed within the same second");
+    t.free(d, tt::DRAM, 0x1000, 1 << 20);
+    c.tick(at(0.2));
+    assert!(c.generation() > g);
+    let snap = c.snapshot_at(at(0.2).unix_ns);
+    assert_eq!(snap.devices[0].categories[0].used, 0);
+    assert_eq!(snap.processes[0].totals[0].frees, 1);
+    assert_eq!(c.ledger().live_allocations(), 0);
+}

@@ -1,0 +1,390 @@
+//! The daemon API's answers beyond the snapshot (`docs/api.md`), typed: the daemon serializes
+//! these and readers deserialize them, so a field renamed on one side fails to compile on the
+//! other instead of reading as null. Devices are named by their `ps` id and processes by pid,
+//! never by the daemon's internal keys.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+pub use ttmem_ledger::{EventKind, Fragmentation, LedgerStats, ProcState as LedgerState};
+pub use ttmem_legacy::BookStats;
+
+use crate::snapshot::{DeviceCategory, DeviceRow, ProcessRow};
+
+/// `GET /api/v1/devices`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Devices {
+    /// Every device, in id order.
+    pub devices: Vec<DeviceRow>,
+}
+
+/// `GET /api/v1/processes`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Processes {
+    /// Every process, running first.
+    pub processes: Vec<ProcessRow>,
+}
+
+/// One live allocation in a listing.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Allocation {
+    /// Owner.
+    pub pid: u32,
+    /// The `ps` device id (None only while the device is not in the table).
+    pub device: Option<u32>,
+    /// Category name.
+    pub category: String,
+    /// Address (the same in every bank for interleaved buffers).
+    pub address: u64,
+    /// Bytes on the device.
+    pub size: u64,
+    /// Age in seconds.
+    pub age_s: u64,
+    /// Tag text, if any.
+    pub tag: Option<String>,
+}
+
+/// `GET /api/v1/processes/{pid}/allocations`: one page of a process's live allocations.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AllocationPage {
+    /// The process.
+    pub pid: u32,
+    /// Allocations in total.
+    pub total: u64,
+    /// Offset of the first item.
+    pub offset: u64,
+    /// The page.
+    pub items: Vec<Allocation>,
+    /// Whether the detail is complete (no event of this process was lost).
+    pub complete: bool,
+    /// Events lost (ring overflow): the list may lack allocations; totals are exact.
+    pub events_lost: u64,
+    /// Frees that matched no live allocation.
+    pub unmatched_frees: u64,
+}
+
+/// One event of a process's flight recorder.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecentEvent {
+    /// Alloc or free.
+    pub kind: EventKind,
+    /// The `ps` device id.
+    pub device: Option<u32>,
+    /// Category name.
+    pub category: Option<String>,
+    /// Address.
+    pub address: u64,
+    /// Bytes.
+    pub size: u64,
+    /// `CLOCK_MONOTONIC` ns.
+    pub time_ns: u64,
+    /// Tag text.
+    pub tag: Option<String>,
+    /// Whether a free matched a live allocation.
+    pub matched: bool,
+}
+
+/// `GET /api/v1/processes/{pid}/events`: the flight recorder, oldest first.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Events {
+    /// The process.
+    pub pid: u32,
+    /// Whether it runs, and when it exited.
+    pub state: Option<LedgerState>,
+    /// The last events.
+    pub events: Vec<RecentEvent>,
+}
+
+/// An allocation that bounds a free gap.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Neighbour {
+    /// Owner (None: a process the daemon has forgotten).
+    pub pid: Option<u32>,
+    /// Address.
+    pub address: u64,
+    /// Bytes on the device.
+    pub size: u64,
+}
+
+/// A free gap of one bank and what bounds it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Gap {
+    /// First free address.
+    pub start: u64,
+    /// End (exclusive).
+    pub end: u64,
+    /// The allocation just below (None: the start of the range).
+    pub below: Option<Neighbour>,
+    /// The allocation just above (None: the end of the range).
+    pub above: Option<Neighbour>,
+}
+
+/// `GET /api/v1/fit`: can N bytes of a category be allocated on a device now?
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Fit {
+    /// The `ps` device id.
+    pub device: u32,
+    /// Category name.
+    pub category: String,
+    /// Yes or no.
+    pub fits: bool,
+    /// Bytes requested over all banks.
+    pub requested: u64,
+    /// Bytes that needs in one bank (after interleaving and alignment).
+    pub needed_per_bank: u64,
+    /// Largest free block of one bank.
+    pub largest_free_per_bank: u64,
+    /// The largest gaps (up to five), with the allocations bounding them.
+    pub best_gaps: Vec<Gap>,
+    /// The free space picture.
+    pub fragmentation: Fragmentation,
+}
+
+/// One category's free space in `GET /api/v1/devices/{id}/fragmentation`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CategoryFragmentation {
+    /// Category name.
+    pub name: String,
+    /// Banks its range repeats across.
+    pub banks: u32,
+    /// Its free space.
+    pub fragmentation: Fragmentation,
+}
+
+/// `GET /api/v1/devices/{id}/fragmentation`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DeviceFragmentation {
+    /// The `ps` device id.
+    pub device: u32,
+    /// Categories with an address range.
+    pub categories: Vec<CategoryFragmentation>,
+}
+
+/// `GET /api/v1/devices/{id}/map`: one bank's range in equal cells.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Map {
+    /// The `ps` device id.
+    pub device: u32,
+    /// Category name.
+    pub category: String,
+    /// Occupancy per cell, 0 free to 1 full.
+    pub cells: Vec<f32>,
+    /// Its free space.
+    pub fragmentation: Fragmentation,
+}
+
+/// One device's map in `GET /api/v1/maps`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DeviceMap {
+    /// The `ps` device id.
+    pub device: u32,
+    /// Occupancy per cell, 0 free to 1 full.
+    pub cells: Vec<f32>,
+    /// Largest free block of one bank.
+    pub largest_free_per_bank: u64,
+}
+
+/// `GET /api/v1/maps`: every device's map of one category.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Maps {
+    /// Category name.
+    pub category: String,
+    /// Devices with an address range for it, in id order.
+    pub maps: Vec<DeviceMap>,
+}
+
+/// `GET /api/v1/leaks`: live allocations older than a threshold, oldest first.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Leaks {
+    /// The threshold.
+    pub min_age_s: u64,
+    /// The suspects.
+    pub allocations: Vec<Allocation>,
+}
+
+/// `GET /api/v1/history`: a step series of the peak per bucket.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct History {
+    /// The `ps` device id.
+    pub device: u32,
+    /// Category name.
+    pub category: String,
+    /// One process's series, or the device's.
+    pub pid: Option<u32>,
+    /// `1s`, `10s` or `1m`.
+    pub resolution: String,
+    /// First second asked for.
+    pub from: u64,
+    /// Last second asked for.
+    pub to: u64,
+    /// `[unix_s, bytes]` pairs.
+    pub points: Vec<(u64, u64)>,
+}
+
+/// The database's state in [`Health`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DatabaseHealth {
+    /// Whether it is open and its last write worked.
+    pub ok: bool,
+    /// The last error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET /api/v1/health`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+    /// The daemon's version.
+    pub version: String,
+    /// Seconds since it started.
+    pub uptime_s: f64,
+    /// The region directory it watches.
+    pub region_dir: String,
+    /// The database.
+    pub database: DatabaseHealth,
+    /// History points held in memory.
+    pub history_points: u64,
+}
+
+/// The collector's own statistics.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectorStats {
+    /// Regions attached since start.
+    pub regions_attached: u64,
+    /// Region files refused (invalid, other users').
+    pub regions_refused: u64,
+    /// Events drained into the ledger.
+    pub events: u64,
+    /// Events lost to ring overflow before they were read.
+    pub events_lost: u64,
+    /// Shard heads that went backwards or leapt (corrupt or hostile writers).
+    pub anomalies: u64,
+    /// Processes seen to die.
+    pub deaths: u64,
+    /// Region files removed after their process died.
+    pub regions_removed: u64,
+    /// Ticks run.
+    pub ticks: u64,
+}
+
+/// `GET /api/v1/stats`: what the daemon costs and how much it holds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Stats {
+    /// The collector's counters.
+    pub collector: CollectorStats,
+    /// The ledger's counters.
+    pub ledger: LedgerStats,
+    /// Live allocations in the ledger.
+    pub live_allocations: u64,
+    /// Bytes the ledger's maps take.
+    pub ledger_map_bytes: u64,
+    /// Their ratio.
+    pub bytes_per_live_allocation: f64,
+}
+
+/// Legacy-socket statistics.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LegacyStats {
+    /// Connections accepted.
+    pub connections_accepted: u64,
+    /// Connections refused at the connection limit.
+    pub connections_refused: u64,
+    /// Connections open now.
+    pub connections_open: u64,
+    /// Connections per detected version.
+    pub connections_by_version: BTreeMap<String, u64>,
+    /// Connections closed because their stream could not be framed.
+    pub closed_unframeable: u64,
+    /// Connections closed because they buffered too many unread replies.
+    pub closed_backlog: u64,
+    /// Messages received.
+    pub messages: u64,
+    /// Messages per type name.
+    pub messages_by_type: BTreeMap<String, u64>,
+    /// Messages whose padding was not zero (used anyway).
+    pub padding_errors: u64,
+    /// Messages ignored for an invalid field.
+    pub invalid: u64,
+    /// Messages whose process_id named another process than the peer (attributed to the peer).
+    pub pid_mismatches: u64,
+    /// State-changing messages from peers whose process could not be identified (ignored).
+    pub unidentified: u64,
+    /// Replies sent.
+    pub replies: u64,
+    /// Client processes seen.
+    pub processes: u64,
+    /// Semantics counters summed over every client process.
+    pub book: BookStats,
+}
+
+/// `GET /api/v1/legacy`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Legacy {
+    /// The figures.
+    pub legacy: LegacyStats,
+}
+
+/// `GET /api/v1/legacy/dumps`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LegacyDumps {
+    /// The latest DUMP_REMAINING and DUMP_KERNELS answers, oldest first.
+    pub dumps: Vec<ttmem_legacy::dump::Dump>,
+}
+
+/// A device's totals in a [`StreamUpdate`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StreamDevice {
+    /// The `ps` device id.
+    pub id: u32,
+    /// Display name.
+    pub name: String,
+    /// Use per category.
+    pub categories: Vec<DeviceCategory>,
+    /// Running processes using it.
+    pub processes: u32,
+}
+
+/// What happened to a process, in a [`StreamUpdate`].
+#[derive(Copy, Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessChangeState {
+    /// It started (or the stream began).
+    Running,
+    /// It exited.
+    Exited,
+    /// Its record expired.
+    Forgotten,
+}
+
+/// A process that changed, in a [`StreamUpdate`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProcessChange {
+    /// Process id.
+    pub pid: u32,
+    /// Start time (with pid, the identity).
+    pub start_time: u64,
+    /// Executable name.
+    pub name: String,
+    /// What happened.
+    pub state: ProcessChangeState,
+}
+
+/// One `update` event of `GET /api/v1/stream`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StreamUpdate {
+    /// Wall clock, ns since the epoch.
+    pub timestamp_ns: u64,
+    /// Every device's totals.
+    pub devices: Vec<StreamDevice>,
+    /// Processes that started, exited or were forgotten since the last update.
+    pub process_changes: Vec<ProcessChange>,
+}
+
+/// An error answer: `{"error": "..."}`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorAnswer {
+    /// What went wrong, in words a user can act on.
+    pub error: String,
+}

@@ -1,0 +1,34 @@
+//! ttmem's data model, shared by every producer of answers (the daemon, the daemonless readers)
+//! and every consumer (`ps`, `top`, `watch`, `check`, the API client), in the shape of
+//! tokio-console's `console-api`: one crate of plain types both ends depend on.
+//!
+//! - [`snapshot`]: the schema-1 rows `ttmem ps --json` and `GET /api/v1/snapshot` answer with
+//!   (devices, processes, categories), with [`ProcState`] and [`SourceKind`] as enums.
+//! - [`view`]: the one counters view every source fills ([`ProcessView`]), the one
+//!   device-numbering rule ([`DeviceTable`]), and the one snapshot builder over them.
+//! - [`api`]: the daemon API's other answers (allocation pages, events, fit, maps, leaks,
+//!   history, health, statistics, legacy-socket figures), typed so that no side patches JSON
+//!   keys by name.
+//!
+//! No I/O happens here; the only clock read is [`now_ns`], the one wall clock of the project.
+
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod snapshot;
+pub mod view;
+
+pub use snapshot::{
+    DeviceCategory, DeviceRow, EventStats, ProcState, ProcessCategory, ProcessDevice, ProcessRow, SCHEMA_VERSION,
+    SkippedRegion, Snapshot, SourceKind,
+};
+pub use view::{DeviceIdentity, DeviceTable, ProcessView, SnapshotMeta};
+
+/// Wall clock, ns since the Unix epoch (0 if the clock is before it). The one wall clock every
+/// crate uses for timestamps shown to people.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos().min(u64::MAX as u128) as u64)
+        .unwrap_or(0)
+}
