@@ -2,6 +2,7 @@
 //! simulator's allocator model.
 
 use super::*;
+use crate::apply::MAX_BATCH;
 use proptest::prelude::*;
 use ttmem_sim::allocator::{BankAllocator, BankLayout, Policy};
 
