@@ -95,49 +95,17 @@ pub struct Events {
     pub events: Vec<RecentEvent>,
 }
 
-/// An allocation that bounds a free gap.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Neighbour {
-    /// Owner (None: a process the daemon has forgotten).
-    pub pid: Option<u32>,
-    /// Address.
-    pub address: u64,
-    /// Bytes on the device.
-    pub size: u64,
-}
-
-/// A free gap of one bank and what bounds it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Gap {
-    /// First free address.
-    pub start: u64,
-    /// End (exclusive).
-    pub end: u64,
-    /// The allocation just below (None: the start of the range).
-    pub below: Option<Neighbour>,
-    /// The allocation just above (None: the end of the range).
-    pub above: Option<Neighbour>,
-}
-
-/// `GET /api/v1/fit`: can N bytes of a category be allocated on a device now?
+/// `GET /api/v1/fit`: can N bytes of a category be allocated on a device now? Owners of the
+/// allocations around the gaps are pids (None: a process the daemon has forgotten).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Fit {
     /// The `ps` device id.
     pub device: u32,
     /// Category name.
     pub category: String,
-    /// Yes or no.
-    pub fits: bool,
-    /// Bytes requested over all banks.
-    pub requested: u64,
-    /// Bytes that needs in one bank (after interleaving and alignment).
-    pub needed_per_bank: u64,
-    /// Largest free block of one bank.
-    pub largest_free_per_bank: u64,
-    /// The largest gaps (up to five), with the allocations bounding them.
-    pub best_gaps: Vec<Gap>,
-    /// The free space picture.
-    pub fragmentation: Fragmentation,
+    /// The answer.
+    #[serde(flatten)]
+    pub fit: ttmem_ledger::Fit<Option<u32>>,
 }
 
 /// One category's free space in `GET /api/v1/devices/{id}/fragmentation`.

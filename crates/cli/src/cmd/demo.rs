@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -22,12 +22,6 @@ const WORKLOADS: [(&str, &str, u32); 5] = [
     ("crash", "n150", 5),
 ];
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
 fn spawn(dir: &Path, profile: &str, shape: &str, chip: u32, seed: u64) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("cannot find the ttmem executable")?;
     let mut cmd = Command::new(exe);
@@ -44,10 +38,7 @@ fn spawn(dir: &Path, profile: &str, shape: &str, chip: u32, seed: u64) -> anyhow
 }
 
 pub fn demo(dir: &Path, a: &DemoArgs) -> anyhow::Result<ExitCode> {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { libc::signal(sig, on_stop as *const () as libc::sighandler_t) };
-    }
+    let stop = super::stop_on_signals(&[libc::SIGINT, libc::SIGTERM]);
     let mut children: Vec<(usize, Child)> = Vec::new();
     let mut pids = Vec::new();
     for (i, (profile, shape, chip)) in WORKLOADS.iter().enumerate() {
@@ -59,7 +50,7 @@ pub fn demo(dir: &Path, a: &DemoArgs) -> anyhow::Result<ExitCode> {
     let tty = std::io::stdout().is_terminal();
     let mut seed = 100;
     let mut next_draw = Instant::now();
-    while !STOP.load(Ordering::Relaxed) && !a.duration.is_some_and(|d| start.elapsed().as_secs_f64() >= d) {
+    while !stop.load(Ordering::Relaxed) && !a.duration.is_some_and(|d| start.elapsed().as_secs_f64() >= d) {
         // Restart the crashing workload whenever it dies, so crashes keep piling up.
         for (i, child) in children.iter_mut() {
             if let Ok(Some(_)) = child.try_wait() {

@@ -43,6 +43,23 @@ pub fn out(text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Set by the first stop signal [`stop_on_signals`] installed.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Turns `signals` into a flag the command's loop polls, so it can stop cleanly (children
+/// stopped, terminal restored). The one signal handler of the binary: libraries take the flag.
+pub fn stop_on_signals(signals: &[libc::c_int]) -> &'static std::sync::atomic::AtomicBool {
+    for &sig in signals {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, on_stop as *const () as libc::sighandler_t) };
+    }
+    &STOP
+}
+
 /// The region directory as given, for messages.
 pub fn shown(dir: &std::path::Path) -> PathBuf {
     dir.to_path_buf()

@@ -37,6 +37,7 @@ pub fn run(dir: &Path, a: &SimRunArgs) -> anyhow::Result<ExitCode> {
             PolicyArg::FirstFit => Policy::FirstFit,
             PolicyArg::BestFit => Policy::BestFit,
         },
+        stop: super::stop_on_signals(&[libc::SIGINT, libc::SIGTERM]),
     };
     let mut stdout = std::io::stdout();
     workload::run(&tracker, opts, &mut stdout)?;

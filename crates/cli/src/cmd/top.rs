@@ -38,6 +38,7 @@ pub fn top(dir: &Path, a: &TopArgs) -> anyhow::Result<ExitCode> {
         sources,
         refresh_ms: a.refresh_ms,
         no_color: a.no_color,
+        stop: super::stop_on_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]),
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -56,19 +56,7 @@ pub fn watch(a: &WatchArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Local wall-clock time as `HH:MM:SS` (UTC offset from libc's localtime).
+/// Local wall-clock time as `HH:MM:SS`.
 fn local_clock() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as libc::time_t)
-        .unwrap_or(0);
-    // SAFETY: localtime_r writes into the tm we pass and reads the time_t we pass.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; both pointers are valid for the call.
-    let ok = !unsafe { libc::localtime_r(&secs, &mut tm) }.is_null();
-    if ok {
-        format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
-    } else {
-        format!("{}s", secs)
-    }
+    ttmem_report::clock::LocalTime::now().map_or_else(|| "--:--:--".into(), |t| t.time())
 }

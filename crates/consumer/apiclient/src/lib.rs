@@ -90,8 +90,25 @@ pub enum ApiError {
     BadUrl(String),
 }
 
-trait Stream: Read + Write {}
-impl<T: Read + Write> Stream for T {}
+/// A connected socket of either kind.
+trait Stream: Read + Write {
+    /// Bounds every read and write, so a stalled daemon cannot hang a monitor.
+    fn set_timeouts(&self, timeout: Duration) -> std::io::Result<()>;
+}
+
+impl Stream for UnixStream {
+    fn set_timeouts(&self, timeout: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(timeout))?;
+        self.set_write_timeout(Some(timeout))
+    }
+}
+
+impl Stream for std::net::TcpStream {
+    fn set_timeouts(&self, timeout: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(timeout))?;
+        self.set_write_timeout(Some(timeout))
+    }
+}
 
 fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Box<dyn Stream>, ApiError> {
     let io = |source| ApiError::Io {
@@ -104,19 +121,15 @@ fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Box<dyn Stream>, Ap
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
         )
     };
-    match endpoint {
-        Endpoint::Unix(p) => {
-            let s = UnixStream::connect(p).map_err(|e| {
-                if absent(&e) {
-                    ApiError::NotRunning(endpoint.clone())
-                } else {
-                    io(e)
-                }
-            })?;
-            s.set_read_timeout(Some(timeout)).map_err(io)?;
-            s.set_write_timeout(Some(timeout)).map_err(io)?;
-            Ok(Box::new(s))
+    let refused = |e: std::io::Error| {
+        if absent(&e) {
+            ApiError::NotRunning(endpoint.clone())
+        } else {
+            io(e)
         }
+    };
+    let stream: Box<dyn Stream> = match endpoint {
+        Endpoint::Unix(p) => Box::new(UnixStream::connect(p).map_err(refused)?),
         Endpoint::Tcp(h) => {
             use std::net::ToSocketAddrs;
             let addr = h
@@ -124,18 +137,11 @@ fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Box<dyn Stream>, Ap
                 .map_err(io)?
                 .next()
                 .ok_or_else(|| ApiError::BadUrl(h.clone()))?;
-            let s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| {
-                if absent(&e) {
-                    ApiError::NotRunning(endpoint.clone())
-                } else {
-                    io(e)
-                }
-            })?;
-            s.set_read_timeout(Some(timeout)).map_err(io)?;
-            s.set_write_timeout(Some(timeout)).map_err(io)?;
-            Ok(Box::new(s))
+            Box::new(std::net::TcpStream::connect_timeout(&addr, timeout).map_err(refused)?)
         }
-    }
+    };
+    stream.set_timeouts(timeout).map_err(io)?;
+    Ok(stream)
 }
 
 /// `GET path`; returns the status and body.

@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub mod check;
+pub mod clock;
 
 use std::fmt::Write as _;
 
@@ -169,7 +170,8 @@ pub fn render_table(s: &Snapshot) -> String {
     out
 }
 
-fn truncate(s: &str, n: usize) -> String {
+/// `s` cut to `n` characters, the last one a `~` when something was cut.
+pub fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
     } else {

@@ -37,6 +37,9 @@ pub struct TopOptions {
     pub refresh_ms: u64,
     /// No colours.
     pub no_color: bool,
+    /// Set when the caller's stop signals (SIGTERM, SIGINT, SIGHUP) arrive: the terminal is
+    /// restored and `run` returns.
+    pub stop: &'static AtomicBool,
 }
 
 /// Why `ttmem top` could not run.
@@ -45,12 +48,6 @@ pub enum TopError {
     /// The terminal could not be set up or drawn.
     #[error("terminal: {0} (ttmem top needs an interactive terminal; use ttmem ps or ttmem watch otherwise)")]
     Terminal(#[from] std::io::Error),
-}
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
 }
 
 /// Restores the terminal when dropped, however `run` ends.
@@ -68,27 +65,7 @@ fn restore() {
 }
 
 fn wall_clock() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as libc::time_t;
-    let mut tm: libc::tm = unsafe_zeroed_tm();
-    // SAFETY: localtime_r writes into the tm we own; both pointers are valid.
-    unsafe { libc::localtime_r(&now, &mut tm) };
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec
-    )
-}
-
-fn unsafe_zeroed_tm() -> libc::tm {
-    // SAFETY: libc::tm is a plain C struct of integers (and a nullable pointer); all-zero is valid.
-    unsafe { std::mem::zeroed() }
+    ttmem_report::clock::LocalTime::now().map_or_else(String::new, |t| t.date_time())
 }
 
 /// The terminal's size, or None when it cannot be asked (hung up).
@@ -123,12 +100,8 @@ pub fn fetch_all(sources: &[Source], maps: bool, per_chip: bool, previous: &[Hos
 /// Memory maps change slowly: they are fetched at most this often, and kept in between.
 const MAP_REFRESH: Duration = Duration::from_secs(1);
 
-/// Runs the interface until `q`, Ctrl-C, SIGTERM or SIGINT.
+/// Runs the interface until `q`, Ctrl-C, or `opts.stop` is set.
 pub fn run(opts: TopOptions) -> Result<(), TopError> {
-    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { libc::signal(sig, on_stop as *const () as libc::sighandler_t) };
-    }
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         restore();
@@ -151,7 +124,7 @@ pub fn run(opts: TopOptions) -> Result<(), TopError> {
             terminal.draw(|f| view::render(f, &app))?;
             dirty = false;
         }
-        if STOP.load(Ordering::Relaxed) {
+        if opts.stop.load(Ordering::Relaxed) {
             return Ok(());
         }
         let wait = next_refresh

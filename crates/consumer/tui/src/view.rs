@@ -6,7 +6,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row as TRow, Sparkline, Table, Wrap};
 use ttmem_model::DeviceRow;
-use ttmem_report::short_bytes;
+use ttmem_report::{short_bytes, truncate};
 
 use crate::state::{App, Row, Screen};
 
@@ -345,14 +345,6 @@ fn age(s: f64) -> String {
         60..3600 => format!("{}m", s / 60),
         3600..86400 => format!("{}h", s / 3600),
         _ => format!("{}d", s / 86400),
-    }
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        s.chars().take(n.saturating_sub(1)).chain(['~']).collect()
     }
 }
 

@@ -121,7 +121,7 @@ async fn history(State(s): State<Arc<Shared>>, Query(q): Query<HistoryQuery>) ->
     let resolution = q.resolution.clone().unwrap_or_else(|| "1s".into());
     let tier = ttmem_history::tier_by_name(&resolution)
         .ok_or_else(|| bad(format!("unknown resolution {resolution:?} (1s, 10s or 1m)")))?;
-    let now = crate::collector::unix_ns() / 1_000_000_000;
+    let now = ttmem_model::now_ns() / 1_000_000_000;
     let to = q.to.unwrap_or(now);
     let from = q.from.unwrap_or(to.saturating_sub(ttmem_history::TIERS[tier].window_s));
     if from > to {
@@ -496,32 +496,11 @@ async fn fit(State(s): State<Arc<Shared>>, Query(q): Query<FitQuery>) -> ApiResu
     let c = s.collector.read();
     let dk = ledger_device(&c, id)?;
     let f = c.ledger().fit(dk, &category, bytes).map_err(|e| bad(e.to_string()))?;
-    // Owners as pids, not internal keys.
-    let neighbour = |n: Option<ttmem_ledger::Neighbour>| {
-        n.map(|n| api::Neighbour {
-            pid: c.pid_of(n.process),
-            address: n.address,
-            size: n.size,
-        })
-    };
     Ok(Json(api::Fit {
         device: id,
         category,
-        fits: f.fits,
-        requested: f.requested,
-        needed_per_bank: f.needed_per_bank,
-        largest_free_per_bank: f.largest_free_per_bank,
-        best_gaps: f
-            .best_gaps
-            .into_iter()
-            .map(|g| api::Gap {
-                start: g.start,
-                end: g.end,
-                below: neighbour(g.below),
-                above: neighbour(g.above),
-            })
-            .collect(),
-        fragmentation: f.fragmentation,
+        // Owners as pids, not internal keys.
+        fit: f.map_owners(|k| c.pid_of(k)),
     }))
 }
 

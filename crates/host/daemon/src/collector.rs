@@ -388,11 +388,6 @@ pub fn series_key(table: &DeviceTable, id: u32, category: &str, process: Option<
     })
 }
 
-/// Wall clock, ns since the epoch.
-pub fn unix_ns() -> u64 {
-    ttmem_model::now_ns()
-}
-
 /// Modification time of a path, to notice a refused file that changed.
 fn mtime(meta: &std::fs::Metadata) -> Option<SystemTime> {
     meta.modified().ok()

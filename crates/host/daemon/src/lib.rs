@@ -200,7 +200,7 @@ fn ensure_region_dir(dir: &Path) -> Result<(), DaemonError> {
 fn open_store(shared: &api::Shared, config: &Config) {
     match ttmem_store::Store::open(&config.db) {
         Ok(store) => {
-            let now = collector::unix_ns() / 1_000_000_000;
+            let now = ttmem_model::now_ns() / 1_000_000_000;
             let since = ttmem_history::TIERS.map(|t| now.saturating_sub(t.memory_s));
             match store.load_history(since) {
                 Ok(series) => {
@@ -331,7 +331,7 @@ fn collect_loop(shared: &api::Shared, stop: &AtomicBool, config: &Config, mut le
         }
         if last_prune.elapsed() >= std::time::Duration::from_secs(3600) {
             last_prune = Instant::now();
-            let now = collector::unix_ns();
+            let now = ttmem_model::now_ns();
             if let Some(store) = shared.store.lock().as_mut()
                 && let Err(e) = store.prune(
                     now / 1_000_000_000,

@@ -20,11 +20,13 @@ pub struct Fragmentation {
     pub allocations: u64,
 }
 
-/// An allocation that bounds a free gap.
+/// An allocation that bounds a free gap. `O` names its owner: the ledger's process key, or
+/// whatever an API maps it to ([`Fit::map_owners`]); serialized as `pid`, the API's name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Neighbour {
+pub struct Neighbour<O = ProcKey> {
     /// Owner.
-    pub process: ProcKey,
+    #[serde(rename = "pid")]
+    pub process: O,
     /// Address.
     pub address: u64,
     /// Bytes on the device.
@@ -33,20 +35,20 @@ pub struct Neighbour {
 
 /// A free gap of one bank and what bounds it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Gap {
+pub struct Gap<O = ProcKey> {
     /// First free address.
     pub start: u64,
     /// End (exclusive).
     pub end: u64,
     /// The allocation just below (None: the start of the range).
-    pub below: Option<Neighbour>,
+    pub below: Option<Neighbour<O>>,
     /// The allocation just above (None: the end of the range).
-    pub above: Option<Neighbour>,
+    pub above: Option<Neighbour<O>>,
 }
 
 /// The answer to "can N bytes of this category be allocated on this device now?".
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Fit {
+pub struct Fit<O = ProcKey> {
     /// Yes or no.
     pub fits: bool,
     /// Bytes requested over all banks.
@@ -56,9 +58,39 @@ pub struct Fit {
     /// Largest free block of one bank.
     pub largest_free_per_bank: u64,
     /// The largest gaps (up to five), with the allocations bounding them.
-    pub best_gaps: Vec<Gap>,
+    pub best_gaps: Vec<Gap<O>>,
     /// The free space picture.
     pub fragmentation: Fragmentation,
+}
+
+impl<O> Fit<O> {
+    /// The same answer with each neighbour's owner mapped (to a pid, for the API).
+    pub fn map_owners<P>(self, f: impl Fn(O) -> P) -> Fit<P> {
+        let neighbour = |n: Option<Neighbour<O>>| {
+            n.map(|n| Neighbour {
+                process: f(n.process),
+                address: n.address,
+                size: n.size,
+            })
+        };
+        Fit {
+            fits: self.fits,
+            requested: self.requested,
+            needed_per_bank: self.needed_per_bank,
+            largest_free_per_bank: self.largest_free_per_bank,
+            best_gaps: self
+                .best_gaps
+                .into_iter()
+                .map(|g| Gap {
+                    start: g.start,
+                    end: g.end,
+                    below: neighbour(g.below),
+                    above: neighbour(g.above),
+                })
+                .collect(),
+            fragmentation: self.fragmentation,
+        }
+    }
 }
 
 impl Ledger {

@@ -80,6 +80,8 @@ pub struct RunOptions {
     pub seed: u64,
     /// Free-list policy.
     pub policy: Policy,
+    /// Set to stop the run cleanly (a caller's SIGINT/SIGTERM handler sets it).
+    pub stop: &'static AtomicBool,
 }
 
 impl Default for RunOptions {
@@ -95,6 +97,7 @@ impl Default for RunOptions {
             crash_after: Duration::from_secs(5),
             seed: 1,
             policy: Policy::FirstFit,
+            stop: &NEVER,
         }
     }
 }
@@ -476,26 +479,18 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
-/// Set by SIGINT/SIGTERM: the run loop stops and the process exits cleanly.
-static STOP: AtomicBool = AtomicBool::new(false);
+/// A stop flag nobody sets: the default of [`RunOptions::stop`].
+static NEVER: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_stop_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
-/// Runs a workload until its duration ends, it is stopped by SIGINT/SIGTERM, or (crash profile)
-/// it kills itself. Progress lines go to `out`.
+/// Runs a workload until its duration ends, `opts.stop` is set (the caller's signal handler),
+/// or (crash profile) it kills itself. Progress lines go to `out`.
 pub fn run(tracker: &Tracker, opts: RunOptions, out: &mut dyn Write) -> Result<Summary, SimError> {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { libc::signal(sig, on_stop_signal as *const () as libc::sighandler_t) };
-    }
     let start = Instant::now();
     let mut w = Workload::new(tracker, opts.clone())?;
     w.setup();
     let mut next_report = opts.report_every.map(|r| start + r);
     let mut held = false;
-    while !STOP.load(Ordering::Relaxed) {
+    while !opts.stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         if opts.duration.is_some_and(|d| now - start >= d) {
             break;
@@ -534,33 +529,13 @@ mod tests {
     use super::*;
     use ttmem_client::Config;
 
-    fn tracker() -> (tempfile_dir::Dir, Tracker) {
-        let dir = tempfile_dir::Dir::new();
+    fn tracker() -> (tempfile::TempDir, Tracker) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
         let t = Tracker::new(Config {
-            dir: dir.0.clone(),
+            dir: dir.path().into(),
             ..Config::default()
         });
         (dir, t)
-    }
-
-    mod tempfile_dir {
-        pub struct Dir(pub std::path::PathBuf);
-        impl Dir {
-            pub fn new() -> Self {
-                static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-                let p = std::env::temp_dir().join(format!(
-                    "ttmem-sim-test-{}-{}",
-                    std::process::id(),
-                    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                ));
-                Dir(p)
-            }
-        }
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
     }
 
     #[test]
