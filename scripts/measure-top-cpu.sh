@@ -21,7 +21,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-"$ttmem" serve --no-http --no-legacy-socket --region-dir "$work/regions" --api-socket "$work/api.sock" --db "$work/db" 2>/dev/null &
+"$ttmem" serve --no-http --no-legacy-socket --dir "$work/regions" --api-socket "$work/api.sock" --db "$work/db" 2>/dev/null &
 pids+=($!)
 sleep 0.5
 for i in $(seq 1 100); do

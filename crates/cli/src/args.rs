@@ -1,4 +1,9 @@
 //! Command-line flags (values only: no I/O happens while parsing).
+//!
+//! One vocabulary across commands: `--api-socket`/`--url`/`--no-daemon` name the daemon a
+//! reader asks; `-r MS` is always a refresh or report interval in milliseconds; `-d ID` is always
+//! a `ps` device id (the simulator's board shape is `--shape`); `--json` prints the schema-1
+//! objects; `--no-color` (or `NO_COLOR`) drops colours.
 
 use std::path::PathBuf;
 
@@ -51,7 +56,9 @@ pub enum Command {
     Bench(BenchCommand),
 }
 
-/// How to reach the daemon (readers fall back to the regions when none answers).
+/// How to reach the daemon. A daemon named here (or by `TTMEM_API_SOCKET`) must answer, or the
+/// command fails with the reason; without one, readers ask the default socket and fall back to
+/// the regions when nothing listens there.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DaemonArgs {
     /// The daemon's API socket (default: /run/ttmem/api.sock for root, else under $XDG_RUNTIME_DIR).
@@ -76,9 +83,6 @@ pub struct ServeArgs {
     /// Config file (TOML; default /etc/ttmem/ttmem.toml or ~/.config/ttmem/ttmem.toml if present).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Region directory to watch.
-    #[arg(long, value_name = "PATH")]
-    pub region_dir: Option<PathBuf>,
     /// API Unix socket.
     #[arg(long, value_name = "PATH")]
     pub api_socket: Option<PathBuf>,
@@ -168,6 +172,10 @@ pub struct CheckArgs {
     /// Fail with fewer than N devices.
     #[arg(long, value_name = "N")]
     pub require_devices: Option<usize>,
+    /// Pass when no device is seen at all (by default that cannot be checked: exit 2, since a
+    /// gate that passes on an empty host hides a broken setup).
+    #[arg(long)]
+    pub allow_empty: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -179,6 +187,8 @@ fn parse_limit(s: &str) -> Result<ttmem_report::check::Limit, String> {
 
 #[derive(Debug, clap::Args)]
 pub struct InfoArgs {
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
     /// Print the devices as JSON.
     #[arg(long)]
     pub json: bool,
@@ -192,6 +202,9 @@ pub struct GcArgs {
     /// Also remove files that are not valid regions.
     #[arg(long)]
     pub invalid: bool,
+    /// Print what was done as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,7 +212,14 @@ pub enum SimCommand {
     /// Run one simulated workload process on simulated chips.
     Run(SimRunArgs),
     /// List device shapes and workload profiles.
-    List,
+    List(SimListArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimListArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -213,18 +233,20 @@ pub struct SimRunArgs {
     /// Workload profile: llm-inference, training, leaky, crash, bursty.
     #[arg(long, short = 'p', value_parser = parse_profile)]
     pub profile: ttmem_sim::workload::Profile,
-    /// Device shape: n150, n300, p150, t3000, galaxy.
-    #[arg(long, short = 'd', value_parser = parse_shape)]
-    pub device: ttmem_sim::chip::Shape,
+    /// Board shape: n150, n300, p150, t3000, galaxy.
+    #[arg(long, short = 's', visible_alias = "device", value_parser = parse_shape)]
+    pub shape: ttmem_sim::chip::Shape,
     /// Print this process's own stats every MS milliseconds.
     #[arg(short = 'r', long = "report-ms", value_name = "MS")]
     pub report_ms: Option<u64>,
     /// End after SECONDS (default: run until stopped).
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<f64>,
-    /// First simulated chip number; use distinct ranges for processes on distinct chips.
-    #[arg(long, default_value_t = 0)]
-    pub chip_offset: u32,
+    /// First simulated chip number. Chips are claimed like real ones, one process each: by
+    /// default the workload takes the first free chips; a chip given here that another
+    /// workload holds is refused.
+    #[arg(long, value_name = "N")]
+    pub chip_offset: Option<u32>,
     /// Random seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

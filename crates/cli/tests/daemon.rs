@@ -101,7 +101,7 @@ fn api_totals_equal_the_models_and_a_killed_workload_leaves_within_a_second() {
     let events = rec["events"].as_array().unwrap();
     assert!(!events.is_empty() && events.len() <= 256);
     assert!(events.iter().any(|e| e["kind"] == "alloc" && e["category"] == "DRAM"));
-    wait_until(|| std::fs::read_dir(&d.regions).unwrap().count() == 1); // only training's remains
+    wait_until(|| regions_in(&d.regions) == 1); // only training's remains
     assert_eq!(
         d.get(&format!("/api/v1/processes/{killed}/allocations"))["total"]
             .as_u64()
@@ -190,7 +190,7 @@ fn hostile_regions_are_refused_and_sigterm_stops_cleanly() {
 fn a_second_daemon_on_the_same_socket_is_refused() {
     let d = Daemon::start();
     let out = Command::new(TTMEM)
-        .args(["serve", "--no-http", "--no-legacy-socket", "--region-dir"])
+        .args(["serve", "--no-http", "--no-legacy-socket", "--dir"])
         .arg(&d.regions)
         .arg("--api-socket")
         .arg(&d.socket)
@@ -327,7 +327,7 @@ fn ring_overflow_is_reported_while_totals_stay_exact() {
             "run",
             "--profile",
             "bursty",
-            "--device",
+            "--shape",
             "n150",
             "--step-ms",
             "1",
@@ -372,7 +372,7 @@ fn the_same_api_answers_over_tcp_and_lists_leak_suspects() {
             "--no-legacy-socket",
             "--http",
             &format!("127.0.0.1:{port}"),
-            "--region-dir",
+            "--dir",
         ])
         .arg(&regions)
         .arg("--api-socket")
@@ -454,7 +454,7 @@ fn the_api_socket_path_never_costs_a_file() {
     let precious = dir.path().join("precious.txt");
     std::fs::write(&precious, b"keep me").unwrap();
     let out = Command::new(TTMEM)
-        .args(["serve", "--no-http", "--no-legacy-socket", "--region-dir"])
+        .args(["serve", "--no-http", "--no-legacy-socket", "--dir"])
         .arg(dir.path().join("regions"))
         .arg("--api-socket")
         .arg(&precious)

@@ -42,7 +42,7 @@ fn cb_alloc(device: i32, id: u64, size: u64) -> Message {
 /// `ttmem serve` on private paths under `dir` with the legacy socket at `legacy`.
 fn serve_with_legacy_socket(dir: &std::path::Path, legacy: &std::path::Path) -> Command {
     let mut c = Command::new(TTMEM);
-    c.args(["serve", "--no-http", "--region-dir"])
+    c.args(["serve", "--no-http", "--dir"])
         .arg(dir.join("regions"))
         .arg("--api-socket")
         .arg(dir.join("api.sock"))

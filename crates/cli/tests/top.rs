@@ -76,7 +76,7 @@ fn top_in_tmux_shows_the_api_numbers_and_answers_keys() {
     let socket: PathBuf = dir.path().join("api.sock");
     let _daemon = Kill(
         Command::new(TTMEM)
-            .args(["serve", "--no-http", "--no-legacy-socket", "--region-dir"])
+            .args(["serve", "--no-http", "--no-legacy-socket", "--dir"])
             .arg(&regions)
             .arg("--api-socket")
             .arg(&socket)

@@ -24,6 +24,21 @@ pub use snapshot::{
 };
 pub use view::{DeviceIdentity, DeviceTable, ProcessView, SnapshotMeta};
 
+/// Where the daemon's API socket is by default, the one rule the daemon and every reader share:
+/// `/run/ttmem/api.sock` for root, else `$XDG_RUNTIME_DIR/ttmem/api.sock`, else
+/// `<tmp>/ttmem-<uid>/ttmem/api.sock`. `get` reads an environment variable; `TTMEM_API_SOCKET`
+/// is not consulted here (callers treat it as a user's explicit choice).
+pub fn default_api_socket(uid: u32, get: &dyn Fn(&str) -> Option<String>) -> std::path::PathBuf {
+    if uid == 0 {
+        return "/run/ttmem/api.sock".into();
+    }
+    get("XDG_RUNTIME_DIR")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("ttmem-{uid}")))
+        .join("ttmem/api.sock")
+}
+
 /// Wall clock, ns since the Unix epoch (0 if the clock is before it). The one wall clock every
 /// crate uses for timestamps shown to people.
 pub fn now_ns() -> u64 {

@@ -1,10 +1,14 @@
 //! One module per subcommand; each turns parsed flags into one library call and prints.
 
 mod bench;
+mod check;
 mod demo;
+mod gc;
+mod info;
 mod ps;
 mod serve;
 mod sim;
+mod source;
 mod top;
 mod watch;
 
@@ -13,25 +17,41 @@ use std::process::ExitCode;
 
 use crate::args::{Args, Command, SimCommand};
 
+/// The region directory a command reads or writes, and whether the user named it (`--dir` or
+/// `TTMEM_DIR`) rather than taking the default.
+#[derive(Clone, Debug)]
+pub struct RegionDir {
+    /// The directory.
+    pub path: PathBuf,
+    /// Named by the user.
+    pub named: bool,
+}
+
 /// Runs the parsed command; the exit code is the command's answer (errors are exit 2 in main).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if let Command::Serve(a) = &args.command {
-        return serve::serve(args.dir.as_deref(), a);
-    }
-    let dir = args.dir.unwrap_or_else(ttmem_region::default_dir);
+    let dir = RegionDir {
+        named: args.dir.is_some(),
+        path: args.dir.unwrap_or_else(ttmem_region::default_dir),
+    };
     match args.command {
-        Command::Serve(_) => unreachable!("handled above"),
+        Command::Serve(a) => serve::serve(&dir, &a),
         Command::Ps(a) => ps::ps(&dir, &a),
-        Command::Info(a) => ps::info(&dir, &a),
-        Command::Check(a) => ps::check(&dir, &a),
+        Command::Info(a) => info::info(&dir, &a),
+        Command::Check(a) => check::check(&dir, &a),
         Command::Top(a) => top::top(&dir, &a),
         Command::Watch(a) => watch::watch(&a),
-        Command::Gc(a) => ps::gc(&dir, &a),
+        Command::Gc(a) => gc::gc(&dir, &a),
         Command::Sim(SimCommand::Run(a)) => sim::run(&dir, &a),
-        Command::Sim(SimCommand::List) => sim::list(),
+        Command::Sim(SimCommand::List(a)) => sim::list(&a),
         Command::Demo(a) => demo::demo(&dir, &a),
         Command::Bench(b) => bench::bench(b),
     }
+}
+
+/// Whether to draw colours: not when `--no-color` is given, nor when `NO_COLOR` is set to
+/// anything but the empty string (no-color.org).
+pub fn color_allowed(no_color_flag: bool) -> bool {
+    !no_color_flag && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Writes to stdout, turning a closed pipe into an error main treats quietly.
@@ -58,9 +78,4 @@ pub fn stop_on_signals(signals: &[libc::c_int]) -> &'static std::sync::atomic::A
         unsafe { libc::signal(sig, on_stop as *const () as libc::sighandler_t) };
     }
     &STOP
-}
-
-/// The region directory as given, for messages.
-pub fn shown(dir: &std::path::Path) -> PathBuf {
-    dir.to_path_buf()
 }

@@ -1,14 +1,15 @@
 //! `ttmem serve`.
 
-use std::path::Path;
 use std::process::ExitCode;
 
+use super::RegionDir;
 use crate::args::ServeArgs;
 
-pub fn serve(dir: Option<&Path>, a: &ServeArgs) -> anyhow::Result<ExitCode> {
+pub fn serve(dir: &RegionDir, a: &ServeArgs) -> anyhow::Result<ExitCode> {
     let flags = ttmem_daemon::config::Overrides {
         config_file: a.config.clone(),
-        region_dir: a.region_dir.clone().or_else(|| dir.map(Path::to_path_buf)),
+        // The global --dir (or TTMEM_DIR) when named; else the config file's, else the default.
+        region_dir: dir.named.then(|| dir.path.clone()),
         api_socket: a.api_socket.clone(),
         http: a.http.clone(),
         no_http: a.no_http,

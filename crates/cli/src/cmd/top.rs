@@ -1,23 +1,26 @@
 //! `ttmem top`.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use ttmem_tui::source::Source;
 
-use super::ps::endpoint;
+use super::RegionDir;
+use super::source::endpoint;
 use crate::args::TopArgs;
 
-pub fn top(dir: &Path, a: &TopArgs) -> anyhow::Result<ExitCode> {
+pub fn top(dir: &RegionDir, a: &TopArgs) -> anyhow::Result<ExitCode> {
     let mut sources = Vec::new();
     let local = ttmem_tui::hostname();
     if a.daemon.no_daemon {
-        sources.push(Source::Regions(dir.to_path_buf()));
+        sources.push(Source::Regions(dir.path.clone()));
     } else {
+        // A daemon the user named is shown as it answers (its errors on screen); the default
+        // one falls back to the regions when nothing listens.
+        let (endpoint, named) = endpoint(&a.daemon)?;
         sources.push(Source::Daemon {
             label: local,
-            endpoint: endpoint(&a.daemon)?,
-            fallback: Some(dir.to_path_buf()),
+            endpoint,
+            fallback: (!named).then(|| dir.path.clone()),
         });
     }
     for url in &a.remote {
@@ -37,7 +40,7 @@ pub fn top(dir: &Path, a: &TopArgs) -> anyhow::Result<ExitCode> {
     ttmem_tui::run(ttmem_tui::TopOptions {
         sources,
         refresh_ms: a.refresh_ms,
-        no_color: a.no_color,
+        no_color: !super::color_allowed(a.no_color),
         stop: super::stop_on_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]),
     })?;
     Ok(ExitCode::SUCCESS)

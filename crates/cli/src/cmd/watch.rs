@@ -17,7 +17,7 @@ fn devices(ep: &ttmem_apiclient::Endpoint) -> anyhow::Result<Vec<DeviceRow>> {
 }
 
 pub fn watch(a: &WatchArgs) -> anyhow::Result<ExitCode> {
-    let ep = super::ps::endpoint(&a.daemon)?;
+    let (ep, _) = super::source::endpoint(&a.daemon)?;
     let which = if a.all {
         WatchDevices::All
     } else if a.devices.is_empty() {
@@ -26,7 +26,7 @@ pub fn watch(a: &WatchArgs) -> anyhow::Result<ExitCode> {
         WatchDevices::Ids(a.devices.clone())
     };
     let tty = std::io::stdout().is_terminal();
-    let color = tty && !a.no_color && std::env::var_os("NO_COLOR").is_none();
+    let color = tty && super::color_allowed(a.no_color);
     let refresh = Duration::from_millis(a.refresh_ms.max(10));
     loop {
         let now = local_clock();

@@ -39,7 +39,7 @@ impl Drop for Held {
 /// Starts a workload and waits until it holds still.
 pub fn hold(dir: &Path, profile: &str, shape: &str, chip_offset: u32, steps: u32) -> Held {
     let mut child = ttmem(dir)
-        .args(["sim", "run", "--profile", profile, "--device", shape, "--step-ms", "1"])
+        .args(["sim", "run", "--profile", profile, "--shape", shape, "--step-ms", "1"])
         .args([
             "--chip-offset",
             &chip_offset.to_string(),
@@ -60,6 +60,17 @@ pub fn hold(dir: &Path, profile: &str, shape: &str, chip_offset: u32, steps: u32
 /// The held workload's pid.
 pub fn pid(h: &Held) -> u64 {
     h.summary["pid"].as_u64().unwrap()
+}
+
+/// Region files in a directory (what else is there, like the simulator's chip claims, does
+/// not count).
+pub fn regions_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "ttmem"))
+            .count()
+    })
 }
 
 /// Polls `f` until it holds, for at most 20 seconds.
@@ -160,7 +171,7 @@ pub fn spawn_serve(regions: &Path, socket: &Path, dir: &Path) -> Child {
         .arg("serve")
         .arg("--config")
         .arg(&config)
-        .args(["--no-http", "--region-dir"])
+        .args(["--no-http", "--dir"])
         .arg(regions)
         .arg("--api-socket")
         .arg(socket)

@@ -23,6 +23,24 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// The endpoint a reader asks: `url` if given, else `socket` (a flag, or
+    /// `TTMEM_API_SOCKET`), else the default socket. The flag says whether the user named it:
+    /// a named daemon must answer, while the default one may be absent.
+    pub fn resolve(url: Option<&str>, socket: Option<&std::path::Path>) -> Result<(Endpoint, bool), ApiError> {
+        match (url, socket) {
+            (Some(url), _) => Ok((Endpoint::parse(url)?, true)),
+            (None, Some(p)) => Ok((Endpoint::Unix(p.into()), true)),
+            (None, None) => Ok((Endpoint::Unix(Endpoint::default_socket()), false)),
+        }
+    }
+
+    /// The daemon's default API socket for this user ([`ttmem_model::default_api_socket`]).
+    pub fn default_socket() -> PathBuf {
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        ttmem_model::default_api_socket(uid, &|k| std::env::var(k).ok())
+    }
+
     /// From a URL: `http://HOST:PORT[/...]`, `unix:/path`, or a bare socket path.
     pub fn parse(url: &str) -> Result<Self, ApiError> {
         if let Some(rest) = url.strip_prefix("http://") {

@@ -73,10 +73,11 @@ pub fn render_table(s: &Snapshot) -> String {
             for c in &cols {
                 let cell = match d.categories.iter().find(|x| &x.name == c) {
                     Some(x) if x.total > 0 => format!(
-                        "{:>5}/{:<5}{:>4.0}%",
+                        "{:>5}/{:<5}{:>4.0}%{}",
                         short_bytes(x.used),
                         short_bytes(x.total),
-                        100.0 * x.used as f64 / x.total as f64
+                        100.0 * x.used as f64 / x.total as f64,
+                        if x.used > x.total { "!" } else { "" }
                     ),
                     Some(x) => short_bytes(x.used),
                     None => "-".into(),
@@ -154,6 +155,13 @@ pub fn render_table(s: &Snapshot) -> String {
                 "Some processes lost ring events (a reader fell behind); their counters are still exact."
             );
         }
+    }
+    for d in s.devices.iter().filter(|d| d.over_capacity()) {
+        let _ = writeln!(
+            out,
+            "! device {} ({}) holds more than its capacity: more than one process uses the chip, or its declared capacity is wrong.",
+            d.id, d.name
+        );
     }
     for k in &s.skipped {
         let _ = writeln!(out, "skipped {}: {}", k.path, k.reason);
@@ -251,7 +259,7 @@ pub fn render_info(s: &Snapshot) -> String {
     for d in &s.devices {
         let _ = writeln!(
             out,
-            "device {}: {} {} ({}{}) hw_id {} used by {} process{}",
+            "device {}: {} {} ({}{}) hw_id {} used by {} process{}{}",
             d.id,
             d.name,
             d.arch,
@@ -259,7 +267,8 @@ pub fn render_info(s: &Snapshot) -> String {
             if d.remote { ", remote" } else { "" },
             d.hw_id,
             d.processes,
-            if d.processes == 1 { "" } else { "es" }
+            if d.processes == 1 { "" } else { "es" },
+            if d.over_capacity() { " (OVER CAPACITY)" } else { "" }
         );
         for c in &d.categories {
             let _ = writeln!(
@@ -350,10 +359,15 @@ fn watch_line(name: &str, used: u64, total: u64, width: usize, color: bool) -> S
         short_bytes(total)
     };
     format!(
-        "  {name:<13} {:>9} / {:<9} {on}[{bar}]{off} {:>5.1}%\n",
+        "  {name:<13} {:>9} / {:<9} {on}[{bar}]{off} {:>5.1}%{}\n",
         short_bytes(used),
         total_text,
-        pct
+        pct,
+        if total > 0 && used > total {
+            " OVER CAPACITY"
+        } else {
+            ""
+        }
     )
 }
 

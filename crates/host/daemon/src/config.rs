@@ -173,20 +173,15 @@ fn home() -> PathBuf {
 impl Config {
     /// Defaults for this user: system paths for root, per-user paths otherwise.
     pub fn defaults(get: &dyn Fn(&str) -> Option<String>) -> Self {
-        let (api_socket, db) = if is_root() {
-            (
-                PathBuf::from("/run/ttmem/api.sock"),
-                PathBuf::from("/var/lib/ttmem/ttmem.db"),
-            )
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let api_socket = ttmem_model::default_api_socket(unsafe { libc::getuid() }, get);
+        let db = if is_root() {
+            PathBuf::from("/var/lib/ttmem/ttmem.db")
         } else {
-            let runtime = get("XDG_RUNTIME_DIR")
+            get("XDG_STATE_HOME")
                 .map(PathBuf::from)
-                // SAFETY: getuid has no preconditions and cannot fail.
-                .unwrap_or_else(|| std::env::temp_dir().join(format!("ttmem-{}", unsafe { libc::getuid() })));
-            let state = get("XDG_STATE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| home().join(".local/state"));
-            (runtime.join("ttmem/api.sock"), state.join("ttmem/ttmem.db"))
+                .unwrap_or_else(|| home().join(".local/state"))
+                .join("ttmem/ttmem.db")
         };
         Config {
             region_dir: ttmem_region::default_dir(),
@@ -204,14 +199,6 @@ impl Config {
             legacy_version: None,
             legacy_max_connections: DEFAULT_LEGACY_MAX_CONNECTIONS,
         }
-    }
-
-    /// The default API socket (what clients try when not told otherwise).
-    pub fn default_api_socket() -> PathBuf {
-        if let Some(p) = std::env::var_os(ENV_API_SOCKET).filter(|p| !p.is_empty()) {
-            return p.into();
-        }
-        Self::defaults(&|k| std::env::var(k).ok()).api_socket
     }
 
     /// Defaults, then the config file, then the environment, then the flags.

@@ -63,8 +63,9 @@ pub struct RunOptions {
     pub profile: Profile,
     /// The chips it opens.
     pub shape: Shape,
-    /// First simulated chip number (hardware ids are unique per chip number).
-    pub chip_offset: u32,
+    /// First simulated chip number (hardware ids are unique per chip number). [`run`] claims
+    /// the chips first ([`crate::claim`]): `None` takes the first free ones.
+    pub chip_offset: Option<u32>,
     /// Stop after this long (None: until stopped).
     pub duration: Option<Duration>,
     /// After this many steps, print the allocator statistics as one JSON line and hold (stop
@@ -89,7 +90,7 @@ impl Default for RunOptions {
         RunOptions {
             profile: Profile::LlmInference,
             shape: Shape::N150,
-            chip_offset: 0,
+            chip_offset: None,
             duration: None,
             hold_after_steps: None,
             report_every: None,
@@ -180,7 +181,7 @@ impl<'t> Workload<'t> {
                 arch,
                 &name,
                 remote,
-                sim_hw_id(opts.chip_offset + i as u32),
+                sim_hw_id(opts.chip_offset.unwrap_or(0) + i as u32),
                 i as i32,
                 opts.policy,
             );
@@ -484,7 +485,15 @@ static NEVER: AtomicBool = AtomicBool::new(false);
 
 /// Runs a workload until its duration ends, `opts.stop` is set (the caller's signal handler),
 /// or (crash profile) it kills itself. Progress lines go to `out`.
-pub fn run(tracker: &Tracker, opts: RunOptions, out: &mut dyn Write) -> Result<Summary, SimError> {
+pub fn run(tracker: &Tracker, mut opts: RunOptions, out: &mut dyn Write) -> Result<Summary, SimError> {
+    // Disabled tracking writes nothing, so it claims nothing either.
+    let _claim = if tracker.is_enabled() {
+        let c = crate::claim::claim(&tracker.config().dir, opts.shape.chips().len() as u32, opts.chip_offset)?;
+        opts.chip_offset = Some(c.first());
+        Some(c)
+    } else {
+        None
+    };
     let start = Instant::now();
     let mut w = Workload::new(tracker, opts.clone())?;
     w.setup();

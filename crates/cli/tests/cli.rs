@@ -1,0 +1,251 @@
+//! The CLI's one vocabulary, end to end: a daemon the user names must answer, every reader asks
+//! it the same way, an empty host cannot pass `check`, simulated chips are claimed like real
+//! ones, and the listing commands print JSON.
+
+mod common;
+use common::*;
+
+use std::process::Command;
+
+use serde_json::Value;
+
+/// `ttmem` with no region directory named (neither `--dir` nor `TTMEM_DIR`).
+fn bare() -> Command {
+    let mut c = Command::new(TTMEM);
+    c.env_remove("TTMEM_DIR")
+        .env_remove("TTMEM_API_SOCKET")
+        .env_remove("TTMEM_DISABLE");
+    c
+}
+
+#[test]
+fn a_named_daemon_must_answer_or_the_reader_fails_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-daemon.sock");
+    for cmd in ["ps", "info", "check"] {
+        let out = ttmem(dir.path())
+            .arg(cmd)
+            .arg("--api-socket")
+            .arg(&missing)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("no answer from the daemon at"), "{cmd}: {text}");
+    }
+    // The default daemon may be absent: the regions are read instead.
+    let out = ttmem(dir.path())
+        .args(["ps", "--json"])
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["source"],
+        "regions"
+    );
+}
+
+#[test]
+fn every_reader_asks_the_named_daemon_and_never_shows_another_directory_silently() {
+    let d = Daemon::start();
+    let _held = hold(&d.regions, "training", "n300", 0, 3);
+    wait_until(|| !d.get("/api/v1/devices")["devices"].as_array().unwrap().is_empty());
+
+    // Named daemon, no directory named: its answer, whatever it watches.
+    let ps = bare()
+        .args(["ps", "--json", "--api-socket"])
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    assert!(ps.status.success(), "{}", String::from_utf8_lossy(&ps.stderr));
+    let ps: Value = serde_json::from_slice(&ps.stdout).unwrap();
+    assert_eq!(ps["source"], "daemon");
+    assert_eq!(ps["region_dir"], d.regions.display().to_string());
+    let info = bare()
+        .args(["info", "--json", "--api-socket"])
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    assert!(info.status.success(), "{}", String::from_utf8_lossy(&info.stderr));
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["devices"], ps["devices"], "info and ps agree");
+    assert_eq!(info["devices"].as_array().unwrap().len(), 2);
+    let check = bare()
+        .args(["check", "--require-devices", "2", "--api-socket"])
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
+    // Named daemon and another directory named: refused, with the reason.
+    let other = tempfile::tempdir().unwrap();
+    let out = ttmem(other.path())
+        .args(["ps", "--api-socket"])
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("watches") && err.contains("--no-daemon"), "{err}");
+    // --no-daemon reads that directory.
+    let out = ttmem(other.path())
+        .args(["ps", "--json", "--no-daemon", "--api-socket"])
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["source"],
+        "regions"
+    );
+}
+
+#[test]
+fn check_on_an_empty_host_cannot_pass_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ttmem(dir.path()).args(["check", "--max", "dram=90%"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no devices seen"));
+    let json = ttmem(dir.path()).args(["check", "--json"]).output().unwrap();
+    assert_eq!(json.status.code(), Some(2));
+    assert_eq!(serde_json::from_slice::<Value>(&json.stdout).unwrap()["exit_code"], 2);
+    let allowed = ttmem(dir.path()).args(["check", "--allow-empty"]).output().unwrap();
+    assert_eq!(
+        allowed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&allowed.stdout)
+    );
+    let too_few = ttmem(dir.path())
+        .args(["check", "--allow-empty", "--require-devices", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(too_few.status.code(), Some(1));
+}
+
+#[test]
+fn simulated_chips_are_claimed_one_workload_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        ttmem(dir.path())
+            .args([
+                "sim",
+                "run",
+                "-p",
+                "training",
+                "-s",
+                "n150",
+                "--step-ms",
+                "1",
+                "--hold-after",
+                "3",
+            ])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let read_summary = |c: &mut std::process::Child| -> Value {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(c.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    };
+    let mut a = run(&[]);
+    let sa = read_summary(&mut a);
+    let mut b = run(&[]);
+    let sb = read_summary(&mut b);
+    assert_ne!(
+        sa["chips"][0]["hw_id"], sb["chips"][0]["hw_id"],
+        "the second workload took the next free chip"
+    );
+    let ps = ttmem(dir.path()).args(["ps", "--json"]).output().unwrap();
+    let ps: Value = serde_json::from_slice(&ps.stdout).unwrap();
+    let devices = ps["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 2);
+    for d in devices {
+        assert_eq!(d["processes"], 1);
+        let dram = &d["categories"][0];
+        assert!(dram["used"].as_u64() <= dram["total"].as_u64(), "{d:#}");
+    }
+    // A chip named by number that another workload holds is refused, with the holder.
+    let taken = ttmem(dir.path())
+        .args([
+            "sim",
+            "run",
+            "-p",
+            "training",
+            "-s",
+            "n150",
+            "--chip-offset",
+            "0",
+            "--duration",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(taken.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&taken.stderr);
+    assert!(
+        err.contains("simulated chip 0 is held by another workload") && err.contains(&format!("pid {}", a.id())),
+        "{err}"
+    );
+    for mut c in [a, b] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    // A killed workload's chips are free again at once (the kernel dropped its lock).
+    let again = ttmem(dir.path())
+        .args([
+            "sim",
+            "run",
+            "-p",
+            "training",
+            "-s",
+            "n150",
+            "--chip-offset",
+            "0",
+            "--duration",
+            "0.1",
+        ])
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+}
+
+#[test]
+fn gc_and_sim_list_print_json() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("junk.ttmem"), b"not a region").unwrap();
+    let out = ttmem(dir.path())
+        .args(["gc", "--json", "--invalid", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["dry_run"], true);
+    assert_eq!(
+        v["files"][0]["path"],
+        dir.path().join("junk.ttmem").display().to_string()
+    );
+    assert_eq!(v["files"][0]["removed"], false);
+    let out = ttmem(dir.path()).args(["sim", "list", "--json"]).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let n300 = v["shapes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "n300")
+        .unwrap();
+    assert_eq!(n300["chips"].as_array().unwrap().len(), 2);
+    assert!(v["profiles"].as_array().unwrap().contains(&Value::from("crash")));
+}
