@@ -3,16 +3,23 @@
  *
  * A device runtime calls ttmem_alloc / ttmem_free on every allocation and free. They make no
  * system call, take no lock, never block and never fail. Everything else returns a
- * ttmem_result. Strings passed in are borrowed for the call only; nothing returned needs
- * freeing. All functions act on one process-wide tracker configured from the environment:
- *   TTMEM_DISABLE=1       turn tracking off (near-zero cost)
- *   TTMEM_DIR             region directory (default /dev/shm/ttmem)
- *   TTMEM_RING_EVENTS     events per thread ring, a power of two (default 4096)
- *   TTMEM_SHARDS          thread shards (default 32)
- *   TTMEM_PROCESS_NAME    the name readers show
+ * ttmem_result; after any result but TTMEM_OK, ttmem_last_error says why. Strings passed in
+ * are borrowed for the call only and must be UTF-8; nothing returned needs freeing. All
+ * functions act on one process-wide tracker configured from the environment on first use:
+ *   TTMEM_DISABLE=1         turn tracking off (about a nanosecond per call)
+ *   TTMEM_DIR               region directory (default /dev/shm/ttmem)
+ *   TTMEM_RING_EVENTS       events per thread ring, a power of two (default 4096)
+ *   TTMEM_SHARDS            thread shards (default 32)
+ *   TTMEM_REGION_MODE       region file mode, octal (default 600)
+ *   TTMEM_PROCESS_NAME      the name readers show (default: the executable's)
+ *   TTMEM_CLOCK=tsc|coarse  the event clock (default coarse)
+ *   TTMEM_CLOCK_US          the coarse clock's tick in microseconds
+ *   TTMEM_KEEP_ON_EXIT=1    keep the region file after a clean exit
  * Link: -lttmem (shared), or libttmem.a plus -lpthread -ldl -lm (static).
  *
- * This header is checked against the library's exports by the test suite.
+ * The test suite checks this header against the library: the exported functions, every
+ * struct's size and field offsets and every constant (with _Static_assert in C), and this list
+ * of environment variables.
  */
 #ifndef TTMEM_H
 #define TTMEM_H
@@ -26,11 +33,11 @@ extern "C" {
 
 typedef enum ttmem_result {
     TTMEM_OK = 0,
-    TTMEM_DISABLED = 1,
-    TTMEM_INVALID_ARGUMENT = 2,
-    TTMEM_TOO_MANY_DEVICES = 3,
-    TTMEM_IO_ERROR = 4,
-    TTMEM_INTERNAL_ERROR = 5
+    TTMEM_DISABLED = 1,         /* tracking is off; the call did nothing */
+    TTMEM_INVALID_ARGUMENT = 2, /* a NULL pointer, a string that is not UTF-8, a bad value */
+    TTMEM_TOO_MANY_DEVICES = 3, /* the device table is full */
+    TTMEM_IO_ERROR = 4,         /* no region file (see ttmem_last_error); counting goes on in-process */
+    TTMEM_INTERNAL_ERROR = 5    /* a bug in ttmem, caught */
 } ttmem_result;
 
 /* Device kinds. */
@@ -78,8 +85,9 @@ typedef struct ttmem_counters {
 } ttmem_counters;
 
 /* Registers a device and writes its handle to *out_device (same hw_id and logical_id: same
- * handle). When tracking is off it returns TTMEM_DISABLED and writes handle 0, whose calls do
- * nothing, so callers may treat TTMEM_DISABLED like TTMEM_OK. */
+ * handle). arch, name and every category name are required. When tracking is off it returns
+ * TTMEM_DISABLED and writes handle 0, whose calls do nothing, so callers may treat
+ * TTMEM_DISABLED like TTMEM_OK; TTMEM_IO_ERROR also writes a working handle. */
 ttmem_result ttmem_register_device(const ttmem_device_desc *desc, uint16_t *out_device);
 
 /* Hot path: record an allocation / a free of `size` bytes at `address`. */
@@ -91,7 +99,8 @@ void ttmem_free(uint16_t device, uint8_t category, uint64_t address, uint64_t si
 void ttmem_alloc_mapped(uint16_t device, uint8_t category, uint64_t address, uint64_t size);
 int ttmem_free_addr(uint16_t device, uint64_t address);
 
-/* Tag this thread's following events (op or tensor name); pop with the returned token. */
+/* Tag this thread's following events (op or tensor name); pop with the returned token. NULL is
+ * no tag; bytes that are not UTF-8 are replaced. */
 uint32_t ttmem_tag_push(const char *tag);
 void ttmem_tag_pop(uint32_t token);
 
@@ -111,7 +120,11 @@ size_t ttmem_region_path(char *buf, size_t len);
 /* Marks the region exited and removes its file (automatic at a clean exit). */
 void ttmem_shutdown(void);
 
-/* The library version, a static string. */
+/* Copies why this thread's last failing call failed into buf (NUL-terminated, truncated to
+ * len); returns the message's full length, 0 if none. buf may be NULL to ask the length. */
+size_t ttmem_last_error(char *buf, size_t len);
+
+/* The library version (e.g. "0.1.0"), a static string. */
 const char *ttmem_version(void);
 
 #ifdef __cplusplus

@@ -175,6 +175,8 @@ struct State {
     /// The parent's region, for a child created by fork that has not made its own yet.
     fork_parent: Option<Arc<Region>>,
     warned: bool,
+    /// Why the region file could not be created (counting then goes on in-process).
+    region_error: Option<String>,
 }
 
 /// Records allocations into this process's region. Use [`global`] in a runtime; separate
@@ -316,6 +318,7 @@ impl Tracker {
         let region = match Region::create(&self.config, &info) {
             Ok(r) => r,
             Err(e) => {
+                st.region_error = Some(e.to_string());
                 if !st.warned {
                     st.warned = true;
                     warn_once(&format!(
@@ -549,6 +552,23 @@ impl Tracker {
         st.current.as_ref().and_then(|r| r.path().map(Into::into))
     }
 
+    /// Why this process's region file could not be created, if it could not: readers then do
+    /// not see the process, while its counters still count in-process.
+    pub fn region_error(&self) -> Option<String> {
+        self.state.lock().region_error.clone()
+    }
+
+    /// The exact counters of one device category, summed over shards (None: unknown device or
+    /// category, or no region). Reads one cell per shard, not the whole region.
+    pub fn counters(&self, device: Device, category: u8) -> Option<Counters> {
+        let region = self.state.lock().current.clone()?;
+        let d = device.0 as u32;
+        if category as u32 >= region.categories_of(d) {
+            return None;
+        }
+        Some(cell_total(&region, d, category as u32))
+    }
+
     /// This process's exact counters, read from its own region.
     pub fn snapshot(&self) -> Snapshot {
         let st = self.state.lock();
@@ -557,7 +577,6 @@ impl Tracker {
         };
         drop(st);
         let g = region.geometry;
-        let shards = region.header().shards_used.load(Ordering::Acquire).min(g.max_shards);
         let mut snap = Snapshot {
             region_path: region.path().map(Into::into),
             ..Default::default()
@@ -573,17 +592,10 @@ impl Tracker {
             let Some(info) = region.device_info(d) else { continue };
             let mut categories = Vec::new();
             for (c, desc) in info.categories.into_iter().enumerate() {
-                let mut total = Counters::default();
-                for s in (0..shards)
-                    .chain(std::iter::once(region.shared_shard()))
-                    .collect::<std::collections::BTreeSet<_>>()
-                {
-                    total.add_shard(&read_cell(region.cell(s, d, c as u32)));
-                }
                 categories.push(CategoryUsage {
                     name: desc.name,
                     capacity: desc.capacity,
-                    counters: total,
+                    counters: cell_total(&region, d, c as u32),
                 });
             }
             snap.devices.push(DeviceUsage {
@@ -612,6 +624,20 @@ impl Drop for Tracker {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// One device category's counters summed over the shards in use and the shared one.
+fn cell_total(region: &Region, device: u32, category: u32) -> Counters {
+    let g = region.geometry;
+    let shards = region.header().shards_used.load(Ordering::Acquire).min(g.max_shards);
+    let mut total = Counters::default();
+    for s in (0..shards)
+        .chain(std::iter::once(region.shared_shard()))
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        total.add_shard(&read_cell(region.cell(s, device, category)));
+    }
+    total
 }
 
 fn read_cell(c: &RawCell) -> Counters {

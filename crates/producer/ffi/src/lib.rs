@@ -4,7 +4,8 @@
 //! (`ttmem_alloc`, `ttmem_free`) return nothing and never fail; slow-path functions return a
 //! [`ttmem_result`]. All strings are borrowed for the duration of the call only; nothing
 //! returned needs freeing. All functions act on the process-wide tracker, configured from
-//! `TTMEM_*` environment variables on first use.
+//! `TTMEM_*` environment variables on first use. A call that returns anything but `TTMEM_OK`
+//! leaves a sentence saying why for `ttmem_last_error` (per thread).
 
 #![deny(missing_docs)]
 #![allow(non_camel_case_types)]
@@ -22,11 +23,12 @@ pub enum ttmem_result {
     TTMEM_OK = 0,
     /// Tracking is disabled (`TTMEM_DISABLE=1`) or unavailable; the call did nothing.
     TTMEM_DISABLED = 1,
-    /// A null pointer, bad string or out-of-range value.
+    /// A null pointer, a string that is not UTF-8, or an out-of-range value.
     TTMEM_INVALID_ARGUMENT = 2,
     /// The device table is full.
     TTMEM_TOO_MANY_DEVICES = 3,
-    /// The region could not be created; counting continues in-process.
+    /// The region file could not be created (`ttmem_last_error` says which directory and
+    /// why); the device is registered and counting continues in-process, unseen by readers.
     TTMEM_IO_ERROR = 4,
     /// An internal error (a Rust panic was caught).
     TTMEM_INTERNAL_ERROR = 5,
@@ -96,14 +98,61 @@ fn guard<T>(fallback: T, f: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
 }
 
+std::thread_local! {
+    /// Why this thread's last call that returned an error did.
+    static LAST_ERROR: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Returns `code`, leaving `why` for `ttmem_last_error`.
+fn fail(code: ttmem_result, why: impl Into<String>) -> ttmem_result {
+    let why = why.into();
+    LAST_ERROR.with(|e| *e.borrow_mut() = why);
+    code
+}
+
+/// Copies `bytes` into a C buffer of `len` bytes (NUL-terminated, truncated); returns the full
+/// length. A null `buf` only asks the length.
+///
+/// # Safety
+/// `buf` is null or points to `len` writable bytes.
+unsafe fn copy_out(bytes: &[u8], buf: *mut c_char, len: usize) -> usize {
+    if !buf.is_null() && len > 0 {
+        let n = bytes.len().min(len - 1);
+        // SAFETY: buf has len writable bytes and n + 1 <= len.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf as *mut u8, n);
+            *buf.add(n) = 0;
+        }
+    }
+    bytes.len()
+}
+
+/// A required string argument: `Err` names what is wrong with it (null, or not UTF-8).
+///
 /// # Safety
 /// `p` is null or points to a NUL-terminated string valid for the call.
-unsafe fn text(p: *const c_char) -> Option<String> {
+unsafe fn text(p: *const c_char, what: &str) -> Result<String, ttmem_result> {
     if p.is_null() {
-        return None;
+        return Err(fail(TTMEM_INVALID_ARGUMENT, format!("{what} is NULL")));
     }
     // SAFETY: non-null and NUL-terminated per the caller's contract.
-    Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    match unsafe { CStr::from_ptr(p) }.to_str() {
+        Ok(s) => Ok(s.to_string()),
+        Err(e) => Err(fail(TTMEM_INVALID_ARGUMENT, format!("{what} is not UTF-8: {e}"))),
+    }
+}
+
+/// An optional string (a tag): null is none, and bytes that are not UTF-8 are replaced, since
+/// the hot-path callers have no result to report an error with.
+///
+/// # Safety
+/// `p` is null or points to a NUL-terminated string valid for the call.
+unsafe fn lossy(p: *const c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: non-null and NUL-terminated per the caller's contract.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
 /// Registers a device; writes its handle to `*out_device`. Registering the same (hw_id,
@@ -117,20 +166,29 @@ unsafe fn text(p: *const c_char) -> Option<String> {
 pub unsafe extern "C" fn ttmem_register_device(desc: *const ttmem_device_desc, out_device: *mut u16) -> ttmem_result {
     guard(TTMEM_INTERNAL_ERROR, || {
         if desc.is_null() || out_device.is_null() {
-            return TTMEM_INVALID_ARGUMENT;
+            return fail(TTMEM_INVALID_ARGUMENT, "desc or out_device is NULL");
         }
         // SAFETY: non-null and valid per the contract.
         let d = unsafe { &*desc };
         if d.num_categories == 0 || d.num_categories as usize > ttmem_region::MAX_CATEGORIES || d.categories.is_null() {
-            return TTMEM_INVALID_ARGUMENT;
+            return fail(
+                TTMEM_INVALID_ARGUMENT,
+                format!(
+                    "a device declares 1 to {} categories (num_categories {}, categories {})",
+                    ttmem_region::MAX_CATEGORIES,
+                    d.num_categories,
+                    if d.categories.is_null() { "NULL" } else { "given" }
+                ),
+            );
         }
         // SAFETY: the array holds num_categories descriptors per the contract.
         let cats = unsafe { std::slice::from_raw_parts(d.categories, d.num_categories as usize) };
         let mut categories = Vec::with_capacity(cats.len());
-        for c in cats {
+        for (i, c) in cats.iter().enumerate() {
             // SAFETY: each name is null or a valid C string per the contract.
-            let Some(name) = (unsafe { text(c.name) }) else {
-                return TTMEM_INVALID_ARGUMENT;
+            let name = match unsafe { text(c.name, &format!("categories[{i}].name")) } {
+                Ok(n) => n,
+                Err(code) => return code,
             };
             categories.push(CategorySpec {
                 name,
@@ -141,14 +199,17 @@ pub unsafe extern "C" fn ttmem_register_device(desc: *const ttmem_device_desc, o
                 alignment: c.alignment,
             });
         }
+        // SAFETY: null or valid C strings per the contract.
+        let (arch, name) = match unsafe { (text(d.arch, "arch"), text(d.name, "name")) } {
+            (Ok(a), Ok(n)) => (a, n),
+            (Err(code), _) | (_, Err(code)) => return code,
+        };
         let spec = DeviceSpec {
             kind: DeviceKind::from_code(d.kind),
             hw_id: d.hw_id,
             logical_id: d.logical_id,
-            // SAFETY: null or valid C strings per the contract.
-            arch: unsafe { text(d.arch) }.unwrap_or_default(),
-            // SAFETY: as above.
-            name: unsafe { text(d.name) }.unwrap_or_default(),
+            arch,
+            name,
             remote: d.remote != 0,
             categories,
         };
@@ -156,17 +217,25 @@ pub unsafe extern "C" fn ttmem_register_device(desc: *const ttmem_device_desc, o
         if !tracker.is_enabled() {
             // SAFETY: non-null and writable per the contract.
             unsafe { *out_device = 0 };
-            return TTMEM_DISABLED;
+            return fail(
+                TTMEM_DISABLED,
+                "tracking is disabled (TTMEM_DISABLE) or memory could not be mapped",
+            );
         }
         match tracker.register_device(&spec) {
             Ok(Device(i)) => {
                 // SAFETY: non-null and writable per the contract.
                 unsafe { *out_device = i };
-                TTMEM_OK
+                match tracker.region_error() {
+                    Some(why) => fail(TTMEM_IO_ERROR, why),
+                    None => TTMEM_OK,
+                }
             }
-            Err(ClientError::TooManyDevices(_)) => TTMEM_TOO_MANY_DEVICES,
-            Err(ClientError::Categories(_)) | Err(ClientError::Geometry(_)) => TTMEM_INVALID_ARGUMENT,
-            Err(_) => TTMEM_IO_ERROR,
+            Err(e @ ClientError::TooManyDevices(_)) => fail(TTMEM_TOO_MANY_DEVICES, e.to_string()),
+            Err(e @ (ClientError::Categories(_) | ClientError::Geometry(_))) => {
+                fail(TTMEM_INVALID_ARGUMENT, e.to_string())
+            }
+            Err(e) => fail(TTMEM_IO_ERROR, e.to_string()),
         }
     })
 }
@@ -204,7 +273,7 @@ pub extern "C" fn ttmem_free_addr(device: u16, address: u64) -> c_int {
 pub unsafe extern "C" fn ttmem_tag_push(tag: *const c_char) -> u32 {
     guard(0, || {
         // SAFETY: null or a valid C string per the contract.
-        let t = unsafe { text(tag) }.unwrap_or_default();
+        let t = unsafe { lossy(tag) };
         global().push_tag(&t)
     })
 }
@@ -223,7 +292,7 @@ pub extern "C" fn ttmem_tag_pop(token: u32) {
 pub unsafe extern "C" fn ttmem_mark(device: u16, tag: *const c_char) {
     guard((), || {
         // SAFETY: null or a valid C string per the contract.
-        let t = unsafe { text(tag) }.unwrap_or_default();
+        let t = unsafe { lossy(tag) };
         global().mark(Device(device), &t)
     })
 }
@@ -236,22 +305,21 @@ pub unsafe extern "C" fn ttmem_mark(device: u16, tag: *const c_char) {
 pub unsafe extern "C" fn ttmem_get_counters(device: u16, category: u8, out: *mut ttmem_counters) -> ttmem_result {
     guard(TTMEM_INTERNAL_ERROR, || {
         if out.is_null() {
-            return TTMEM_INVALID_ARGUMENT;
+            return fail(TTMEM_INVALID_ARGUMENT, "out is NULL");
         }
         let t = global();
         if !t.is_enabled() {
-            return TTMEM_DISABLED;
+            return fail(
+                TTMEM_DISABLED,
+                "tracking is disabled (TTMEM_DISABLE) or memory could not be mapped",
+            );
         }
-        let snap = t.snapshot();
-        let Some(c) = snap
-            .devices
-            .iter()
-            .find(|d| d.device == Device(device))
-            .and_then(|d| d.categories.get(category as usize))
-        else {
-            return TTMEM_INVALID_ARGUMENT;
+        let Some(c) = t.counters(Device(device), category) else {
+            return fail(
+                TTMEM_INVALID_ARGUMENT,
+                format!("device {device} has no category {category} (register the device first)"),
+            );
         };
-        let c = &c.counters;
         // SAFETY: non-null and writable per the contract.
         unsafe {
             *out = ttmem_counters {
@@ -283,16 +351,8 @@ pub extern "C" fn ttmem_enabled() -> c_int {
 pub unsafe extern "C" fn ttmem_region_path(buf: *mut c_char, len: usize) -> usize {
     guard(0, || {
         let Some(p) = global().region_path() else { return 0 };
-        let bytes = p.as_os_str().as_encoded_bytes();
-        if !buf.is_null() && len > 0 {
-            let n = bytes.len().min(len - 1);
-            // SAFETY: buf has len writable bytes and n + 1 <= len.
-            unsafe {
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf as *mut u8, n);
-                *buf.add(n) = 0;
-            }
-        }
-        bytes.len()
+        // SAFETY: buf is null or has len writable bytes per the contract.
+        unsafe { copy_out(p.as_os_str().as_encoded_bytes(), buf, len) }
     })
 }
 
@@ -302,8 +362,24 @@ pub extern "C" fn ttmem_shutdown() {
     guard((), || global().shutdown())
 }
 
-/// The library version, a static NUL-terminated string.
+/// Copies why this thread's last failing call failed (NUL-terminated, truncated to `len`) into
+/// `buf`; returns the message's full length (0: no error yet). `buf` may be null to ask the
+/// length.
+///
+/// # Safety
+/// `buf` is null or points to `len` writable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ttmem_last_error(buf: *mut c_char, len: usize) -> usize {
+    guard(0, || {
+        LAST_ERROR.with(|e| {
+            // SAFETY: buf is null or has len writable bytes per the contract.
+            unsafe { copy_out(e.borrow().as_bytes(), buf, len) }
+        })
+    })
+}
+
+/// The library's version (the crate's), a static NUL-terminated string.
 #[unsafe(no_mangle)]
 pub extern "C" fn ttmem_version() -> *const c_char {
-    c"0.1.0".as_ptr()
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char
 }

@@ -38,7 +38,22 @@ int main(int argc, char **argv) {
     };
     ttmem_device_desc d = desc(cats);
     uint16_t dev = 0xFFFF;
-    CHECK(strcmp(ttmem_version(), "0.1.0") == 0);
+    char why[256];
+    CHECK(strcmp(ttmem_version(), TTMEM_EXPECTED_VERSION) == 0);
+    CHECK(ttmem_last_error(NULL, 0) == 0);
+
+    if (argc > 1 && strcmp(argv[1], "io-error") == 0) {
+        /* TTMEM_DIR cannot be created: the device works in-process and the error names the
+         * directory. */
+        CHECK(ttmem_register_device(&d, &dev) == TTMEM_IO_ERROR && dev != 0xFFFF);
+        CHECK(ttmem_last_error(why, sizeof why) > 0 && strstr(why, getenv("TTMEM_DIR")) != NULL);
+        ttmem_alloc(dev, TTMEM_TT_DRAM, 0x1000, 4096);
+        ttmem_counters c;
+        CHECK(ttmem_get_counters(dev, TTMEM_TT_DRAM, &c) == TTMEM_OK && c.live_bytes == 4096);
+        CHECK(ttmem_region_path(NULL, 0) == 0);
+        printf("io-error ok: %s\n", why);
+        return 0;
+    }
 
     if (argc > 1 && strcmp(argv[1], "disabled") == 0) {
         CHECK(ttmem_enabled() == 0);
@@ -51,9 +66,23 @@ int main(int argc, char **argv) {
 
     CHECK(ttmem_enabled() == 1);
     CHECK(ttmem_register_device(NULL, &dev) == TTMEM_INVALID_ARGUMENT);
+    CHECK(ttmem_last_error(why, sizeof why) > 0 && strstr(why, "NULL") != NULL);
     d.num_categories = 0;
     CHECK(ttmem_register_device(&d, &dev) == TTMEM_INVALID_ARGUMENT);
     d.num_categories = 2;
+    /* Required strings: NULL and invalid UTF-8 are refused, saying which. */
+    d.arch = NULL;
+    CHECK(ttmem_register_device(&d, &dev) == TTMEM_INVALID_ARGUMENT);
+    CHECK(ttmem_last_error(why, sizeof why) > 0 && strcmp(why, "arch is NULL") == 0);
+    d.arch = "wormhole_b0";
+    d.name = "bad\xff";
+    CHECK(ttmem_register_device(&d, &dev) == TTMEM_INVALID_ARGUMENT);
+    CHECK(ttmem_last_error(why, sizeof why) > 0 && strstr(why, "name is not UTF-8") != NULL);
+    d.name = "c-test";
+    cats[1].name = NULL;
+    CHECK(ttmem_register_device(&d, &dev) == TTMEM_INVALID_ARGUMENT);
+    CHECK(ttmem_last_error(why, sizeof why) > 0 && strcmp(why, "categories[1].name is NULL") == 0);
+    cats[1].name = "L1";
     CHECK(ttmem_register_device(&d, &dev) == TTMEM_OK);
     uint16_t again = 0xFFFF;
     CHECK(ttmem_register_device(&d, &again) == TTMEM_OK && again == dev);

@@ -40,7 +40,9 @@ fn cc() -> String {
 
 fn build(out: &Path, extra: &[&str]) {
     let status = Command::new(cc())
-        .args(["-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-g", "-o"])
+        .args(["-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-g"])
+        .arg(format!("-DTTMEM_EXPECTED_VERSION=\"{}\"", env!("CARGO_PKG_VERSION")))
+        .arg("-o")
         .arg(out)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/abi_test.c"))
         .arg("-I")
@@ -79,6 +81,20 @@ fn check_run(exe: &Path) {
         std::fs::read_dir(dir.path()).unwrap().count(),
         0,
         "no region left behind by parent or child"
+    );
+    // A region directory that cannot be created: TTMEM_IO_ERROR naming it, counting goes on.
+    let blocked = tempfile::tempdir().unwrap();
+    std::fs::write(blocked.path().join("file"), b"").unwrap();
+    let unusable = blocked.path().join("file/regions");
+    let printed = run(
+        exe,
+        blocked.path(),
+        &[("TTMEM_DIR", unusable.to_str().unwrap())],
+        &["io-error"],
+    );
+    assert!(
+        printed.starts_with("io-error ok: cannot use region directory"),
+        "{printed}"
     );
     let off = tempfile::tempdir().unwrap();
     assert_eq!(
@@ -160,7 +176,118 @@ fn header_declares_exactly_the_exported_functions() {
             .count();
         assert_eq!(decls, fields, "{c_name}");
     }
-    assert_eq!(std::mem::size_of::<ttmem::ttmem_counters>(), 56);
-    assert_eq!(std::mem::size_of::<ttmem::ttmem_category>(), 40);
-    assert_eq!(std::mem::size_of::<ttmem::ttmem_device_desc>(), 56);
+}
+
+/// Compiles `_Static_assert`s generated from the Rust definitions against the header: every
+/// struct's size and field offsets, every constant, every result code. A header that drifts
+/// from the library fails to compile, with the field or constant named.
+#[test]
+fn header_layout_and_constants_match_the_library_in_c() {
+    use std::fmt::Write as _;
+    use std::mem::{offset_of, size_of};
+    use ttmem::{ttmem_category, ttmem_counters, ttmem_device_desc, ttmem_result};
+    use ttmem_client::{DeviceKind, tt};
+    let mut c = String::from("#include <stddef.h>\n#include \"ttmem.h\"\n");
+    let mut check = |expr: String, value: usize| {
+        writeln!(c, "_Static_assert(({expr}) == {value}, \"{expr} must be {value}\");").unwrap();
+    };
+    macro_rules! layout {
+        ($t:ident, $($f:ident),+) => {
+            check(format!("sizeof({})", stringify!($t)), size_of::<$t>());
+            $(check(format!("offsetof({}, {})", stringify!($t), stringify!($f)), offset_of!($t, $f));)+
+        };
+    }
+    layout!(ttmem_category, name, capacity, addr_base, addr_end, banks, alignment);
+    layout!(
+        ttmem_device_desc,
+        kind,
+        hw_id,
+        logical_id,
+        remote,
+        arch,
+        name,
+        categories,
+        num_categories
+    );
+    layout!(
+        ttmem_counters,
+        live_bytes,
+        live_count,
+        allocs,
+        frees,
+        alloc_bytes,
+        free_bytes,
+        peak_bytes
+    );
+    check("sizeof(ttmem_result)".into(), size_of::<ttmem_result>());
+    let mut constants: Vec<(&str, usize)> = vec![
+        ("TTMEM_KIND_TENSTORRENT", DeviceKind::Tenstorrent.code() as usize),
+        (
+            "TTMEM_KIND_SIMULATED_TENSTORRENT",
+            DeviceKind::SimulatedTenstorrent.code() as usize,
+        ),
+        ("TTMEM_KIND_CUDA", DeviceKind::Cuda.code() as usize),
+        ("TTMEM_TT_DRAM", tt::DRAM as usize),
+        ("TTMEM_TT_L1", tt::L1 as usize),
+        ("TTMEM_TT_L1_SMALL", tt::L1_SMALL as usize),
+        ("TTMEM_TT_TRACE", tt::TRACE as usize),
+        ("TTMEM_TT_CB", tt::CB as usize),
+        ("TTMEM_TT_KERNEL", tt::KERNEL as usize),
+        ("TTMEM_TT_SYSTEM_MEMORY", tt::SYSTEM_MEMORY as usize),
+    ];
+    for r in [
+        ttmem_result::TTMEM_OK,
+        ttmem_result::TTMEM_DISABLED,
+        ttmem_result::TTMEM_INVALID_ARGUMENT,
+        ttmem_result::TTMEM_TOO_MANY_DEVICES,
+        ttmem_result::TTMEM_IO_ERROR,
+        ttmem_result::TTMEM_INTERNAL_ERROR,
+    ] {
+        check(format!("{r:?}"), r as usize);
+    }
+    for (name, value) in &constants {
+        check((*name).into(), *value);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("layout.c");
+    std::fs::write(&src, &c).unwrap();
+    let out = Command::new(cc())
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I"])
+        .arg(root().join("include"))
+        .arg(&src)
+        .output()
+        .expect("a C compiler (cc) must be installed; scripts/setup.sh installs one");
+    assert!(out.status.success(), "{}\n{c}", String::from_utf8_lossy(&out.stderr));
+    // Every constant the header defines is one of those checked.
+    let header = std::fs::read_to_string(root().join("include/ttmem.h")).unwrap();
+    constants.sort();
+    for name in header
+        .lines()
+        .filter_map(|l| l.strip_prefix("#define TTMEM_"))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| *n != "H")
+    {
+        let name = format!("TTMEM_{name}");
+        assert!(
+            constants.iter().any(|(c, _)| *c == name),
+            "{name} is not checked against the library"
+        );
+    }
+    // Every environment variable the client reads is listed in the header.
+    for var in [
+        ttmem_client::config::ENV_DISABLE,
+        ttmem_client::config::ENV_DIR,
+        ttmem_client::config::ENV_RING_EVENTS,
+        ttmem_client::config::ENV_SHARDS,
+        ttmem_client::config::ENV_REGION_MODE,
+        ttmem_client::config::ENV_PROCESS_NAME,
+        ttmem_client::config::ENV_CLOCK,
+        ttmem_client::config::ENV_CLOCK_US,
+        ttmem_client::config::ENV_KEEP_ON_EXIT,
+    ] {
+        assert!(
+            header.contains(&format!(" *   {var}")),
+            "include/ttmem.h does not list {var}"
+        );
+    }
 }
