@@ -420,19 +420,56 @@ mod attached {
 
     #[test]
     fn hostile_clock_calibration_cannot_overflow() {
+        use std::mem::offset_of;
+        use ttmem_region::raw::RawHeader;
         let dir = tempfile::tempdir().unwrap();
         let (_t, path) = populated(dir.path());
         let mut bytes = fs::read(&path).unwrap();
-        bytes[28..32].copy_from_slice(&ttmem_region::FLAG_CLOCK_TSC.to_le_bytes());
-        for (mono, ticks) in [(0u64, u64::MAX), (0, 1), (u64::MAX, 0), (1, u64::MAX - 1)] {
-            bytes[152..160].copy_from_slice(&mono.to_le_bytes());
-            bytes[160..168].copy_from_slice(&ticks.to_le_bytes());
+        let put = |bytes: &mut Vec<u8>, at: usize, v: &[u8]| bytes[at..at + v.len()].copy_from_slice(v);
+        put(
+            &mut bytes,
+            offset_of!(RawHeader, flags),
+            &ttmem_region::FLAG_CLOCK_TSC.to_le_bytes(),
+        );
+        let ticks_at = [0, 1, u64::MAX / 2, u64::MAX - 1, u64::MAX];
+        // (monotonic ns, ticks) at calibration, and what the ticks above must convert to when
+        // the calibration is refused as unphysical (then one tick counts one nanosecond from
+        // the header's pair, saturating at both ends).
+        let refused: [(u64, u64, [u64; 5]); 3] = [
+            (0, u64::MAX, [0, 0, 0, 0, 0]),
+            (u64::MAX, 0, [u64::MAX; 5]),
+            (1, u64::MAX - 1, [0, 0, 0, 1, 2]),
+        ];
+        for (mono, ticks, expected) in refused {
+            put(
+                &mut bytes,
+                offset_of!(RawHeader, clock_monotonic_ns),
+                &mono.to_le_bytes(),
+            );
+            put(&mut bytes, offset_of!(RawHeader, clock_ticks), &ticks.to_le_bytes());
             let h = decode::decode_header(&bytes, bytes.len() as u64).unwrap();
+            assert_eq!((h.clock_monotonic_ns, h.clock_ticks), (mono, ticks));
             let c = TickClock::for_header(&h);
-            for t in [0, 1, u64::MAX / 2, u64::MAX] {
-                let _ = c.to_ns(t);
-            }
+            assert_eq!(ticks_at.map(|t| c.to_ns(t)), expected, "calibration ({mono}, {ticks})");
         }
+        // A plausible calibration (ticks and ns both since boot) is accepted: conversion is
+        // exact at the calibration point, never decreasing, and at a physical rate (0.01 to 100
+        // ns per tick), saturating instead of wrapping.
+        put(
+            &mut bytes,
+            offset_of!(RawHeader, clock_monotonic_ns),
+            &0u64.to_le_bytes(),
+        );
+        put(&mut bytes, offset_of!(RawHeader, clock_ticks), &1u64.to_le_bytes());
+        let h = decode::decode_header(&bytes, bytes.len() as u64).unwrap();
+        let c = TickClock::for_header(&h);
+        let ns = ticks_at.map(|t| c.to_ns(t));
+        assert_eq!(ns[1], 0, "the calibration point maps to its own time");
+        assert!(ns.windows(2).all(|w| w[0] <= w[1]), "{ns:?}");
+        assert!(
+            ns[4] >= u64::MAX / 100,
+            "the rate is physical and nothing wrapped: {ns:?}"
+        );
     }
 
     fn edge_u64() -> impl Strategy<Value = u64> {
