@@ -12,7 +12,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use parking_lot::RwLock;
 use serde::Deserialize;
-use ttmem_ledger::SortBy;
+use ttmem_ledger::{DeviceKey, SortBy};
 use ttmem_model::api;
 
 use crate::collector::Collector;
@@ -352,7 +352,7 @@ async fn allocations(
 }
 
 /// A ledger allocation as the API names it: its owner's pid and its `ps` device id.
-fn allocation(pid: u32, devices: &HashMap<u32, u32>, a: ttmem_ledger::Allocation) -> api::Allocation {
+fn allocation(pid: u32, devices: &HashMap<DeviceKey, u32>, a: ttmem_ledger::Allocation) -> api::Allocation {
     api::Allocation {
         pid,
         device: devices.get(&a.device).copied(),
@@ -391,7 +391,7 @@ async fn events(State(s): State<Arc<Shared>>, Path(pid): Path<u32>) -> ApiResult
     }))
 }
 
-fn category_name(c: &Collector, dev: u32, cat: u8) -> Option<String> {
+fn category_name(c: &Collector, dev: DeviceKey, cat: u8) -> Option<String> {
     c.ledger()
         .devices()
         .find(|(k, _, _)| *k == dev)
@@ -399,7 +399,7 @@ fn category_name(c: &Collector, dev: u32, cat: u8) -> Option<String> {
         .map(|x| x.name.clone())
 }
 
-fn ledger_device(c: &Collector, id: u32) -> Result<u32, ApiError> {
+fn ledger_device(c: &Collector, id: u32) -> Result<DeviceKey, ApiError> {
     c.ledger_device(id).ok_or_else(|| not_found(format!("no device {id}")))
 }
 
@@ -462,7 +462,7 @@ async fn map(State(s): State<Arc<Shared>>, Path(id): Path<u32>, Query(q): Query<
 async fn maps(State(s): State<Arc<Shared>>, Query(q): Query<MapQuery>) -> ApiResult<api::Maps> {
     let category = q.category.unwrap_or_else(|| "DRAM".into());
     let c = s.collector.read();
-    let mut ids: Vec<(u32, u32)> = c.device_ids().into_iter().collect();
+    let mut ids: Vec<(DeviceKey, u32)> = c.device_ids().into_iter().collect();
     ids.sort_by_key(|&(dk, id)| (id, dk));
     ids.dedup_by_key(|&mut (_, id)| id);
     let maps = ids

@@ -97,7 +97,7 @@ impl Collector {
             identities: HashMap::new(),
             regions: region::Discovery::default(),
             events: Vec::new(),
-            next_key: 1,
+            next_key: ProcKey(1),
             stats: CollectorStats::default(),
             history: History::new(),
             last_sample_s: 0,
@@ -208,7 +208,7 @@ impl Collector {
     /// Adds a process with its source; its record of start is queued.
     fn add_process(&mut self, view: ProcessView, source: Source, pidfd: Option<OwnedFd>) -> ProcKey {
         let key = self.next_key;
-        self.next_key += 1;
+        self.next_key.0 += 1;
         self.ledger.add_process(key);
         self.procs.insert(
             key,
@@ -248,7 +248,7 @@ impl Collector {
     /// leaves the totals and stays as what it left behind; its region file is removed.
     pub fn process_died(&mut self, key: ProcKey, now: Now) {
         if let Err(e) = self.drain_one(key) {
-            tracing::debug!(process = key, "last drain failed: {e}");
+            tracing::debug!(process = key.0, "last drain failed: {e}");
         }
         let Some(p) = self.procs.get_mut(&key) else { return };
         if p.exited_at_ns.is_some() {

@@ -45,7 +45,7 @@ impl Transients {
         self.partner.clear();
         self.partner.resize(events.len(), NO_PARTNER);
         let slot_of = |e: &Event| {
-            let key = e.address ^ ((e.device as u64) << 40 | (e.category as u64) << 32).rotate_left(17);
+            let key = e.address ^ ((e.device.0 as u64) << 40 | (e.category as u64) << 32).rotate_left(17);
             (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - TRANSIENT_SLOTS.trailing_zeros())) as usize
         };
         for (i, e) in events.iter().enumerate() {
@@ -131,7 +131,7 @@ impl Ledger {
         };
         let known = |e: &Event| {
             devices
-                .get(e.device as usize)
+                .get(e.device.index())
                 .is_some_and(|(_, t)| (e.category as usize) < t.len())
         };
         transients.pair(events, known);
@@ -151,7 +151,7 @@ impl Ledger {
             if current.as_ref().is_none_or(|(k, _, _)| *k != key) {
                 current = None;
                 let Some(dev_total) = devices
-                    .get_mut(e.device as usize)
+                    .get_mut(e.device.index())
                     .and_then(|(_, t)| t.get_mut(e.category as usize))
                 else {
                     stats.rejected += 1;
@@ -238,7 +238,7 @@ impl Ledger {
         for (&(dev, cat), b) in &p.buckets {
             if let Some(t) = self
                 .devices
-                .get_mut(dev as usize)
+                .get_mut(dev.index())
                 .and_then(|(_, t)| t.get_mut(cat as usize))
             {
                 t.bytes = t.bytes.saturating_sub(b.totals.bytes);

@@ -27,10 +27,37 @@ use std::collections::VecDeque;
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 
-/// A process, as the source that reported it numbers it (one key per (pid, start time)).
-pub type ProcKey = u32;
-/// A device, as numbered by [`Ledger::add_device`].
-pub type DeviceKey = u32;
+/// A process, as the collector numbers it (one key per (pid, start time)): never a pid, so a
+/// reused pid cannot be confused with the process that had it.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ProcKey(pub u32);
+
+/// A device, as numbered by [`Ledger::add_device`]: the ledger's index, not the `ps` id (which
+/// moves when devices come and go).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DeviceKey(pub u32);
+
+impl DeviceKey {
+    /// The index in the ledger's device table.
+    #[inline]
+    fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl std::fmt::Display for ProcKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "process #{}", self.0)
+    }
+}
+
+impl std::fmt::Display for DeviceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "device #{}", self.0)
+    }
+}
 
 /// One category of a device: the region's declaration, the one device description every
 /// source uses.
@@ -222,7 +249,7 @@ impl Ledger {
         {
             return k;
         }
-        let key = self.devices.len() as DeviceKey;
+        let key = DeviceKey(self.devices.len() as u32);
         if info.hw_id != 0 {
             self.device_index.insert((info.kind.code(), info.hw_id), key);
         }
@@ -241,7 +268,7 @@ impl Ledger {
         self.devices
             .iter()
             .enumerate()
-            .map(|(k, (i, t))| (k as DeviceKey, i, t.as_slice()))
+            .map(|(k, (i, t))| (DeviceKey(k as u32), i, t.as_slice()))
     }
 }
 

@@ -118,7 +118,7 @@ impl Ledger {
 
     fn category_name(&self, dev: DeviceKey, cat: u8) -> String {
         self.devices
-            .get(dev as usize)
+            .get(dev.index())
             .and_then(|(i, _)| i.categories.get(cat as usize))
             .map(|c| c.name.clone())
             .unwrap_or_else(|| format!("#{cat}"))
@@ -167,9 +167,9 @@ impl Ledger {
         let total = all.len() as u64;
         let key = |x: &(DeviceKey, u8, u64, Entry)| -> (u64, u64, u64) {
             match sort {
-                SortBy::Address => (((x.0 as u64) << 8) | x.1 as u64, x.2, 0),
-                SortBy::Size => (u64::MAX - x.3.size, ((x.0 as u64) << 8) | x.1 as u64, x.2),
-                SortBy::Age => (x.3.time_s as u64, ((x.0 as u64) << 8) | x.1 as u64, x.2),
+                SortBy::Address => (((x.0.0 as u64) << 8) | x.1 as u64, x.2, 0),
+                SortBy::Size => (u64::MAX - x.3.size, ((x.0.0 as u64) << 8) | x.1 as u64, x.2),
+                SortBy::Age => (x.3.time_s as u64, ((x.0.0 as u64) << 8) | x.1 as u64, x.2),
             }
         };
         let start = offset.min(total) as usize;

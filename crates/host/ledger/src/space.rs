@@ -97,7 +97,7 @@ impl Ledger {
     /// A device category with an address range (its index and declaration): the one check
     /// every address-space answer starts with.
     fn address_space(&self, dev: DeviceKey, category: &str) -> Result<(u8, &CategoryInfo), QueryError> {
-        let (info, _) = self.devices.get(dev as usize).ok_or(QueryError::UnknownDevice(dev))?;
+        let (info, _) = self.devices.get(dev.index()).ok_or(QueryError::UnknownDevice(dev))?;
         let (i, c) = info
             .categories
             .iter()

@@ -40,7 +40,7 @@ fn dram(banks: u32) -> DeviceInfo {
 fn ev(kind: EventKind, cat: u8, address: u64, size: u64, t: u64) -> Event {
     Event {
         kind,
-        device: 0,
+        device: DeviceKey(0),
         category: cat,
         address,
         size,
@@ -54,14 +54,14 @@ fn aggregates_follow_events_and_exits() {
     let mut l = Ledger::new(0);
     let d = l.add_device(dram(12));
     assert_eq!(l.add_device(dram(12)), d, "same hardware id, same key");
-    l.add_process(1);
-    l.add_process(2);
-    l.apply(1, &ev(EventKind::Alloc, 0, 0, 1200, 0));
-    l.apply(1, &ev(EventKind::Alloc, 0, 320, 600, S));
-    l.apply(2, &ev(EventKind::Alloc, 1, 64, 10, S));
-    l.apply(1, &ev(EventKind::Free, 0, 0, 1200, 2 * S));
-    l.apply(1, &ev(EventKind::Free, 0, 999, 1, 2 * S)); // never allocated
-    l.apply(9, &ev(EventKind::Alloc, 0, 0, 1, 0)); // unknown process
+    l.add_process(ProcKey(1));
+    l.add_process(ProcKey(2));
+    l.apply(ProcKey(1), &ev(EventKind::Alloc, 0, 0, 1200, 0));
+    l.apply(ProcKey(1), &ev(EventKind::Alloc, 0, 320, 600, S));
+    l.apply(ProcKey(2), &ev(EventKind::Alloc, 1, 64, 10, S));
+    l.apply(ProcKey(1), &ev(EventKind::Free, 0, 0, 1200, 2 * S));
+    l.apply(ProcKey(1), &ev(EventKind::Free, 0, 999, 1, 2 * S)); // never allocated
+    l.apply(ProcKey(9), &ev(EventKind::Alloc, 0, 0, 1, 0)); // unknown process
     let (_, _, t) = l.devices().next().unwrap();
     assert_eq!(
         t[0],
@@ -75,9 +75,9 @@ fn aggregates_follow_events_and_exits() {
     );
     assert_eq!(t[1].bytes, 10);
     assert_eq!(
-        l.process_totals(1),
+        l.process_totals(ProcKey(1)),
         vec![(
-            0,
+            DeviceKey(0),
             0,
             Totals {
                 bytes: 600,
@@ -90,32 +90,40 @@ fn aggregates_follow_events_and_exits() {
     );
     assert_eq!(l.stats().unmatched_frees, 1);
     assert_eq!(l.stats().rejected, 1);
-    assert_eq!(l.completeness(1), Some((0, 1)));
-    let rec = l.recent(1).unwrap();
+    assert_eq!(l.completeness(ProcKey(1)), Some((0, 1)));
+    let rec = l.recent(ProcKey(1)).unwrap();
     assert_eq!(rec.len(), 4);
     assert!(!rec.back().unwrap().matched);
 
-    l.process_exited(1, 3 * S);
+    l.process_exited(ProcKey(1), 3 * S);
     let (_, _, t) = l.devices().next().unwrap();
     assert_eq!((t[0].bytes, t[0].count), (0, 0), "a dead process leaves the totals");
-    assert_eq!(l.process_totals(1)[0].2.bytes, 600, "and keeps what it left behind");
-    l.process_exited(1, 4 * S);
-    assert_eq!(l.state(1), Some(ProcState::Exited { at_ns: 3 * S }), "idempotent");
+    assert_eq!(
+        l.process_totals(ProcKey(1))[0].2.bytes,
+        600,
+        "and keeps what it left behind"
+    );
+    l.process_exited(ProcKey(1), 4 * S);
+    assert_eq!(
+        l.state(ProcKey(1)),
+        Some(ProcState::Exited { at_ns: 3 * S }),
+        "idempotent"
+    );
     // Events a dead process's ring still held (drained after death) change only its record.
-    l.apply(1, &ev(EventKind::Free, 0, 320, 600, 3 * S));
+    l.apply(ProcKey(1), &ev(EventKind::Free, 0, 320, 600, 3 * S));
     assert_eq!(l.devices().next().unwrap().2[0].bytes, 0);
-    assert_eq!(l.process_totals(1)[0].2.bytes, 0);
-    l.remove_process(1);
-    assert_eq!(l.state(1), None);
+    assert_eq!(l.process_totals(ProcKey(1))[0].2.bytes, 0);
+    l.remove_process(ProcKey(1));
+    assert_eq!(l.state(ProcKey(1)), None);
 }
 
 #[test]
 fn reallocation_at_a_live_address_replaces_it() {
     let mut l = Ledger::new(0);
     l.add_device(dram(1));
-    l.add_process(1);
-    l.apply(1, &ev(EventKind::Alloc, 0, 64, 100, 0));
-    l.apply(1, &ev(EventKind::Alloc, 0, 64, 40, 0));
+    l.add_process(ProcKey(1));
+    l.apply(ProcKey(1), &ev(EventKind::Alloc, 0, 64, 100, 0));
+    l.apply(ProcKey(1), &ev(EventKind::Alloc, 0, 64, 40, 0));
     assert_eq!(l.devices().next().unwrap().2[0].bytes, 40);
     assert_eq!(l.stats().replaced, 1);
 }
@@ -124,11 +132,11 @@ fn reallocation_at_a_live_address_replaces_it() {
 fn flight_recorder_keeps_the_last_events() {
     let mut l = Ledger::new(0);
     l.add_device(dram(1));
-    l.add_process(1);
+    l.add_process(ProcKey(1));
     for i in 0..1000 {
-        l.apply(1, &ev(EventKind::Alloc, 0, i * 64, 1, i));
+        l.apply(ProcKey(1), &ev(EventKind::Alloc, 0, i * 64, 1, i));
     }
-    let rec = l.recent(1).unwrap();
+    let rec = l.recent(ProcKey(1)).unwrap();
     assert_eq!(rec.len(), FLIGHT_RECORDER_EVENTS);
     assert_eq!(rec.back().unwrap().event.address, 999 * 64);
     assert_eq!(
@@ -141,29 +149,34 @@ fn flight_recorder_keeps_the_last_events() {
 fn pages_sort_and_slice() {
     let mut l = Ledger::new(0);
     l.add_device(dram(1));
-    l.add_process(1);
-    l.set_tags(1, [(5, "weights".to_string())]);
+    l.add_process(ProcKey(1));
+    l.set_tags(ProcKey(1), [(5, "weights".to_string())]);
     for i in 0..100u64 {
         let mut e = ev(EventKind::Alloc, 0, i * 64, (i * 37) % 100 + 1, i * S);
         e.tag = if i == 3 { 5 } else { 0 };
-        l.apply(1, &e);
+        l.apply(ProcKey(1), &e);
     }
-    let p = l.allocations(1, SortBy::Address, 10, 5, 200 * S).unwrap();
+    let p = l.allocations(ProcKey(1), SortBy::Address, 10, 5, 200 * S).unwrap();
     assert_eq!(p.total, 100);
     assert_eq!(
         p.items.iter().map(|a| a.address).collect::<Vec<_>>(),
         [640, 704, 768, 832, 896]
     );
-    let p = l.allocations(1, SortBy::Size, 0, 3, 200 * S).unwrap();
+    let p = l.allocations(ProcKey(1), SortBy::Size, 0, 3, 200 * S).unwrap();
     assert!(p.items.windows(2).all(|w| w[0].size >= w[1].size));
     assert_eq!(p.items[0].size, 100);
-    let p = l.allocations(1, SortBy::Age, 0, 4, 200 * S).unwrap();
+    let p = l.allocations(ProcKey(1), SortBy::Age, 0, 4, 200 * S).unwrap();
     assert_eq!(p.items[0].age_s, 200);
     assert_eq!(p.items[3].tag.as_deref(), Some("weights"));
-    assert!(l.allocations(1, SortBy::Age, 1000, 4, 0).unwrap().items.is_empty());
+    assert!(
+        l.allocations(ProcKey(1), SortBy::Age, 1000, 4, 0)
+            .unwrap()
+            .items
+            .is_empty()
+    );
     assert_eq!(
-        l.allocations(7, SortBy::Age, 0, 1, 0),
-        Err(QueryError::UnknownProcess(7))
+        l.allocations(ProcKey(7), SortBy::Age, 0, 1, 0),
+        Err(QueryError::UnknownProcess(ProcKey(7)))
     );
     let leaks = l.leak_suspects(150, 10, 200 * S);
     assert_eq!(leaks.len(), 10);
@@ -175,12 +188,12 @@ fn pages_sort_and_slice() {
 fn fit_names_the_allocations_around_the_best_gap() {
     let mut l = Ledger::new(0);
     l.add_device(dram(2));
-    l.add_process(1);
-    l.add_process(2);
+    l.add_process(ProcKey(1));
+    l.add_process(ProcKey(2));
     // One bank is [0, 1024); allocations take size/2 per bank, aligned to 32.
-    l.apply(1, &ev(EventKind::Alloc, 0, 0, 512, 0)); // [0, 256)
-    l.apply(2, &ev(EventKind::Alloc, 0, 512, 256, 0)); // [512, 640)
-    let f = l.fit(0, "dram", 500).unwrap();
+    l.apply(ProcKey(1), &ev(EventKind::Alloc, 0, 0, 512, 0)); // [0, 256)
+    l.apply(ProcKey(2), &ev(EventKind::Alloc, 0, 512, 256, 0)); // [512, 640)
+    let f = l.fit(DeviceKey(0), "dram", 500).unwrap();
     assert!(f.fits);
     assert_eq!(f.needed_per_bank, 256);
     assert_eq!(f.largest_free_per_bank, 384);
@@ -189,21 +202,33 @@ fn fit_names_the_allocations_around_the_best_gap() {
     assert_eq!(
         best.below,
         Some(Neighbour {
-            process: 2,
+            process: ProcKey(2),
             address: 512,
             size: 256
         })
     );
     assert_eq!(best.above, None);
-    assert_eq!(f.best_gaps[1].below.as_ref().unwrap().process, 1);
-    assert!(!l.fit(0, "DRAM", 1000).unwrap().fits);
+    assert_eq!(f.best_gaps[1].below.as_ref().unwrap().process, ProcKey(1));
+    assert!(!l.fit(DeviceKey(0), "DRAM", 1000).unwrap().fits);
     assert_eq!(f.fragmentation.free_per_bank, 640);
-    assert_eq!(l.fit(0, "L1", 1), Err(QueryError::NoAddressRange("L1".into())));
-    assert_eq!(l.fit(0, "TRACE", 1), Err(QueryError::UnknownCategory("TRACE".into())));
-    assert_eq!(l.fit(5, "DRAM", 1), Err(QueryError::UnknownDevice(5)));
+    assert_eq!(
+        l.fit(DeviceKey(0), "L1", 1),
+        Err(QueryError::NoAddressRange("L1".into()))
+    );
+    assert_eq!(
+        l.fit(DeviceKey(0), "TRACE", 1),
+        Err(QueryError::UnknownCategory("TRACE".into()))
+    );
+    assert_eq!(
+        l.fit(DeviceKey(5), "DRAM", 1),
+        Err(QueryError::UnknownDevice(DeviceKey(5)))
+    );
     // A dead process's memory is free again.
-    l.process_exited(2, 0);
-    assert_eq!(l.fit(0, "DRAM", 1).unwrap().largest_free_per_bank, 1024 - 256);
+    l.process_exited(ProcKey(2), 0);
+    assert_eq!(
+        l.fit(DeviceKey(0), "DRAM", 1).unwrap().largest_free_per_bank,
+        1024 - 256
+    );
 }
 
 proptest! {
@@ -222,19 +247,19 @@ proptest! {
             kind: ttmem_region::DeviceKind::SimulatedTenstorrent, hw_id: 1, logical_id: 0, flags: 0, arch: "x".into(), name: "x".into(),
             categories: vec![CategoryInfo { name: "DRAM".into(), capacity: 0, addr_base: 4096, addr_end: 1 << 16, banks: 4, alignment: 512 }],
         });
-        l.add_process(1);
+        l.add_process(ProcKey(1));
         let mut live: Vec<(u64, u64)> = Vec::new();
         for (alloc, size, idx) in ops {
             if alloc || live.is_empty() {
                 if let Ok(addr) = model.allocate(size) {
                     let fp = model.footprint(size);
                     live.push((addr, fp));
-                    l.apply(1, &Event { kind: EventKind::Alloc, device: d, category: 0, address: addr, size: fp, time_ns: 0, tag: 0 });
+                    l.apply(ProcKey(1), &Event { kind: EventKind::Alloc, device: d, category: 0, address: addr, size: fp, time_ns: 0, tag: 0 });
                 }
             } else {
                 let (addr, fp) = live.swap_remove(idx.index(live.len()));
                 model.deallocate(addr).unwrap();
-                l.apply(1, &Event { kind: EventKind::Free, device: d, category: 0, address: addr, size: fp, time_ns: 0, tag: 0 });
+                l.apply(ProcKey(1), &Event { kind: EventKind::Free, device: d, category: 0, address: addr, size: fp, time_ns: 0, tag: 0 });
             }
         }
         let s = model.statistics();
@@ -262,17 +287,17 @@ fn observable(
     u64,
 ) {
     let devices: Vec<Vec<Totals>> = l.devices().map(|(_, _, t)| t.to_vec()).collect();
-    let mut totals = l.process_totals(1);
+    let mut totals = l.process_totals(ProcKey(1));
     totals.sort_by_key(|(d, c, _)| (*d, *c));
-    let page = l.allocations(1, SortBy::Address, 0, 1000, 0).unwrap();
-    let recent: Vec<RecentEvent> = l.recent(1).unwrap().iter().copied().collect();
+    let page = l.allocations(ProcKey(1), SortBy::Address, 0, 1000, 0).unwrap();
+    let recent: Vec<RecentEvent> = l.recent(ProcKey(1)).unwrap().iter().copied().collect();
     (
         devices,
         totals,
         page,
         recent,
         l.stats(),
-        l.completeness(1),
+        l.completeness(ProcKey(1)),
         l.live_allocations(),
     )
 }
@@ -294,7 +319,7 @@ proptest! {
             .enumerate()
             .map(|(i, &(alloc, device, category, slot, size))| Event {
                 kind: if alloc { EventKind::Alloc } else { EventKind::Free },
-                device,
+                device: DeviceKey(device),
                 category,
                 address: slot * 64,
                 size,
@@ -312,19 +337,19 @@ proptest! {
             let mut l = Ledger::new(0);
             l.add_device(dram(1));
             l.add_device(DeviceInfo { hw_id: 8, ..dram(2) });
-            l.add_process(1);
+            l.add_process(ProcKey(1));
             l
         };
         let (mut one, mut batched) = (fresh(), fresh());
         for w in cuts.windows(2) {
             if exit_at == Some(w[0]) {
-                one.process_exited(1, 1);
-                batched.process_exited(1, 1);
+                one.process_exited(ProcKey(1), 1);
+                batched.process_exited(ProcKey(1), 1);
             }
             for e in &events[w[0]..w[1]] {
-                one.apply(1, e);
+                one.apply(ProcKey(1), e);
             }
-            batched.apply_batch(1, &events[w[0]..w[1]]);
+            batched.apply_batch(ProcKey(1), &events[w[0]..w[1]]);
         }
         let (a, b) = (observable(&one), observable(&batched));
         prop_assert_eq!(a.0, b.0, "device totals");
@@ -349,14 +374,14 @@ fn a_batch_longer_than_the_pairing_table_applies_in_parts() {
     let fresh = || {
         let mut l = Ledger::new(0);
         l.add_device(dram(1));
-        l.add_process(1);
+        l.add_process(ProcKey(1));
         l
     };
     let (mut one, mut batched) = (fresh(), fresh());
     for e in &events {
-        one.apply(1, e);
+        one.apply(ProcKey(1), e);
     }
-    batched.apply_batch(1, &events);
+    batched.apply_batch(ProcKey(1), &events);
     assert_eq!(observable(&one), observable(&batched));
     assert_eq!(batched.stats().events, events.len() as u64);
 }
@@ -365,14 +390,14 @@ fn a_batch_longer_than_the_pairing_table_applies_in_parts() {
 fn extreme_sizes_and_queries_saturate() {
     let mut l = Ledger::new(u64::MAX);
     l.add_device(dram(3));
-    l.add_process(1);
-    l.apply(1, &ev(EventKind::Alloc, 0, u64::MAX - 1, u64::MAX, 0));
-    l.apply(1, &ev(EventKind::Alloc, 0, 0, u64::MAX, u64::MAX));
-    l.apply(1, &ev(EventKind::Alloc, 0, 64, u64::MAX, u64::MAX));
+    l.add_process(ProcKey(1));
+    l.apply(ProcKey(1), &ev(EventKind::Alloc, 0, u64::MAX - 1, u64::MAX, 0));
+    l.apply(ProcKey(1), &ev(EventKind::Alloc, 0, 0, u64::MAX, u64::MAX));
+    l.apply(ProcKey(1), &ev(EventKind::Alloc, 0, 64, u64::MAX, u64::MAX));
     assert_eq!(l.devices().next().unwrap().2[0].bytes, u64::MAX);
-    assert!(!l.fit(0, "DRAM", u64::MAX).unwrap().fits);
-    let _ = l.fragmentation(0, "DRAM").unwrap();
-    let _ = l.allocations(1, SortBy::Size, u64::MAX, u64::MAX, 0).unwrap();
+    assert!(!l.fit(DeviceKey(0), "DRAM", u64::MAX).unwrap().fits);
+    let _ = l.fragmentation(DeviceKey(0), "DRAM").unwrap();
+    let _ = l.allocations(ProcKey(1), SortBy::Size, u64::MAX, u64::MAX, 0).unwrap();
     let _ = l.leak_suspects(0, usize::MAX, u64::MAX);
 }
 
@@ -380,11 +405,11 @@ fn extreme_sizes_and_queries_saturate() {
 fn occupancy_cuts_the_range_into_cells() {
     let mut l = Ledger::new(0);
     l.add_device(dram(1));
-    l.add_process(1);
-    l.apply(1, &ev(EventKind::Alloc, 0, 0, 256, 0)); // [0, 256) of [0, 1024)
-    l.apply(1, &ev(EventKind::Alloc, 0, 640, 128, 0)); // [640, 768)
-    let o = l.occupancy(0, "DRAM", 4).unwrap();
+    l.add_process(ProcKey(1));
+    l.apply(ProcKey(1), &ev(EventKind::Alloc, 0, 0, 256, 0)); // [0, 256) of [0, 1024)
+    l.apply(ProcKey(1), &ev(EventKind::Alloc, 0, 640, 128, 0)); // [640, 768)
+    let o = l.occupancy(DeviceKey(0), "DRAM", 4).unwrap();
     assert_eq!(o, vec![1.0, 0.0, 0.5, 0.0]);
-    assert_eq!(l.occupancy(0, "DRAM", 1).unwrap(), vec![0.375]);
-    assert!(l.occupancy(0, "L1", 4).is_err());
+    assert_eq!(l.occupancy(DeviceKey(0), "DRAM", 1).unwrap(), vec![0.375]);
+    assert!(l.occupancy(DeviceKey(0), "L1", 4).is_err());
 }

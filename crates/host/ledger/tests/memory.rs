@@ -6,7 +6,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ttmem_ledger::{CategoryInfo, DeviceInfo, Event, EventKind, Ledger};
+use ttmem_ledger::{CategoryInfo, DeviceInfo, Event, EventKind, Ledger, ProcKey};
 use ttmem_region::DeviceKind;
 
 /// Bytes currently allocated from the heap by this test binary.
@@ -65,7 +65,7 @@ fn a_million_live_allocations_take_at_most_64_bytes_each_of_heap() {
             alignment: 32,
         }],
     });
-    l.add_process(1);
+    l.add_process(ProcKey(1));
     // Batches as the collector applies them; the batch buffer is freed before measuring.
     let before = LIVE.load(Ordering::Relaxed);
     for chunk in (0..N).collect::<Vec<_>>().chunks(4096) {
@@ -81,7 +81,7 @@ fn a_million_live_allocations_take_at_most_64_bytes_each_of_heap() {
                 tag: 0,
             })
             .collect();
-        l.apply_batch(1, &events);
+        l.apply_batch(ProcKey(1), &events);
     }
     let measured = LIVE.load(Ordering::Relaxed).saturating_sub(before) as f64 / N as f64;
     assert_eq!(l.live_allocations(), N);

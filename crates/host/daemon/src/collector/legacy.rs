@@ -660,11 +660,11 @@ mod tests {
             let Source::Legacy(l) = &c.procs[&key].source else { panic!("a legacy process has a legacy source") };
             prop_assert!(l.book.check_consistency().is_ok());
             // Ledger bytes per (device, category) equal the book's counters.
-            let mut ledger: std::collections::BTreeMap<(u32, u8), u64> = Default::default();
+            let mut ledger: std::collections::BTreeMap<(DeviceKey, u8), u64> = Default::default();
             for (d, cat, t) in c.ledger.process_totals(key) {
                 *ledger.entry((d, cat)).or_default() += t.bytes;
             }
-            let mut book: std::collections::BTreeMap<(u32, u8), u64> = Default::default();
+            let mut book: std::collections::BTreeMap<(DeviceKey, u8), u64> = Default::default();
             for (dev, counters) in l.book.counters() {
                 let r = &c.legacy.devices[dev];
                 for cat in Category::ALL {

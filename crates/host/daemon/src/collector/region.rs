@@ -165,7 +165,7 @@ impl Collector {
         let keys: Vec<ProcKey> = self.procs.keys().copied().collect();
         for key in keys {
             if let Err(e) = self.drain_one(key) {
-                tracing::warn!(process = key, "region became unreadable: {e}");
+                tracing::warn!(process = key.0, "region became unreadable: {e}");
                 if let Some(Source::Region(r)) = self.procs.get_mut(&key).map(|p| &mut p.source) {
                     r.attached = None;
                 }
