@@ -9,6 +9,11 @@ use std::process::Command;
 
 use serde_json::Value;
 
+/// `ttmem ARGS --api-socket SOCKET` with no region directory named; its output.
+fn ask(socket: &std::path::Path, args: &[&str]) -> std::process::Output {
+    bare().args(args).arg("--api-socket").arg(socket).output().unwrap()
+}
+
 /// `ttmem` with no region directory named (neither `--dir` nor `TTMEM_DIR`).
 fn bare() -> Command {
     let mut c = Command::new(TTMEM);
@@ -71,11 +76,7 @@ fn every_reader_asks_the_named_daemon_and_never_shows_another_directory_silently
     let info: Value = serde_json::from_slice(&info.stdout).unwrap();
     assert_eq!(info["devices"], ps["devices"], "info and ps agree");
     assert_eq!(info["devices"].as_array().unwrap().len(), 2);
-    let check = bare()
-        .args(["check", "--require-devices", "2", "--api-socket"])
-        .arg(&d.socket)
-        .output()
-        .unwrap();
+    let check = ask(&d.socket, &["check", "--require-devices", "2"]);
     assert_eq!(
         check.status.code(),
         Some(0),
@@ -132,40 +133,10 @@ fn check_on_an_empty_host_cannot_pass_unless_allowed() {
 #[test]
 fn simulated_chips_are_claimed_one_workload_each() {
     let dir = tempfile::tempdir().unwrap();
-    let run = |extra: &[&str]| {
-        ttmem(dir.path())
-            .args([
-                "sim",
-                "run",
-                "-p",
-                "training",
-                "-s",
-                "n150",
-                "--step-ms",
-                "1",
-                "--hold-after",
-                "3",
-            ])
-            .args(extra)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let read_summary = |c: &mut std::process::Child| -> Value {
-        use std::io::BufRead;
-        let mut line = String::new();
-        std::io::BufReader::new(c.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
-    };
-    let mut a = run(&[]);
-    let sa = read_summary(&mut a);
-    let mut b = run(&[]);
-    let sb = read_summary(&mut b);
+    let a = hold_on(dir.path(), "training", "n150", None, 3);
+    let b = hold_on(dir.path(), "training", "n150", None, 3);
     assert_ne!(
-        sa["chips"][0]["hw_id"], sb["chips"][0]["hw_id"],
+        a.summary["chips"][0]["hw_id"], b.summary["chips"][0]["hw_id"],
         "the second workload took the next free chip"
     );
     let ps = ttmem(dir.path()).args(["ps", "--json"]).output().unwrap();
@@ -178,48 +149,35 @@ fn simulated_chips_are_claimed_one_workload_each() {
         assert!(dram["used"].as_u64() <= dram["total"].as_u64(), "{d:#}");
     }
     // A chip named by number that another workload holds is refused, with the holder.
-    let taken = ttmem(dir.path())
-        .args([
-            "sim",
-            "run",
-            "-p",
-            "training",
-            "-s",
-            "n150",
-            "--chip-offset",
-            "0",
-            "--duration",
-            "1",
-        ])
-        .output()
-        .unwrap();
+    let on_chip_0 = |duration: &str| {
+        ttmem(dir.path())
+            .args([
+                "sim",
+                "run",
+                "-p",
+                "training",
+                "-s",
+                "n150",
+                "--chip-offset",
+                "0",
+                "--duration",
+                duration,
+            ])
+            .output()
+            .unwrap()
+    };
+    let taken = on_chip_0("1");
     assert_eq!(taken.status.code(), Some(2));
     let err = String::from_utf8_lossy(&taken.stderr);
     assert!(
-        err.contains("simulated chip 0 is held by another workload") && err.contains(&format!("pid {}", a.id())),
+        err.contains("simulated chip 0 is held by another workload") && err.contains(&format!("pid {}", pid(&a))),
         "{err}"
     );
-    for mut c in [a, b] {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
     // A killed workload's chips are free again at once (the kernel dropped its lock).
-    let again = ttmem(dir.path())
-        .args([
-            "sim",
-            "run",
-            "-p",
-            "training",
-            "-s",
-            "n150",
-            "--chip-offset",
-            "0",
-            "--duration",
-            "0.1",
-        ])
-        .output()
-        .unwrap();
+    drop(a);
+    let again = on_chip_0("0.1");
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    drop(b);
 }
 
 #[test]

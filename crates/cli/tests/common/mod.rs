@@ -36,19 +36,20 @@ impl Drop for Held {
     }
 }
 
-/// Starts a workload and waits until it holds still.
+/// Starts a workload on chips from `chip_offset` and waits until it holds still.
 pub fn hold(dir: &Path, profile: &str, shape: &str, chip_offset: u32, steps: u32) -> Held {
-    let mut child = ttmem(dir)
-        .args(["sim", "run", "--profile", profile, "--shape", shape, "--step-ms", "1"])
-        .args([
-            "--chip-offset",
-            &chip_offset.to_string(),
-            "--hold-after",
-            &steps.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    hold_on(dir, profile, shape, Some(chip_offset), steps)
+}
+
+/// Starts a workload and waits until it holds still; `None` lets it claim the first free chips.
+pub fn hold_on(dir: &Path, profile: &str, shape: &str, chip_offset: Option<u32>, steps: u32) -> Held {
+    let mut cmd = ttmem(dir);
+    cmd.args(["sim", "run", "--profile", profile, "--shape", shape, "--step-ms", "1"])
+        .args(["--hold-after", &steps.to_string()]);
+    if let Some(offset) = chip_offset {
+        cmd.args(["--chip-offset", &offset.to_string()]);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)

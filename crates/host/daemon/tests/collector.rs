@@ -9,28 +9,22 @@ use ttmem_client::{Config, DeviceSpec, Tracker, tt};
 use ttmem_daemon::collector::{Collector, CollectorConfig, Now, series_key};
 use ttmem_ledger::SortBy;
 use ttmem_model::ProcState;
-use ttmem_region::DeviceKind;
+use ttmem_sim::allocator::Policy;
+use ttmem_sim::chip::{Arch, ChipModel};
 
 const S: u64 = 1_000_000_000;
 
+/// A tracker writing its region into `dir`, as a runtime's would.
 fn tracker(dir: &Path) -> Tracker {
     Tracker::new(Config {
         dir: dir.into(),
-        ring_events: 64,
-        max_shards: 2,
         ..Config::default()
     })
 }
 
+/// A simulated Wormhole chip as the simulator declares it (`hw` 0: no hardware id).
 fn spec(hw: u64, name: &str) -> DeviceSpec {
-    DeviceSpec::tenstorrent(
-        DeviceKind::SimulatedTenstorrent,
-        hw,
-        0,
-        "wormhole_b0",
-        name,
-        tt::wormhole_categories(),
-    )
+    ChipModel::new(Arch::WormholeB0, name, false, hw, 0, Policy::FirstFit).device_spec()
 }
 
 fn collector(dir: &Path, retention: Duration) -> Collector {

@@ -166,6 +166,21 @@ fn proc_text(pid: u32, file: &str) -> String {
         .replace('\0', " ")
 }
 
+/// A legacy client's book and view (None: no such process, or not a legacy client).
+fn legacy_proc(
+    procs: &mut std::collections::HashMap<ProcKey, Proc>,
+    key: ProcKey,
+) -> Option<(&mut LegacyProc, &mut ProcessView)> {
+    match procs.get_mut(&key)? {
+        Proc {
+            source: Source::Legacy(l),
+            view,
+            ..
+        } => Some((l, view)),
+        _ => None,
+    }
+}
+
 /// The counters of one book category as the view shows them.
 fn view_counters(c: ttmem_legacy::book::Counter) -> decode::Counters {
     let clamp = |x: u64| x.min(i64::MAX as u64) as i64;
@@ -330,12 +345,7 @@ impl Collector {
     }
 
     fn legacy_message(&mut self, key: ProcKey, m: &Message, now_ns: u64, events: &mut Vec<Event>, changed: &mut bool) {
-        let Some(Proc {
-            source: Source::Legacy(l),
-            view,
-            ..
-        }) = self.procs.get_mut(&key)
-        else {
+        let Some((l, view)) = legacy_proc(&mut self.procs, key) else {
             return;
         };
         let effect = match l.book.apply(m) {
@@ -458,12 +468,7 @@ impl Collector {
         for &d in &ids {
             self.resolve(d);
         }
-        let Some(Proc {
-            source: Source::Legacy(l),
-            view,
-            ..
-        }) = self.procs.get_mut(&key)
-        else {
+        let Some((l, view)) = legacy_proc(&mut self.procs, key) else {
             return;
         };
         for d in ids {
