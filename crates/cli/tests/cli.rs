@@ -14,6 +14,12 @@ fn ask(socket: &std::path::Path, args: &[&str]) -> std::process::Output {
     bare().args(args).arg("--api-socket").arg(socket).output().unwrap()
 }
 
+/// Where a successful `ps --json` says its snapshot came from.
+fn source_of(out: &std::process::Output) -> Value {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()["source"].clone()
+}
+
 /// `ttmem` with no region directory named (neither `--dir` nor `TTMEM_DIR`).
 fn bare() -> Command {
     let mut c = Command::new(TTMEM);
@@ -44,11 +50,7 @@ fn a_named_daemon_must_answer_or_the_reader_fails_with_the_reason() {
         .env("XDG_RUNTIME_DIR", dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success());
-    assert_eq!(
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()["source"],
-        "regions"
-    );
+    assert_eq!(source_of(&out), "regions");
 }
 
 #[test]
@@ -100,11 +102,7 @@ fn every_reader_asks_the_named_daemon_and_never_shows_another_directory_silently
         .arg(&d.socket)
         .output()
         .unwrap();
-    assert!(out.status.success());
-    assert_eq!(
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()["source"],
-        "regions"
-    );
+    assert_eq!(source_of(&out), "regions");
 }
 
 #[test]
@@ -150,21 +148,9 @@ fn simulated_chips_are_claimed_one_workload_each() {
     }
     // A chip named by number that another workload holds is refused, with the holder.
     let on_chip_0 = |duration: &str| {
-        ttmem(dir.path())
-            .args([
-                "sim",
-                "run",
-                "-p",
-                "training",
-                "-s",
-                "n150",
-                "--chip-offset",
-                "0",
-                "--duration",
-                duration,
-            ])
-            .output()
-            .unwrap()
+        let mut c = ttmem(dir.path());
+        c.args(["sim", "run", "-p", "training", "-s", "n150"]);
+        c.args(["--chip-offset", "0", "--duration", duration]).output().unwrap()
     };
     let taken = on_chip_0("1");
     assert_eq!(taken.status.code(), Some(2));

@@ -19,8 +19,8 @@ pub mod snapshot;
 pub mod view;
 
 pub use snapshot::{
-    DeviceCategory, DeviceRow, EventStats, ProcState, ProcessCategory, ProcessDevice, ProcessRow, SCHEMA_VERSION,
-    SkippedRegion, Snapshot, SourceKind,
+    DeviceCategory, DeviceRow, EventStats, ProcState, ProcessCategory, ProcessDevice, ProcessIdentity, ProcessRow,
+    SCHEMA_VERSION, SkippedRegion, Snapshot, SourceKind,
 };
 pub use view::{DeviceIdentity, DeviceTable, ProcessView, SnapshotMeta};
 

@@ -162,14 +162,15 @@ pub struct EventStats {
     pub ring_capacity: u32,
 }
 
-/// One process.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct ProcessRow {
+/// Who a process is: the identity every source reports and every reader shows. In JSON its
+/// fields sit directly in the process object (schema 1).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProcessIdentity {
     /// Process id.
     pub pid: u32,
-    /// Start time, clock ticks since boot (with `pid`, the identity).
+    /// Start time, clock ticks since boot (with `pid`, the identity: a reused pid differs).
     pub start_time: u64,
-    /// User id.
+    /// Real user id.
     pub uid: u32,
     /// User name (or the uid as text).
     pub user: String,
@@ -177,6 +178,14 @@ pub struct ProcessRow {
     pub name: String,
     /// Command line.
     pub cmdline: String,
+}
+
+/// One process.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ProcessRow {
+    /// Who it is.
+    #[serde(flatten)]
+    pub id: ProcessIdentity,
     /// Running or exited.
     pub state: ProcState,
     /// An exited process that still held memory when it died.

@@ -13,25 +13,15 @@ pub use ttmem_scan::DeviceCounters;
 use ttmem_scan::{Liveness, ProcessRegion, Scan};
 
 use crate::snapshot::{
-    DeviceCategory, DeviceRow, EventStats, ProcState, ProcessCategory, ProcessDevice, ProcessRow, SCHEMA_VERSION,
-    SkippedRegion, Snapshot, SourceKind,
+    DeviceCategory, DeviceRow, EventStats, ProcState, ProcessCategory, ProcessDevice, ProcessIdentity, ProcessRow,
+    SCHEMA_VERSION, SkippedRegion, Snapshot, SourceKind,
 };
 
 /// One process as its source sees it: identity, state, and exact counters per device.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProcessView {
-    /// Process id.
-    pub pid: u32,
-    /// Start time in clock ticks since boot (with `pid`, the identity: a reused pid differs).
-    pub start_time: u64,
-    /// Real user id.
-    pub uid: u32,
-    /// User name, looked up once by the source (the uid as text when unknown).
-    pub user: String,
-    /// Executable name.
-    pub name: String,
-    /// Command line.
-    pub cmdline: String,
+    /// Who it is (the user name looked up once by the source).
+    pub id: ProcessIdentity,
     /// Wall clock when it started reporting, ns since the epoch (ages count from it).
     pub started_unix_ns: u64,
     /// Running or exited.
@@ -54,12 +44,14 @@ impl ProcessView {
     pub fn from_region(r: &ProcessRegion, user: String) -> ProcessView {
         let h = &r.header;
         ProcessView {
-            pid: h.pid,
-            start_time: h.start_time,
-            uid: h.uid,
-            user,
-            name: h.exe.clone(),
-            cmdline: h.cmdline.clone(),
+            id: ProcessIdentity {
+                pid: h.pid,
+                start_time: h.start_time,
+                uid: h.uid,
+                user,
+                name: h.exe.clone(),
+                cmdline: h.cmdline.clone(),
+            },
             started_unix_ns: h.clock_realtime_ns,
             state: match r.liveness {
                 Liveness::Running => ProcState::Running,
@@ -81,7 +73,7 @@ impl ProcessView {
     pub fn identities(&self) -> impl Iterator<Item = (DeviceIdentity, &DeviceCounters)> {
         self.devices
             .iter()
-            .map(|d| (DeviceIdentity::of(self.pid, d.index, &d.device), d))
+            .map(|d| (DeviceIdentity::of(self.id.pid, d.index, &d.device), d))
     }
 }
 
@@ -310,12 +302,7 @@ impl DeviceTable {
         }
         let holds = totals.iter().any(|t| t.bytes > 0);
         ProcessRow {
-            pid: v.pid,
-            start_time: v.start_time,
-            uid: v.uid,
-            user: v.user.clone(),
-            name: v.name.clone(),
-            cmdline: v.cmdline.clone(),
+            id: v.id.clone(),
             state: v.state,
             left_behind: !v.state.is_running() && holds,
             age_s: now_ns.saturating_sub(v.started_unix_ns) as f64 / 1e9,
@@ -353,7 +340,7 @@ impl Snapshot {
         let views: Vec<&ProcessView> = views.into_iter().collect();
         let table = DeviceTable::new(views.iter().copied());
         let mut processes: Vec<ProcessRow> = views.iter().map(|v| table.process_row(v, meta.timestamp_ns)).collect();
-        processes.sort_by_key(|p| (!p.state.is_running(), p.pid, p.start_time));
+        processes.sort_by_key(|p| (!p.state.is_running(), p.id.pid, p.id.start_time));
         Snapshot {
             schema: SCHEMA_VERSION,
             source: meta.source,
@@ -443,12 +430,14 @@ mod tests {
 
     fn view(pid: u32, state: ProcState, devices: Vec<(u64, i64)>) -> ProcessView {
         ProcessView {
-            pid,
-            start_time: 7,
-            uid: 0,
-            user: "root".into(),
-            name: format!("p{pid}"),
-            cmdline: String::new(),
+            id: ProcessIdentity {
+                pid,
+                start_time: 7,
+                uid: 0,
+                user: "root".into(),
+                name: format!("p{pid}"),
+                cmdline: String::new(),
+            },
             started_unix_ns: 1_000_000_000,
             state,
             source: SourceKind::Region,
@@ -486,7 +475,7 @@ mod tests {
         assert_eq!(ids, ["pid:4/index:0", "0xa", "0xb"]);
         let b = &s.devices[2];
         assert_eq!((b.categories[0].used, b.categories[0].count, b.processes), (50, 2, 2));
-        let pids: Vec<(u32, ProcState)> = s.processes.iter().map(|p| (p.pid, p.state)).collect();
+        let pids: Vec<(u32, ProcState)> = s.processes.iter().map(|p| (p.id.pid, p.state)).collect();
         assert_eq!(
             pids,
             [

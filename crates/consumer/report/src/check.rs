@@ -194,11 +194,11 @@ pub fn check(s: &Snapshot, checks: &Checks) -> CheckReport {
             violations.push(Violation {
                 kind: "leak".into(),
                 device: None,
-                pid: Some(p.pid),
+                pid: Some(p.id.pid),
                 message: format!(
                     "pid {} ({}) exited leaving {} behind",
-                    p.pid,
-                    p.name,
+                    p.id.pid,
+                    p.id.name,
                     short_bytes(bytes)
                 ),
             });
@@ -264,7 +264,9 @@ pub fn check(s: &Snapshot, checks: &Checks) -> CheckReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ttmem_model::{DeviceCategory, DeviceRow, EventStats, ProcState, ProcessCategory, ProcessRow, SourceKind};
+    use ttmem_model::{
+        DeviceCategory, DeviceRow, EventStats, ProcState, ProcessCategory, ProcessIdentity, ProcessRow, SourceKind,
+    };
 
     fn snap() -> Snapshot {
         let dev = |id: u32, dram: u64| DeviceRow {
@@ -291,12 +293,14 @@ mod tests {
             processes: 1,
         };
         let proc_ = |pid: u32, state: ProcState, left: bool| ProcessRow {
-            pid,
-            start_time: 1,
-            uid: 0,
-            user: "root".into(),
-            name: "sim".into(),
-            cmdline: String::new(),
+            id: ProcessIdentity {
+                pid,
+                start_time: 1,
+                uid: 0,
+                user: "root".into(),
+                name: "sim".into(),
+                cmdline: String::new(),
+            },
             state,
             left_behind: left,
             age_s: 1.0,

@@ -114,9 +114,9 @@ pub fn render_table(s: &Snapshot) -> String {
                     let _ = write!(
                         out,
                         "{}{}{}{}",
-                        pad(&p.pid.to_string(), 8),
-                        pad(&truncate(&p.user, 9), 10),
-                        pad(&truncate(&p.name, 15), 16),
+                        pad(&p.id.pid.to_string(), 8),
+                        pad(&truncate(&p.id.user, 9), 10),
+                        pad(&truncate(&p.id.name, 15), 16),
                         pad(state, 14)
                     );
                 } else {
@@ -231,10 +231,10 @@ pub fn render_processes_csv(s: &Snapshot) -> String {
                 let _ = writeln!(
                     out,
                     "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-                    p.pid,
-                    p.start_time,
-                    csv_field(&p.user),
-                    csv_field(&p.name),
+                    p.id.pid,
+                    p.id.start_time,
+                    csv_field(&p.id.user),
+                    csv_field(&p.id.name),
                     p.state,
                     p.left_behind,
                     d.id,

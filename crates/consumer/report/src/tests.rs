@@ -63,7 +63,7 @@ fn devices_count_running_processes_and_exited_ones_show_what_they_left() {
     assert!(s.devices[1].remote);
     assert_eq!(s.processes.len(), 2);
     let (live, dead) = (&s.processes[0], &s.processes[1]);
-    assert_eq!((live.state.as_str(), live.pid), ("running", std::process::id()));
+    assert_eq!((live.state.as_str(), live.id.pid), ("running", std::process::id()));
     assert_eq!(dead.state, ProcState::Exited);
     assert!(dead.left_behind);
     assert_eq!(dead.totals.iter().find(|c| c.name == "TRACE").unwrap().bytes, 7 << 20);
@@ -107,12 +107,14 @@ fn fixed() -> Snapshot {
         processes: 1,
     };
     let proc_ = |pid: u32, state: ProcState, left: bool| ProcessRow {
-        pid,
-        start_time: 1000 + pid as u64,
-        uid: 1000,
-        user: "alice".into(),
-        name: "ttmem, \"sim\"".into(),
-        cmdline: "ttmem sim run".into(),
+        id: ProcessIdentity {
+            pid,
+            start_time: 1000 + pid as u64,
+            uid: 1000,
+            user: "alice".into(),
+            name: "ttmem, \"sim\"".into(),
+            cmdline: "ttmem sim run".into(),
+        },
         state,
         left_behind: left,
         age_s: 12.5,

@@ -187,7 +187,12 @@ impl App {
                 })
             })
             .filter(|r| {
-                self.name_filter.is_empty() || r.process.name.to_lowercase().contains(&self.name_filter.to_lowercase())
+                self.name_filter.is_empty()
+                    || r.process
+                        .id
+                        .name
+                        .to_lowercase()
+                        .contains(&self.name_filter.to_lowercase())
             })
             .collect();
         let columns = self.columns();
@@ -196,9 +201,9 @@ impl App {
             let p = r.process;
             match col.as_str() {
                 "HOST" => (r.host as u64, String::new()),
-                "PID" => (p.pid as u64, String::new()),
-                "USER" => (0, p.user.clone()),
-                "NAME" => (0, p.name.clone()),
+                "PID" => (p.id.pid as u64, String::new()),
+                "USER" => (0, p.id.user.clone()),
+                "NAME" => (0, p.id.name.clone()),
                 "CHIP" => (
                     p.device_ids
                         .first()
@@ -213,7 +218,7 @@ impl App {
                 category => (self.bytes(r, category), String::new()),
             }
         };
-        rows.sort_by(|a, b| key(a).cmp(&key(b)).then(a.process.pid.cmp(&b.process.pid)));
+        rows.sort_by(|a, b| key(a).cmp(&key(b)).then(a.process.id.pid.cmp(&b.process.id.pid)));
         if self.sort.1 {
             rows.reverse();
         }
@@ -253,7 +258,7 @@ impl App {
             Action::PageUp => self.selected = self.selected.saturating_sub(page),
             Action::PageDown => self.selected = (self.selected + page).min(rows.saturating_sub(1)),
             Action::Open => {
-                let pick = self.rows().get(self.selected).map(|r| (r.host, r.process.pid));
+                let pick = self.rows().get(self.selected).map(|r| (r.host, r.process.id.pid));
                 if let Some((host, pid)) = pick {
                     self.screen = Screen::Detail { host, pid };
                     return (false, Some((host, pid)));

@@ -4,7 +4,8 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ttmem_model::api::{Allocation, EventKind, RecentEvent};
 use ttmem_model::{
-    DeviceCategory, DeviceRow, EventStats, ProcState, ProcessCategory, ProcessDevice, ProcessRow, Snapshot, SourceKind,
+    DeviceCategory, DeviceRow, EventStats, ProcState, ProcessCategory, ProcessDevice, ProcessIdentity, ProcessRow,
+    Snapshot, SourceKind,
 };
 
 use super::*;
@@ -62,12 +63,14 @@ fn process(pid: u32, name: &str, state: &str, chips: &[u32], dram: u64) -> Proce
         frees: 2,
     };
     ProcessRow {
-        pid,
-        start_time: 100 + pid as u64,
-        uid: 1000,
-        user: "alice".into(),
-        name: name.into(),
-        cmdline: name.into(),
+        id: ProcessIdentity {
+            pid,
+            start_time: 100 + pid as u64,
+            uid: 1000,
+            user: "alice".into(),
+            name: name.into(),
+            cmdline: name.into(),
+        },
         state: if state == "running" {
             ProcState::Running
         } else {
@@ -237,7 +240,7 @@ fn exited_process_and_its_flight_recorder() {
     assert!(main.contains("exited*"));
     insta::assert_snapshot!("exited_main", main);
     a.sort = (0, true); // PID descending: the exited one first
-    assert_eq!(a.rows()[0].process.pid, 8);
+    assert_eq!(a.rows()[0].process.id.pid, 8);
     a.selected = 0;
     let (_, open) = a.apply(Action::Open);
     assert_eq!(open, Some((0, 8)));
@@ -296,7 +299,7 @@ fn sorting_and_filters_change_the_rows() {
         ],
         true,
     )]);
-    let pids = |a: &App| a.rows().iter().map(|r| r.process.pid).collect::<Vec<_>>();
+    let pids = |a: &App| a.rows().iter().map(|r| r.process.id.pid).collect::<Vec<_>>();
     assert_eq!(pids(&a), [1, 2, 3], "by PID");
     let dram = a.columns().iter().position(|c| c == "DRAM").unwrap();
     a.sort = (dram, true);

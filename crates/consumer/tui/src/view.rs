@@ -352,9 +352,9 @@ fn cell_text(app: &App, r: &Row, column: &str) -> String {
     let p = r.process;
     match column {
         "HOST" => app.hosts[r.host].label.clone(),
-        "PID" => p.pid.to_string(),
-        "USER" => truncate(&p.user, 8),
-        "NAME" => truncate(&p.name, 18),
+        "PID" => p.id.pid.to_string(),
+        "USER" => truncate(&p.id.user, 8),
+        "NAME" => truncate(&p.id.name, 18),
         "CHIP" => {
             let ids: Vec<String> = if p.devices.is_empty() {
                 p.device_ids.iter().map(|d| d.to_string()).collect()
@@ -435,11 +435,11 @@ fn render_detail(f: &mut Frame, app: &App, area: Rect, host: usize, pid: u32) {
         .hosts
         .get(host)
         .and_then(|h| h.snapshot.as_ref())
-        .and_then(|s| s.processes.iter().find(|p| p.pid == pid));
+        .and_then(|s| s.processes.iter().find(|p| p.id.pid == pid));
     let title = match p {
         Some(p) => format!(
             " pid {pid} · {} · {}{} · peak {} · Esc back ",
-            p.name,
+            p.id.name,
             p.state,
             if p.left_behind { " (left memory behind)" } else { "" },
             short_bytes(p.peak_bytes)

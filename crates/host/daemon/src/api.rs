@@ -138,7 +138,7 @@ async fn history(State(s): State<Arc<Shared>>, Query(q): Query<HistoryQuery>) ->
                 .key_of_pid(pid)
                 .and_then(|k| c.view(k))
                 .ok_or_else(|| not_found(format!("no process with pid {pid}")))?;
-            Some((v.pid, v.start_time))
+            Some((v.id.pid, v.id.start_time))
         }
         None => None,
     };
@@ -541,7 +541,7 @@ fn stream_state(c: &Collector) -> (Vec<api::StreamDevice>, ProcStates) {
         .collect();
     let procs = c
         .views()
-        .map(|v| ((v.pid, v.start_time), (v.name.clone(), v.state)))
+        .map(|v| ((v.id.pid, v.id.start_time), (v.id.name.clone(), v.state)))
         .collect();
     (devices, procs)
 }

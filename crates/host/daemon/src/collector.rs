@@ -160,7 +160,7 @@ impl Collector {
             for (identity, d) in v.identities() {
                 let Some(id) = table.id_of(&identity) else { continue };
                 for (c, desc) in d.counters.iter().zip(&d.device.categories) {
-                    if let Some(key) = series_key(&table, id, &desc.name, Some((v.pid, v.start_time))) {
+                    if let Some(key) = series_key(&table, id, &desc.name, Some((v.id.pid, v.id.start_time))) {
                         self.history.record(&key, wall_s, c.live_bytes.max(0) as u64);
                     }
                 }
@@ -190,11 +190,11 @@ impl Collector {
         let Some(p) = self.procs.get(&key) else { return };
         let row = self.device_table().process_row(&p.view, exited_unix_ns.unwrap_or(0));
         self.records.push(ProcessRecord {
-            pid: row.pid,
-            start_time: row.start_time,
-            uid: row.uid,
-            name: row.name,
-            cmdline: row.cmdline,
+            pid: row.id.pid,
+            start_time: row.id.start_time,
+            uid: row.id.uid,
+            name: row.id.name,
+            cmdline: row.id.cmdline,
             started_unix_ns: p.view.started_unix_ns,
             exited_unix_ns,
             peak_bytes: row.peak_bytes,
@@ -235,7 +235,7 @@ impl Collector {
             .filter(|(_, p)| match (&p.pidfd, &p.source) {
                 (Some(fd), _) => lifecycle::pidfd_exited(fd.as_raw_fd()),
                 (None, Source::Region(r)) => ttmem_scan::liveness(r.header(), boot) == ttmem_scan::Liveness::Exited,
-                (None, Source::Legacy(_)) => ttmem_scan::start_time_of(p.view.pid) != Some(p.view.start_time),
+                (None, Source::Legacy(_)) => ttmem_scan::start_time_of(p.view.id.pid) != Some(p.view.id.start_time),
             })
             .map(|(&k, _)| k)
             .collect();
@@ -257,7 +257,7 @@ impl Collector {
         p.exited_at_ns = Some(now.monotonic_ns);
         p.view.state = ProcState::Exited;
         p.pidfd = None;
-        tracing::info!(pid = p.view.pid, exe = %p.view.name, "process exited");
+        tracing::info!(pid = p.view.id.pid, exe = %p.view.id.name, "process exited");
         if let Source::Region(r) = &mut p.source
             && self.cfg.remove_dead_regions
             && r.detach_and_remove()
@@ -286,10 +286,10 @@ impl Collector {
             self.generation += 1;
             if let Some(p) = self.procs.remove(&k) {
                 match &p.source {
-                    Source::Legacy(_) => self.legacy.forget(p.view.pid, p.view.start_time),
+                    Source::Legacy(_) => self.legacy.forget(p.view.id.pid, p.view.id.start_time),
                     Source::Region(r) => self.regions.forget(r.path()),
                 }
-                self.history.remove_process(p.view.pid, p.view.start_time);
+                self.history.remove_process(p.view.id.pid, p.view.id.start_time);
             }
             self.ledger.remove_process(k);
         }
@@ -307,14 +307,14 @@ impl Collector {
     pub fn key_of_pid(&self, pid: u32) -> Option<ProcKey> {
         self.procs
             .iter()
-            .filter(|(_, p)| p.view.pid == pid)
+            .filter(|(_, p)| p.view.id.pid == pid)
             .max_by_key(|(k, p)| (p.exited_at_ns.is_none(), **k))
             .map(|(&k, _)| k)
     }
 
     /// The pid of a process key.
     pub fn pid_of(&self, key: ProcKey) -> Option<u32> {
-        self.procs.get(&key).map(|p| p.view.pid)
+        self.procs.get(&key).map(|p| p.view.id.pid)
     }
 
     /// The view of a process key.

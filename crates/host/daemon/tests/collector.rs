@@ -95,7 +95,7 @@ fn a_dead_writer_is_exited_recorded_sampled_no_more_and_expires_after_retention(
     let dead = snap
         .processes
         .iter()
-        .find(|p| p.pid == 0x3FFF_FFF0)
+        .find(|p| p.id.pid == 0x3FFF_FFF0)
         .expect("the dead writer is listed");
     assert_eq!(dead.state, ProcState::Exited);
     assert!(dead.left_behind);
@@ -116,7 +116,7 @@ fn a_dead_writer_is_exited_recorded_sampled_no_more_and_expires_after_retention(
     // History: one sample per wall-clock second; the dead process has no series.
     let table = c.device_table();
     let device_series = series_key(&table, 0, "DRAM", None).unwrap();
-    let dead_series = series_key(&table, 0, "DRAM", Some((0x3FFF_FFF0, dead.start_time))).unwrap();
+    let dead_series = series_key(&table, 0, "DRAM", Some((0x3FFF_FFF0, dead.id.start_time))).unwrap();
     t.free(d, tt::DRAM, 0x1000, 5 << 20);
     c.tick(at(1.0));
     let t0 = at(0.0).unix_ns / S;

@@ -20,7 +20,7 @@ use ttmem_legacy::dump::{Dump, DumpKind};
 use ttmem_legacy::reply::{ChipFacts, Space, device_info_reply, query_reply};
 use ttmem_legacy::{Message, MsgType, Version};
 use ttmem_model::api::LegacyStats;
-use ttmem_model::{DeviceIdentity, EventStats, ProcState, ProcessView, SourceKind};
+use ttmem_model::{DeviceIdentity, EventStats, ProcState, ProcessIdentity, ProcessView, SourceKind};
 use ttmem_region::decode;
 use ttmem_scan::DeviceCounters;
 
@@ -320,12 +320,14 @@ impl Collector {
         let name = proc_text(peer.pid, "comm");
         tracing::info!(pid = peer.pid, exe = %name, "legacy client reporting");
         let view = ProcessView {
-            pid: peer.pid,
-            start_time,
-            uid: peer.uid,
-            user: ttmem_scan::user_name(peer.uid).unwrap_or_else(|| peer.uid.to_string()),
-            name,
-            cmdline: proc_text(peer.pid, "cmdline"),
+            id: ProcessIdentity {
+                pid: peer.pid,
+                start_time,
+                uid: peer.uid,
+                user: ttmem_scan::user_name(peer.uid).unwrap_or_else(|| peer.uid.to_string()),
+                name,
+                cmdline: proc_text(peer.pid, "cmdline"),
+            },
             started_unix_ns: now.unix_ns,
             state: ProcState::Running,
             source: SourceKind::LegacySocket,
@@ -355,7 +357,7 @@ impl Collector {
                 self.legacy.stats.invalid += 1;
                 if self.legacy.limit.allow() {
                     tracing::warn!(
-                        pid = view.pid,
+                        pid = view.id.pid,
                         "legacy {} ignored: {why}",
                         m.kind().map_or("message", |k| k.name())
                     );
@@ -537,7 +539,7 @@ impl Collector {
             .values()
             .filter(|p| p.exited_at_ns.is_none())
             .filter_map(|p| match &p.source {
-                Source::Legacy(l) => Some((p.view.pid, &l.book)),
+                Source::Legacy(l) => Some((p.view.id.pid, &l.book)),
                 Source::Region(_) => None,
             });
         let dump = Dump::of(kind, books, peer.pid, now.unix_ns);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use ttmem_ledger::{DeviceKey, Event, EventKind, ProcKey};
-use ttmem_model::{DeviceIdentity, ProcState, ProcessView};
+use ttmem_model::{DeviceIdentity, ProcState, ProcessIdentity, ProcessView};
 use ttmem_region::decode;
 use ttmem_scan::attach::{Attached, TickClock};
 use ttmem_scan::{Liveness, RegionError};
@@ -124,12 +124,14 @@ impl Collector {
         let h = attached.header().clone();
         let liveness = ttmem_scan::liveness(&h, ttmem_scan::current_boot_id());
         let view = ProcessView {
-            pid: h.pid,
-            start_time: h.start_time,
-            uid: h.uid,
-            user: ttmem_scan::user_name(h.uid).unwrap_or_else(|| h.uid.to_string()),
-            name: h.exe.clone(),
-            cmdline: h.cmdline.clone(),
+            id: ProcessIdentity {
+                pid: h.pid,
+                start_time: h.start_time,
+                uid: h.uid,
+                user: ttmem_scan::user_name(h.uid).unwrap_or_else(|| h.uid.to_string()),
+                name: h.exe.clone(),
+                cmdline: h.cmdline.clone(),
+            },
             started_unix_ns: h.clock_realtime_ns,
             state: match liveness {
                 Liveness::Running => ProcState::Running,
