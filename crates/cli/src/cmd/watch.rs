@@ -17,6 +17,9 @@ fn devices(ep: &ttmem_apiclient::Endpoint) -> anyhow::Result<Vec<DeviceRow>> {
 }
 
 pub fn watch(a: &WatchArgs) -> anyhow::Result<ExitCode> {
+    if a.daemon.no_daemon {
+        anyhow::bail!("ttmem watch shows what a daemon knows; use `ttmem ps --no-daemon` to read the regions");
+    }
     let (ep, _) = super::source::endpoint(&a.daemon)?;
     let which = if a.all {
         WatchDevices::All
