@@ -63,6 +63,8 @@ pub fn daemon(allocations: u64, samples: usize, progress: &mut dyn FnMut(&str)) 
             region_dir: dir.path().into(),
             retention: std::time::Duration::from_secs(3600),
             remove_dead_regions: false,
+            tt_metal_dir: None,
+            proc_root: "/proc".into(),
         },
         ttmem_daemon::monotonic_ns(),
     );

@@ -22,6 +22,24 @@ pub struct Args {
     /// Region directory (default: $TTMEM_DIR, else /dev/shm/ttmem).
     #[arg(long, global = true, env = "TTMEM_DIR", hide_env_values = true, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Where TT-Metal writes its per-chip counter files, or `off` (default /dev/shm).
+    #[arg(
+        long,
+        global = true,
+        env = "TTMEM_TT_METAL_DIR",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
+    pub tt_metal_dir: Option<String>,
+    /// The proc root: the kernel driver's pid lists and process facts (default /proc).
+    #[arg(
+        long,
+        global = true,
+        env = "TTMEM_PROC_ROOT",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
+    pub proc_root: Option<PathBuf>,
     /// More log output on stderr (-v info, -vv debug); TTMEM_LOG takes a tracing filter.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -102,6 +120,9 @@ pub struct ServeArgs {
     /// No legacy allocation-server socket.
     #[arg(long)]
     pub no_legacy_socket: bool,
+    /// Do not read TT-Metal's counter files.
+    #[arg(long)]
+    pub no_tt_metal: bool,
     /// Use this legacy protocol version (P1, P2, P3 or P4) for every connection instead of
     /// detecting it per connection.
     #[arg(long, value_name = "VERSION")]

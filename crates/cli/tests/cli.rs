@@ -24,6 +24,7 @@ fn source_of(out: &std::process::Output) -> Value {
 fn bare() -> Command {
     let mut c = Command::new(TTMEM);
     c.env_remove("TTMEM_DIR")
+        .env("TTMEM_TT_METAL_DIR", "off")
         .env_remove("TTMEM_API_SOCKET")
         .env_remove("TTMEM_DISABLE");
     c

@@ -4,7 +4,7 @@ mod common;
 use common::*;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -75,7 +75,7 @@ fn api_totals_equal_the_models_and_a_killed_workload_leaves_within_a_second() {
     assert!(frag["categories"].as_array().unwrap().iter().any(|c| c["name"] == "L1"));
 
     // ps asks the daemon.
-    let ps = Command::new(TTMEM)
+    let ps = hermetic()
         .args(["ps", "--json", "--api-socket"])
         .arg(&d.socket)
         .env("TTMEM_DIR", &d.regions)
@@ -189,7 +189,7 @@ fn hostile_regions_are_refused_and_sigterm_stops_cleanly() {
 #[test]
 fn a_second_daemon_on_the_same_socket_is_refused() {
     let d = Daemon::start();
-    let out = Command::new(TTMEM)
+    let out = hermetic()
         .args(["serve", "--no-http", "--no-legacy-socket", "--dir"])
         .arg(&d.regions)
         .arg("--api-socket")
@@ -321,7 +321,7 @@ fn history_errors_are_clear() {
 fn ring_overflow_is_reported_while_totals_stay_exact() {
     let d = Daemon::start();
     // A 16-event ring and bursts of hundreds of allocations: the daemon cannot keep up.
-    let mut child = Command::new(TTMEM)
+    let mut child = hermetic()
         .args([
             "sim",
             "run",
@@ -366,7 +366,7 @@ fn the_same_api_answers_over_tcp_and_lists_leak_suspects() {
         .port();
     let regions = dir.path().join("regions");
     let socket = dir.path().join("api.sock");
-    let child = Command::new(TTMEM)
+    let child = hermetic()
         .args([
             "serve",
             "--no-legacy-socket",
@@ -398,7 +398,7 @@ fn the_same_api_answers_over_tcp_and_lists_leak_suspects() {
     let items = leaks["allocations"].as_array().unwrap();
     assert_eq!(items.len(), 5);
     assert!(items.iter().all(|a| a["pid"] == pid(&h)));
-    let ps = Command::new(TTMEM)
+    let ps = hermetic()
         .args(["ps", "--json", "--url"])
         .arg(format!("http://127.0.0.1:{port}"))
         .env("TTMEM_DIR", &d.regions)
@@ -453,7 +453,7 @@ fn the_api_socket_path_never_costs_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let precious = dir.path().join("precious.txt");
     std::fs::write(&precious, b"keep me").unwrap();
-    let out = Command::new(TTMEM)
+    let out = hermetic()
         .args(["serve", "--no-http", "--no-legacy-socket", "--dir"])
         .arg(dir.path().join("regions"))
         .arg("--api-socket")

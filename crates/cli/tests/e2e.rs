@@ -351,7 +351,7 @@ fn check_exit_codes_for_each_condition() {
     assert_eq!(code(&["--max", "dram"]).0, 2);
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"x").unwrap();
-    let out = Command::new(TTMEM)
+    let out = hermetic()
         .args(["check", "--no-daemon", "--dir"])
         .arg(&file)
         .output()

@@ -41,7 +41,7 @@ fn cb_alloc(device: i32, id: u64, size: u64) -> Message {
 
 /// `ttmem serve` on private paths under `dir` with the legacy socket at `legacy`.
 fn serve_with_legacy_socket(dir: &std::path::Path, legacy: &std::path::Path) -> Command {
-    let mut c = Command::new(TTMEM);
+    let mut c = hermetic();
     c.args(["serve", "--no-http", "--dir"])
         .arg(dir.join("regions"))
         .arg("--api-socket")
@@ -413,7 +413,7 @@ fn watch_draws_the_old_monitor_screen_from_the_daemon() {
     let mut c = Client::connect(&d.legacy_socket(), Version::P2).unwrap();
     demo_allocations(&mut c);
     c.query(0).unwrap();
-    let out = Command::new(TTMEM)
+    let out = hermetic()
         .args(["watch", "--once", "-d", "0", "--api-socket"])
         .arg(&d.socket)
         .output()
@@ -426,7 +426,7 @@ fn watch_draws_the_old_monitor_screen_from_the_daemon() {
     let l1 = text.lines().find(|l| l.trim_start().starts_with("L1 ")).unwrap();
     assert!(l1.contains("12.0M"), "{l1}");
     // No daemon: a clear error and exit 2.
-    let out = Command::new(TTMEM)
+    let out = hermetic()
         .args(["watch", "--once", "--api-socket", "/nonexistent/api.sock"])
         .output()
         .unwrap();

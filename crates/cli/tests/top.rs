@@ -75,7 +75,7 @@ fn top_in_tmux_shows_the_api_numbers_and_answers_keys() {
     let regions = dir.path().join("regions");
     let socket: PathBuf = dir.path().join("api.sock");
     let _daemon = Kill(
-        Command::new(TTMEM)
+        hermetic()
             .args(["serve", "--no-http", "--no-legacy-socket", "--dir"])
             .arg(&regions)
             .arg("--api-socket")
@@ -174,7 +174,7 @@ fn sigterm_restores_the_terminal() {
     let tmux = Tmux::new();
     // Without a daemon or regions it still runs (reading an empty directory); SIGTERM ends it.
     let script = format!(
-        "timeout --foreground -s TERM 2 {TTMEM} top --no-daemon --dir {} -r 200; stty -a | grep -o -- '-\\?icanon' | head -1 | sed 's/^/MODE:/'; sleep 30",
+        "timeout --foreground -s TERM 2 {TTMEM} top --no-daemon --tt-metal-dir off --dir {} -r 200; stty -a | grep -o -- '-\\?icanon' | head -1 | sed 's/^/MODE:/'; sleep 30",
         dir.path().display()
     );
     assert!(
@@ -194,7 +194,10 @@ fn sigterm_restores_the_terminal() {
 fn top_exits_when_its_terminal_goes_away() {
     let dir = tempfile::tempdir().unwrap();
     let tmux = Tmux::new();
-    let cmd = format!("{TTMEM} top --no-daemon --dir {} -r 200", dir.path().display());
+    let cmd = format!(
+        "{TTMEM} top --no-daemon --tt-metal-dir off --dir {} -r 200",
+        dir.path().display()
+    );
     assert!(
         tmux.cmd(&["new-session", "-d", "-s", "gone", "-x", "100", "-y", "30", &cmd])
             .status

@@ -6,6 +6,8 @@
 //!   (devices, processes, categories), with [`ProcState`] and [`SourceKind`] as enums.
 //! - [`view`]: the one counters view every source fills ([`ProcessView`]), the one
 //!   device-numbering rule ([`DeviceTable`]), and the one snapshot builder over them.
+//! - [`sources`]: TT-Metal's counter files and the kernel driver's pid lists as views, and the
+//!   rule that shows a process seen by several sources once.
 //! - [`api`]: the daemon API's other answers (allocation pages, events, fit, maps, leaks,
 //!   history, health, statistics, legacy-socket figures), typed so that no side patches JSON
 //!   keys by name.
@@ -16,6 +18,7 @@
 
 pub mod api;
 pub mod snapshot;
+pub mod sources;
 pub mod view;
 
 pub use snapshot::{

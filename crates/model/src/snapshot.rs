@@ -49,6 +49,11 @@ pub enum SourceKind {
     Region,
     /// The legacy allocation-server socket.
     LegacySocket,
+    /// TT-Metal's own counter files (`/dev/shm/tt_device_*_memory`): bytes per chip, no
+    /// per-buffer detail.
+    TtMetalShm,
+    /// The kernel driver's pid lists: the process holds a device, memory unknown.
+    Kmd,
 }
 
 impl SourceKind {
@@ -57,6 +62,18 @@ impl SourceKind {
         match self {
             SourceKind::Region => "region",
             SourceKind::LegacySocket => "legacy-socket",
+            SourceKind::TtMetalShm => "tt-metal-shm",
+            SourceKind::Kmd => "kmd",
+        }
+    }
+
+    /// Which source wins when two report the same process: the one with the most detail.
+    pub fn rank(self) -> u8 {
+        match self {
+            SourceKind::Region => 0,
+            SourceKind::LegacySocket => 1,
+            SourceKind::TtMetalShm => 2,
+            SourceKind::Kmd => 3,
         }
     }
 }
@@ -93,6 +110,9 @@ pub struct DeviceRow {
     pub categories: Vec<DeviceCategory>,
     /// Running processes using it.
     pub processes: u32,
+    /// The sources that report it (added in schema 1; older output meant `region`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceKind>,
 }
 
 impl DeviceRow {
@@ -212,6 +232,9 @@ pub struct ProcessRow {
     /// meant `region`).
     #[serde(default)]
     pub source: SourceKind,
+    /// Devices it holds open whose memory no source reports (`/dev/tenstorrent/N`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<String>,
 }
 
 /// A region that could not be used.
@@ -243,6 +266,10 @@ pub struct Snapshot {
     /// Regions of other users this user may not read.
     #[serde(default)]
     pub not_permitted: usize,
+    /// What the sources say that a person should know: memory TT-Metal still counts for a dead
+    /// process, sources that disagree about one process.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Snapshot {

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use ttmem_region::decode::{self, Counters};
+use ttmem_region::decode;
 pub use ttmem_scan::DeviceCounters;
 use ttmem_scan::{Liveness, ProcessRegion, Scan};
 
@@ -36,6 +36,8 @@ pub struct ProcessView {
     pub events: EventStats,
     /// Calls naming an unregistered device or category.
     pub rejected: u64,
+    /// Devices it holds open whose memory no source reports (`/dev/tenstorrent/N`).
+    pub holds: Vec<String>,
 }
 
 impl ProcessView {
@@ -66,6 +68,7 @@ impl ProcessView {
                 ring_capacity: h.geometry.ring_events,
             },
             rejected: r.rejected(),
+            holds: Vec::new(),
         }
     }
 
@@ -135,6 +138,16 @@ struct TableEntry {
     /// Per declared category of `device`: (bytes, allocations) over running processes.
     used: Vec<(u64, u64)>,
     processes: u32,
+    sources: Vec<SourceKind>,
+}
+
+/// How much a declaration says about a chip: a known architecture and known capacities beat
+/// a counter file's bare chip id.
+fn richness(d: &decode::Device) -> (bool, u64) {
+    (
+        d.arch != crate::sources::UNKNOWN_ARCH,
+        d.categories.iter().fold(0u64, |a, c| a.saturating_add(c.capacity)),
+    )
 }
 
 /// Every device the views declare, numbered by the one rule (`ps`, the API, history and the
@@ -150,10 +163,19 @@ impl DeviceTable {
     /// Numbers the devices of `views` and sums their use.
     pub fn new<'a>(views: impl IntoIterator<Item = &'a ProcessView>) -> DeviceTable {
         let views: Vec<&ProcessView> = views.into_iter().collect();
+        // The richest declaration describes a device (the first of equals).
         let mut first: BTreeMap<DeviceIdentity, &decode::Device> = BTreeMap::new();
+        let mut sources: BTreeMap<DeviceIdentity, Vec<SourceKind>> = BTreeMap::new();
         for v in &views {
             for (k, d) in v.identities() {
-                first.entry(k).or_insert(&d.device);
+                let e = first.entry(k).or_insert(&d.device);
+                if richness(&d.device) > richness(e) {
+                    *e = &d.device;
+                }
+                let s = sources.entry(k).or_default();
+                if !s.contains(&v.source) {
+                    s.push(v.source);
+                }
             }
         }
         let ids: BTreeMap<DeviceIdentity, u32> = first.keys().enumerate().map(|(i, k)| (*k, i as u32)).collect();
@@ -165,6 +187,11 @@ impl DeviceTable {
                 used: vec![(0, 0); device.categories.len()],
                 device: device.clone(),
                 processes: 0,
+                sources: {
+                    let mut s = sources.remove(&identity).unwrap_or_default();
+                    s.sort_by_key(|k| k.rank());
+                    s
+                },
             })
             .collect();
         for v in views.iter().filter(|v| v.state.is_running()) {
@@ -177,7 +204,7 @@ impl DeviceTable {
                         u.1 = u.1.saturating_add(c.live_count.max(0) as u64);
                     }
                 }
-                if d.counters.iter().any(Counters::is_touched) {
+                if d.counters.iter().any(|c| c.is_touched() || c.live_bytes > 0) {
                     e.processes += 1;
                 }
             }
@@ -260,6 +287,7 @@ impl DeviceTable {
                     })
                     .collect(),
                 processes: e.processes,
+                sources: e.sources.clone(),
             })
             .collect()
     }
@@ -314,6 +342,7 @@ impl DeviceTable {
             rejected: v.rejected,
             region: v.origin.clone(),
             source: v.source,
+            holds: v.holds.clone(),
         }
     }
 }
@@ -331,6 +360,8 @@ pub struct SnapshotMeta {
     pub skipped: Vec<SkippedRegion>,
     /// Regions of other users this user may not read.
     pub not_permitted: usize,
+    /// Notes from the sources ([`Snapshot::notes`]).
+    pub notes: Vec<String>,
 }
 
 impl Snapshot {
@@ -350,6 +381,7 @@ impl Snapshot {
             processes,
             skipped: meta.skipped,
             not_permitted: meta.not_permitted,
+            notes: meta.notes,
         }
     }
 }
@@ -386,6 +418,7 @@ impl Snapshot {
                     })
                     .collect(),
                 not_permitted: scan.not_permitted,
+                notes: Vec::new(),
             },
         )
     }
@@ -418,13 +451,13 @@ mod tests {
         }
     }
 
-    fn counters(bytes: i64) -> Counters {
-        Counters {
+    fn counters(bytes: i64) -> decode::Counters {
+        decode::Counters {
             live_bytes: bytes,
             live_count: 1,
             allocs: 1,
             peak_bytes: bytes,
-            ..Counters::default()
+            ..decode::Counters::default()
         }
     }
 
@@ -448,11 +481,12 @@ mod tests {
                 .map(|(i, (hw, bytes))| DeviceCounters {
                     index: i as u32,
                     device: device(hw, &[("DRAM", 100), ("L1", 10)]),
-                    counters: vec![counters(bytes), Counters::default()],
+                    counters: vec![counters(bytes), decode::Counters::default()],
                 })
                 .collect(),
             events: EventStats::default(),
             rejected: 0,
+            holds: Vec::new(),
         }
     }
 

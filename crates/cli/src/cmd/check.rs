@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use super::{RegionDir, out, source};
+use super::{Paths, out, source};
 use crate::args::CheckArgs;
 
 /// Prints "could not check" in the form asked for; exit 2.
@@ -19,7 +19,7 @@ fn could_not_check(a: &CheckArgs, reason: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(2))
 }
 
-pub fn check(dir: &RegionDir, a: &CheckArgs) -> anyhow::Result<ExitCode> {
+pub fn check(dir: &Paths, a: &CheckArgs) -> anyhow::Result<ExitCode> {
     let snapshot = match source::snapshot(dir, &a.daemon) {
         Ok(s) => s,
         Err(e) => return could_not_check(a, &format!("{e:#}")),

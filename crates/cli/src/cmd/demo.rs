@@ -11,10 +11,10 @@ use ttmem_model::Snapshot;
 use ttmem_scan::ScanOptions;
 use ttmem_sim::fleet::{DEMO, Fleet};
 
-use super::{RegionDir, out};
+use super::{Paths, out};
 use crate::args::DemoArgs;
 
-pub fn demo(dir: &RegionDir, a: &DemoArgs) -> anyhow::Result<ExitCode> {
+pub fn demo(dir: &Paths, a: &DemoArgs) -> anyhow::Result<ExitCode> {
     let stop = super::stop_on_signals(&[libc::SIGINT, libc::SIGTERM]);
     let exe = std::env::current_exe().context("cannot find the ttmem executable")?;
     let mut fleet = Fleet::start(&exe, &dir.path, &DEMO)?;

@@ -4,10 +4,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::{RegionDir, out};
+use super::{Paths, out};
 use crate::args::GcArgs;
 
-pub fn gc(dir: &RegionDir, a: &GcArgs) -> anyhow::Result<ExitCode> {
+pub fn gc(dir: &Paths, a: &GcArgs) -> anyhow::Result<ExitCode> {
     let done = ttmem_scan::gc(&dir.path, a.dry_run, a.invalid)
         .with_context(|| format!("cannot read region directory {}", dir.path.display()))?;
     let failed = done.iter().any(|c| c.error.is_some());

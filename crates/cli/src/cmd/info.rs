@@ -2,10 +2,10 @@
 
 use std::process::ExitCode;
 
-use super::{RegionDir, out, source};
+use super::{Paths, out, source};
 use crate::args::InfoArgs;
 
-pub fn info(dir: &RegionDir, a: &InfoArgs) -> anyhow::Result<ExitCode> {
+pub fn info(dir: &Paths, a: &InfoArgs) -> anyhow::Result<ExitCode> {
     let mut s = source::snapshot(dir, &a.daemon)?;
     // Devices of running processes only: a health check asks what is there now.
     let live: std::collections::BTreeSet<u32> = s.running().flat_map(|p| p.device_ids.iter().copied()).collect();

@@ -17,21 +17,53 @@ use std::process::ExitCode;
 
 use crate::args::{Args, Command, SimCommand};
 
-/// The region directory a command reads or writes, and whether the user named it (`--dir` or
-/// `TTMEM_DIR`) rather than taking the default.
+/// Where a command finds its sources: the region directory (and whether the user named it,
+/// with `--dir` or `TTMEM_DIR`, rather than taking the default), TT-Metal's counter files and
+/// the proc root.
 #[derive(Clone, Debug)]
-pub struct RegionDir {
-    /// The directory.
+pub struct Paths {
+    /// The region directory.
     pub path: PathBuf,
     /// Named by the user.
     pub named: bool,
+    /// TT-Metal's counter-file directory as named (`off` included), None for the default.
+    pub tt_metal_named: Option<String>,
+    /// TT-Metal's counter-file directory (None: not read).
+    pub tt_metal: Option<PathBuf>,
+    /// The proc root as named, None for the default.
+    pub proc_root_named: Option<PathBuf>,
+    /// The proc root.
+    pub proc_root: PathBuf,
+}
+
+impl Paths {
+    /// The sources a reader without a daemon reads.
+    pub fn local(&self) -> ttmem_model::sources::Local {
+        ttmem_model::sources::Local {
+            regions: self.path.clone(),
+            tt_metal: self.tt_metal.clone(),
+            proc_root: self.proc_root.clone(),
+        }
+    }
 }
 
 /// Runs the parsed command; the exit code is the command's answer (errors are exit 2 in main).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let dir = RegionDir {
+    let tt_metal = match args.tt_metal_dir.as_deref().map(str::trim) {
+        None => Some(PathBuf::from(ttmem_ttmetal::DEFAULT_DIR)),
+        Some(v) if v.is_empty() || v.eq_ignore_ascii_case("off") => None,
+        Some(v) => Some(PathBuf::from(v)),
+    };
+    let dir = Paths {
         named: args.dir.is_some(),
         path: args.dir.unwrap_or_else(ttmem_region::default_dir),
+        tt_metal_named: args.tt_metal_dir,
+        tt_metal,
+        proc_root: args
+            .proc_root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(ttmem_ttmetal::DEFAULT_PROC_ROOT)),
+        proc_root_named: args.proc_root,
     };
     match args.command {
         Command::Serve(a) => serve::serve(&dir, &a),

@@ -2,10 +2,10 @@
 
 use std::process::ExitCode;
 
-use super::{RegionDir, out, source};
+use super::{Paths, out, source};
 use crate::args::PsArgs;
 
-pub fn ps(dir: &RegionDir, a: &PsArgs) -> anyhow::Result<ExitCode> {
+pub fn ps(dir: &Paths, a: &PsArgs) -> anyhow::Result<ExitCode> {
     let s = source::snapshot(dir, &a.daemon)?;
     if a.json {
         out(&(serde_json::to_string_pretty(&s)? + "\n"))?;

@@ -8,10 +8,10 @@ use ttmem_sim::allocator::Policy;
 use ttmem_sim::chip::Shape;
 use ttmem_sim::workload::{self, Profile, RunOptions};
 
-use super::{RegionDir, out};
+use super::{Paths, out};
 use crate::args::{PolicyArg, SimListArgs, SimRunArgs};
 
-pub fn run(dir: &RegionDir, a: &SimRunArgs) -> anyhow::Result<ExitCode> {
+pub fn run(dir: &Paths, a: &SimRunArgs) -> anyhow::Result<ExitCode> {
     let env = Config::from_env();
     let name = env
         .process_name

@@ -6,9 +6,8 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use ttmem_apiclient::{ApiError, Endpoint};
 use ttmem_model::Snapshot;
-use ttmem_scan::ScanOptions;
 
-use super::RegionDir;
+use super::Paths;
 use crate::args::DaemonArgs;
 
 /// The daemon the flags name (`--url`, `--api-socket`, `TTMEM_API_SOCKET`) or the default
@@ -24,9 +23,9 @@ pub fn endpoint(d: &DaemonArgs) -> anyhow::Result<(Endpoint, bool)> {
 ///   user also named a region directory the daemon does not watch, that is an error too: the
 ///   command never silently shows another directory than the one asked for.
 /// - Otherwise the default daemon when it answers for this directory, else the regions.
-pub fn snapshot(dir: &RegionDir, d: &DaemonArgs) -> anyhow::Result<Snapshot> {
+pub fn snapshot(dir: &Paths, d: &DaemonArgs) -> anyhow::Result<Snapshot> {
     if d.no_daemon {
-        return read_regions(&dir.path);
+        return read_local(dir);
     }
     let (ep, named) = endpoint(d)?;
     match ttmem_apiclient::get_json::<Snapshot>(&ep, "/api/v1/snapshot") {
@@ -44,21 +43,21 @@ pub fn snapshot(dir: &RegionDir, d: &DaemonArgs) -> anyhow::Result<Snapshot> {
                 s.region_dir,
                 dir.path.display()
             );
-            read_regions(&dir.path)
+            read_local(dir)
         }
         Err(e) if named => Err(e).context(format!(
             "no answer from the daemon at {ep} (start it with `ttmem serve`, or pass --no-daemon to read the regions)"
         )),
-        Err(ApiError::NotRunning(_)) => read_regions(&dir.path),
+        Err(ApiError::NotRunning(_)) => read_local(dir),
         Err(e) => {
             tracing::warn!("{e}; reading regions directly");
-            read_regions(&dir.path)
+            read_local(dir)
         }
     }
 }
 
-fn read_regions(dir: &Path) -> anyhow::Result<Snapshot> {
-    let scan = ttmem_scan::scan(dir, ScanOptions::default())
-        .with_context(|| format!("cannot read region directory {}", dir.display()))?;
-    Ok(Snapshot::from_scan(&scan))
+/// Every source this user can read without a daemon: the regions, TT-Metal's counter files and
+/// the kernel driver's pid lists.
+pub fn read_local(dir: &Paths) -> anyhow::Result<Snapshot> {
+    Ok(dir.local().snapshot()?)
 }

@@ -4,15 +4,15 @@ use std::process::ExitCode;
 
 use ttmem_tui::source::Source;
 
-use super::RegionDir;
+use super::Paths;
 use super::source::endpoint;
 use crate::args::TopArgs;
 
-pub fn top(dir: &RegionDir, a: &TopArgs) -> anyhow::Result<ExitCode> {
+pub fn top(dir: &Paths, a: &TopArgs) -> anyhow::Result<ExitCode> {
     let mut sources = Vec::new();
     let local = ttmem_tui::hostname();
     if a.daemon.no_daemon {
-        sources.push(Source::Regions(dir.path.clone()));
+        sources.push(Source::Regions(dir.local()));
     } else {
         // A daemon the user named is shown as it answers (its errors on screen); the default
         // one falls back to the regions when nothing listens.
@@ -20,7 +20,7 @@ pub fn top(dir: &RegionDir, a: &TopArgs) -> anyhow::Result<ExitCode> {
         sources.push(Source::Daemon {
             label: local,
             endpoint,
-            fallback: (!named).then(|| dir.path.clone()),
+            fallback: (!named).then(|| dir.local()),
         });
     }
     for url in &a.remote {

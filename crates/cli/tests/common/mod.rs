@@ -13,10 +13,21 @@ use ttmem_apiclient::{Endpoint, get_json};
 /// The binary under test.
 pub const TTMEM: &str = env!("CARGO_BIN_EXE_ttmem");
 
-/// `ttmem` with its region directory set and tracking enabled.
+/// `ttmem` that reads no TT-Metal counter files (the host's /dev/shm is not the test's).
+pub fn hermetic() -> Command {
+    let mut c = Command::new(TTMEM);
+    c.env("TTMEM_TT_METAL_DIR", "off").env_remove("TTMEM_PROC_ROOT");
+    c
+}
+
+/// `ttmem` with its region directory set and tracking enabled, reading TT-Metal's counter files
+/// from `<dir>/tt-metal` (not the host's /dev/shm: tests see only what they write).
 pub fn ttmem(dir: &Path) -> Command {
     let mut c = Command::new(TTMEM);
-    c.env("TTMEM_DIR", dir).env_remove("TTMEM_DISABLE");
+    c.env("TTMEM_DIR", dir)
+        .env("TTMEM_TT_METAL_DIR", dir.join("tt-metal"))
+        .env_remove("TTMEM_PROC_ROOT")
+        .env_remove("TTMEM_DISABLE");
     c
 }
 
@@ -180,6 +191,8 @@ pub fn spawn_serve(regions: &Path, socket: &Path, dir: &Path) -> Child {
         .arg(dir.join("legacy.sock"))
         .arg("--db")
         .arg(dir.join("ttmem.db"))
+        .arg("--tt-metal-dir")
+        .arg(dir.join("tt-metal"))
         .env_remove("TTMEM_CONFIG")
         .env("XDG_CONFIG_HOME", dir)
         .stderr(Stdio::null())

@@ -291,6 +291,8 @@ mod tests {
                 },
             ],
             processes: 1,
+
+            sources: vec![],
         };
         let proc_ = |pid: u32, state: ProcState, left: bool| ProcessRow {
             id: ProcessIdentity {
@@ -323,6 +325,7 @@ mod tests {
             region: String::new(),
             device_ids: vec![],
             source: SourceKind::Region,
+            holds: vec![],
         };
         Snapshot {
             schema: 1,
@@ -333,6 +336,7 @@ mod tests {
             processes: vec![proc_(10, ProcState::Running, false), proc_(11, ProcState::Exited, true)],
             skipped: vec![],
             not_permitted: 0,
+            notes: vec![],
         }
     }
 

@@ -142,6 +142,14 @@ pub fn render_table(s: &Snapshot) -> String {
                 );
                 first = false;
             }
+            if !p.holds.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "{}holds {}, memory unknown (no source reports it)",
+                    pad("", 8),
+                    p.holds.join(", ")
+                );
+            }
         }
         if s.processes.iter().any(|p| p.left_behind) {
             let _ = writeln!(
@@ -155,6 +163,9 @@ pub fn render_table(s: &Snapshot) -> String {
                 "Some processes lost ring events (a reader fell behind); their counters are still exact."
             );
         }
+    }
+    for n in &s.notes {
+        let _ = writeln!(out, "note: {n}");
     }
     for d in s.devices.iter().filter(|d| d.over_capacity()) {
         let _ = writeln!(

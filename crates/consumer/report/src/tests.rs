@@ -105,6 +105,8 @@ fn fixed() -> Snapshot {
             cat("TRACE", 48 << 20, 768 << 20),
         ],
         processes: 1,
+
+        sources: vec![],
     };
     let proc_ = |pid: u32, state: ProcState, left: bool| ProcessRow {
         id: ProcessIdentity {
@@ -136,6 +138,7 @@ fn fixed() -> Snapshot {
         region: "/dev/shm/ttmem/x.ttmem".into(),
         device_ids: vec![0],
         source: SourceKind::Region,
+        holds: vec![],
     };
     Snapshot {
         schema: 1,
@@ -148,6 +151,7 @@ fn fixed() -> Snapshot {
             proc_(4343, ProcState::Exited, true),
         ],
         not_permitted: 2,
+        notes: vec![],
         skipped: vec![SkippedRegion {
             path: "/dev/shm/ttmem/bad.ttmem".into(),
             reason: "not a ttmem region (wrong magic)".into(),

@@ -2,13 +2,13 @@
 //! (counters only).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use std::sync::Arc;
 
 use ttmem_apiclient::{ApiError, Conditional, Endpoint, get_json, get_json_if_changed};
 use ttmem_model::Snapshot;
 use ttmem_model::api::{Allocation, AllocationPage, Events, Maps, RecentEvent};
+use ttmem_model::sources::Local;
 
 /// One host's data source.
 #[derive(Clone, Debug)]
@@ -19,11 +19,11 @@ pub enum Source {
         label: String,
         /// Where it listens.
         endpoint: Endpoint,
-        /// Read the regions in this directory if the daemon does not answer.
-        fallback: Option<PathBuf>,
+        /// Read these sources if the daemon does not answer.
+        fallback: Option<Local>,
     },
-    /// Regions read directly.
-    Regions(PathBuf),
+    /// The regions, TT-Metal's counter files and the kernel driver's pid lists, read directly.
+    Regions(Local),
 }
 
 /// What one refresh of a host brings.
@@ -125,18 +125,18 @@ impl Source {
                     },
                 }
             }
-            Source::Regions(dir) => match ttmem_scan::scan(dir, ttmem_scan::ScanOptions::default()) {
-                Ok(scan) => HostData {
+            Source::Regions(local) => match local.snapshot() {
+                Ok(snapshot) => HostData {
                     label: "local".into(),
-                    source: format!("regions in {} (no daemon: counters only)", dir.display()),
-                    snapshot: Some(Arc::new(Snapshot::from_scan(&scan))),
+                    source: format!("regions in {} (no daemon: counters only)", local.regions.display()),
+                    snapshot: Some(Arc::new(snapshot)),
                     changed: true,
                     ..Default::default()
                 },
                 Err(e) => HostData {
                     label: "local".into(),
                     source: "regions".into(),
-                    error: Some(format!("cannot read {}: {e}", dir.display())),
+                    error: Some(e.to_string()),
                     changed: true,
                     ..Default::default()
                 },

@@ -38,6 +38,8 @@ fn device(id: u32, name: &str, remote: bool, dram: u64, l1: u64) -> DeviceRow {
             cat("KERNEL", 4 * MIB, 6 * MIB),
         ],
         processes: 1,
+
+        sources: vec![],
     }
 }
 
@@ -104,6 +106,7 @@ fn process(pid: u32, name: &str, state: &str, chips: &[u32], dram: u64) -> Proce
         region: String::new(),
         device_ids: chips.to_vec(),
         source: SourceKind::Region,
+        holds: vec![],
     }
 }
 
@@ -150,6 +153,7 @@ fn host(devices: Vec<DeviceRow>, processes: Vec<ProcessRow>, with_maps: bool) ->
             processes,
             skipped: vec![],
             not_permitted: 0,
+            notes: vec![],
         })),
         maps,
         error: None,
@@ -340,7 +344,12 @@ fn without_a_daemon_it_says_only_counters_are_shown() {
     let screen = draw(&a, 120, 30);
     assert!(screen.contains("no daemon: counters only"), "{screen}");
     assert!(screen.contains("(needs the daemon)"));
-    let d = Source::Regions("/nonexistent".into()).detail(1, &a.hosts[0]);
+    let d = Source::Regions(ttmem_model::sources::Local {
+        regions: "/nonexistent".into(),
+        tt_metal: None,
+        proc_root: "/proc".into(),
+    })
+    .detail(1, &a.hosts[0]);
     assert!(d.note.unwrap().contains("only counters are known"));
 }
 

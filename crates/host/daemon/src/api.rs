@@ -528,8 +528,8 @@ type ProcStates = std::collections::BTreeMap<(u32, u64), (String, ttmem_model::P
 
 /// The part of the state the stream reports: device totals and which processes run.
 fn stream_state(c: &Collector) -> (Vec<api::StreamDevice>, ProcStates) {
-    let devices = c
-        .device_table()
+    let (views, _) = c.merged_views();
+    let devices = ttmem_model::DeviceTable::new(&views)
         .rows()
         .into_iter()
         .map(|d| api::StreamDevice {
@@ -539,8 +539,8 @@ fn stream_state(c: &Collector) -> (Vec<api::StreamDevice>, ProcStates) {
             processes: d.processes,
         })
         .collect();
-    let procs = c
-        .views()
+    let procs = views
+        .iter()
         .map(|v| ((v.id.pid, v.id.start_time), (v.id.name.clone(), v.state)))
         .collect();
     (devices, procs)

@@ -16,6 +16,7 @@ use ttmem_model::api::CollectorStats;
 use ttmem_model::{DeviceIdentity, DeviceTable, ProcState, ProcessView, SkippedRegion, Snapshot, SnapshotMeta};
 use ttmem_store::ProcessRecord;
 
+mod external;
 mod legacy;
 mod lifecycle;
 mod region;
@@ -66,6 +67,10 @@ pub struct CollectorConfig {
     pub retention: Duration,
     /// Remove dead processes' region files.
     pub remove_dead_regions: bool,
+    /// Where TT-Metal writes its counter files (None: not read).
+    pub tt_metal_dir: Option<PathBuf>,
+    /// The proc root (the kernel driver's pid lists, the facts about their processes).
+    pub proc_root: PathBuf,
 }
 
 /// See the module docs.
@@ -85,6 +90,7 @@ pub struct Collector {
     records: Vec<ProcessRecord>,
     generation: u64,
     legacy: legacy::LegacyHub,
+    external: external::External,
 }
 
 impl Collector {
@@ -104,6 +110,7 @@ impl Collector {
             records: Vec::new(),
             generation: 0,
             legacy: legacy::LegacyHub::default(),
+            external: external::External::default(),
         }
     }
 
@@ -135,6 +142,7 @@ impl Collector {
         self.discover();
         self.drain_all();
         self.check_liveness(now);
+        self.read_external(now.monotonic_ns);
         self.expire(now.monotonic_ns);
         let wall_s = now.unix_ns / 1_000_000_000;
         if wall_s != self.last_sample_s {
@@ -148,7 +156,8 @@ impl Collector {
     /// Records one history sample of every device category and of every running process's
     /// device categories.
     pub fn sample(&mut self, wall_s: u64) {
-        let table = self.device_table();
+        let (views, _) = self.merged_views();
+        let table = DeviceTable::new(&views);
         for (id, d) in table.rows().iter().enumerate() {
             for c in &d.categories {
                 if let Some(key) = series_key(&table, id as u32, &c.name, None) {
@@ -156,7 +165,7 @@ impl Collector {
                 }
             }
         }
-        for v in self.procs.values().map(|p| &p.view).filter(|v| v.state.is_running()) {
+        for v in views.iter().filter(|v| v.state.is_running()) {
             for (identity, d) in v.identities() {
                 let Some(id) = table.id_of(&identity) else { continue };
                 for (c, desc) in d.counters.iter().zip(&d.device.categories) {
@@ -322,14 +331,21 @@ impl Collector {
         self.procs.get(&key).map(|p| &p.view)
     }
 
-    /// Every process's counters view.
-    pub fn views(&self) -> impl Iterator<Item = &ProcessView> {
-        self.procs.values().map(|p| &p.view)
+    /// Every process the collector knows, one view each: its regions and legacy clients, and
+    /// what TT-Metal's counter files and the kernel driver's pid lists add, merged by
+    /// `ttmem_model::sources::merge`; with the sources' notes.
+    pub fn merged_views(&self) -> (Vec<ProcessView>, Vec<String>) {
+        let mut all: Vec<ProcessView> = self.procs.values().map(|p| p.view.clone()).collect();
+        all.extend(self.external.views.iter().cloned());
+        let (views, merge_notes) = ttmem_model::sources::merge(all);
+        let mut notes = self.external.notes.clone();
+        notes.extend(merge_notes);
+        (views, notes)
     }
 
     /// The device table over every process the collector knows (the ids `ps` shows).
     pub fn device_table(&self) -> DeviceTable {
-        DeviceTable::new(self.views())
+        DeviceTable::new(&self.merged_views().0)
     }
 
     /// Ledger device → `ps` device id, by the one numbering rule.
@@ -358,8 +374,9 @@ impl Collector {
 
     /// Like [`Collector::snapshot`], with ages counted to `unix_ns`.
     pub fn snapshot_at(&self, unix_ns: u64) -> Snapshot {
+        let (views, notes) = self.merged_views();
         Snapshot::build(
-            self.views(),
+            &views,
             SnapshotMeta {
                 source: "daemon".into(),
                 region_dir: self.cfg.region_dir.display().to_string(),
@@ -371,8 +388,10 @@ impl Collector {
                         path: path.display().to_string(),
                         reason: reason.to_string(),
                     })
+                    .chain(self.external.skipped.iter().cloned())
                     .collect(),
                 not_permitted: self.regions.not_permitted(),
+                notes,
             },
         )
     }

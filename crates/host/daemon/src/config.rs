@@ -23,6 +23,10 @@ pub const ENV_DIR: &str = "TTMEM_DIR";
 pub const ENV_RETENTION_S: &str = "TTMEM_RETENTION_S";
 /// The legacy allocation-server socket path, or `off`.
 pub const ENV_LEGACY_SOCKET: &str = "TTMEM_LEGACY_SOCKET";
+/// Where TT-Metal writes its counter files, or `off`.
+pub const ENV_TT_METAL_DIR: &str = "TTMEM_TT_METAL_DIR";
+/// The proc root (the kernel driver's pid lists, process facts).
+pub const ENV_PROC_ROOT: &str = "TTMEM_PROC_ROOT";
 
 /// Where existing TT-Metal builds look for the allocation server.
 pub const DEFAULT_LEGACY_SOCKET: &str = "/tmp/tt_allocation_server.sock";
@@ -69,6 +73,10 @@ pub struct Config {
     pub legacy_version: Option<ttmem_legacy::Version>,
     /// Connections the legacy socket accepts at once.
     pub legacy_max_connections: usize,
+    /// Where TT-Metal writes its per-chip counter files (None: not read).
+    pub tt_metal_dir: Option<PathBuf>,
+    /// The proc root: the kernel driver's pid lists and the facts about their processes.
+    pub proc_root: PathBuf,
 }
 
 /// The keys a config file may hold (all optional; unknown keys are an error).
@@ -103,6 +111,10 @@ pub struct FileConfig {
     pub legacy_version: Option<String>,
     /// See [`Config::legacy_max_connections`].
     pub legacy_max_connections: Option<usize>,
+    /// Path or `"off"`.
+    pub tt_metal_dir: Option<String>,
+    /// See [`Config::proc_root`].
+    pub proc_root: Option<PathBuf>,
 }
 
 /// Values given as flags (None: not given).
@@ -110,7 +122,7 @@ pub struct FileConfig {
 pub struct Overrides {
     /// `--config`.
     pub config_file: Option<PathBuf>,
-    /// `--region-dir`.
+    /// The global `--dir`.
     pub region_dir: Option<PathBuf>,
     /// `--api-socket`.
     pub api_socket: Option<PathBuf>,
@@ -126,6 +138,12 @@ pub struct Overrides {
     pub no_legacy_socket: bool,
     /// `--legacy-version`.
     pub legacy_version: Option<String>,
+    /// The global `--tt-metal-dir`.
+    pub tt_metal_dir: Option<PathBuf>,
+    /// `--no-tt-metal`.
+    pub no_tt_metal: bool,
+    /// The global `--proc-root`.
+    pub proc_root: Option<PathBuf>,
 }
 
 /// Why the configuration is unusable.
@@ -198,6 +216,8 @@ impl Config {
             legacy_socket_group: None,
             legacy_version: None,
             legacy_max_connections: DEFAULT_LEGACY_MAX_CONNECTIONS,
+            tt_metal_dir: Some(PathBuf::from(ttmem_ttmetal::DEFAULT_DIR)),
+            proc_root: PathBuf::from(ttmem_ttmetal::DEFAULT_PROC_ROOT),
         }
     }
 
@@ -241,6 +261,21 @@ impl Config {
         }
         if let Some(v) = get(ENV_LEGACY_SOCKET) {
             c.legacy_socket = parse_off(&v);
+        }
+        if let Some(v) = get(ENV_TT_METAL_DIR) {
+            c.tt_metal_dir = parse_off(&v);
+        }
+        if let Some(v) = get(ENV_PROC_ROOT).filter(|v| !v.is_empty()) {
+            c.proc_root = v.into();
+        }
+        if let Some(v) = &flags.tt_metal_dir {
+            c.tt_metal_dir = Some(v.clone());
+        }
+        if flags.no_tt_metal {
+            c.tt_metal_dir = None;
+        }
+        if let Some(v) = &flags.proc_root {
+            c.proc_root = v.clone();
         }
         if let Some(v) = &flags.region_dir {
             c.region_dir = v.clone();
@@ -303,6 +338,12 @@ impl Config {
         }
         if let Some(v) = f.legacy_socket {
             self.legacy_socket = parse_off(&v);
+        }
+        if let Some(v) = f.tt_metal_dir {
+            self.tt_metal_dir = parse_off(&v);
+        }
+        if let Some(v) = f.proc_root {
+            self.proc_root = v;
         }
         if let Some(v) = f.legacy_socket_mode {
             self.legacy_socket_mode = u32::from_str_radix(v.trim(), 8).map_err(|e| ConfigError::Value {

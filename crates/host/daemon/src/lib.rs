@@ -93,6 +93,8 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
                 region_dir: config.region_dir.clone(),
                 retention: config.retention,
                 remove_dead_regions: config.remove_dead_regions,
+                tt_metal_dir: config.tt_metal_dir.clone(),
+                proc_root: config.proc_root.clone(),
             },
             monotonic_ns(),
         )),

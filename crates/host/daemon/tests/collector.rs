@@ -33,6 +33,8 @@ fn collector(dir: &Path, retention: Duration) -> Collector {
             region_dir: dir.into(),
             retention,
             remove_dead_regions: true,
+            tt_metal_dir: None,
+            proc_root: "/proc".into(),
         },
         0,
     )

@@ -335,6 +335,7 @@ impl Collector {
             devices: Vec::new(),
             events: EventStats::default(),
             rejected: 0,
+            holds: Vec::new(),
         };
         let source = Source::Legacy(Box::new(LegacyProc {
             book: Book::default(),
@@ -611,6 +612,8 @@ mod tests {
                 region_dir: dir.into(),
                 retention: std::time::Duration::from_secs(60),
                 remove_dead_regions: false,
+                tt_metal_dir: None,
+                proc_root: "/proc".into(),
             },
             0,
         )

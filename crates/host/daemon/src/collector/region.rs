@@ -145,6 +145,7 @@ impl Collector {
                 ..Default::default()
             },
             rejected: 0,
+            holds: Vec::new(),
         };
         tracing::info!(pid = h.pid, exe = %h.exe, path = %path.display(), "attached region");
         self.regions.refused.remove(&path);
