@@ -162,10 +162,20 @@ fn a_process_seen_by_its_region_and_by_tt_metal_is_one_process() {
         .collect();
     assert_eq!(mine.len(), 1, "{ps:#}");
     assert_eq!(mine[0]["source"], "region", "the source with per-buffer detail wins");
-    // Its devices are the region's (which knows the architecture and capacities).
+    // Its devices are the region's (which knows the architecture and capacities). The counter
+    // file's chip stays listed, empty: it is a real chip kind, the region's a simulated one.
     let chips = ps["devices"].as_array().unwrap();
-    assert_eq!(chips.len(), 1, "{chips:#?}");
-    assert_eq!(chips[0]["arch"], "wormhole_b0");
+    assert_eq!(chips.len(), 2, "{chips:#?}");
+    let sim = chips.iter().find(|c| c["kind"] == "tt-sim").unwrap();
+    assert_eq!(
+        (sim["arch"].as_str(), sim["processes"].as_u64()),
+        (Some("wormhole_b0"), Some(1))
+    );
+    let tt = chips.iter().find(|c| c["kind"] == "tt").unwrap();
+    assert_eq!(
+        (tt["processes"].as_u64(), tt["categories"][0]["used"].as_u64()),
+        (Some(0), Some(0))
+    );
     assert!(
         ps.get("notes").is_none(),
         "nothing died and nothing was compared: {ps:#}"

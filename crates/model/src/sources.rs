@@ -71,6 +71,8 @@ pub struct TtMetalViews {
     pub notes: Vec<String>,
     /// Files that could not be used.
     pub skipped: Vec<SkippedRegion>,
+    /// Every chip a file describes, with or without a process on it.
+    pub chips: Vec<(decode::Device, SourceKind)>,
 }
 
 /// The views of every used slot of every counter file. `user_of` names a uid.
@@ -91,6 +93,7 @@ pub fn ttmetal_views(scan: &TtMetalScan, proc: &ProcRoot, user_of: &dyn Fn(u32) 
     for read in &scan.files {
         let f = &read.file;
         let device = counter_file_device(f);
+        out.chips.push((device.clone(), SourceKind::TtMetalShm));
         for slot in &f.slots {
             let owner = proc.slot_owner(slot.pid, slot.last_update_ns);
             let key = (slot.pid, owner.as_ref().map_or(0, |o| o.start_time), slot.name.clone());
@@ -333,6 +336,7 @@ impl Snapshot {
                     .collect(),
                 not_permitted: scan.not_permitted,
                 notes,
+                chips: tt.chips,
             },
         )
     }

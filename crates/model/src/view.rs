@@ -162,10 +162,30 @@ pub struct DeviceTable {
 impl DeviceTable {
     /// Numbers the devices of `views` and sums their use.
     pub fn new<'a>(views: impl IntoIterator<Item = &'a ProcessView>) -> DeviceTable {
+        DeviceTable::with_chips(views, &[])
+    }
+
+    /// Like [`DeviceTable::new`], also listing `chips` that a source knows with no process on
+    /// them (TT-Metal's counter files outlive their processes).
+    pub fn with_chips<'a>(
+        views: impl IntoIterator<Item = &'a ProcessView>,
+        chips: &'a [(decode::Device, SourceKind)],
+    ) -> DeviceTable {
         let views: Vec<&ProcessView> = views.into_iter().collect();
         // The richest declaration describes a device (the first of equals).
         let mut first: BTreeMap<DeviceIdentity, &decode::Device> = BTreeMap::new();
         let mut sources: BTreeMap<DeviceIdentity, Vec<SourceKind>> = BTreeMap::new();
+        for (d, source) in chips.iter().filter(|(d, _)| d.hw_id != 0) {
+            let k = DeviceIdentity::chip(d.kind.code(), d.hw_id);
+            let e = first.entry(k).or_insert(d);
+            if richness(d) > richness(e) {
+                *e = d;
+            }
+            let s = sources.entry(k).or_default();
+            if !s.contains(source) {
+                s.push(*source);
+            }
+        }
         for v in &views {
             for (k, d) in v.identities() {
                 let e = first.entry(k).or_insert(&d.device);
@@ -362,6 +382,8 @@ pub struct SnapshotMeta {
     pub not_permitted: usize,
     /// Notes from the sources ([`Snapshot::notes`]).
     pub notes: Vec<String>,
+    /// Chips a source knows with no process on them ([`DeviceTable::with_chips`]).
+    pub chips: Vec<(decode::Device, SourceKind)>,
 }
 
 impl Snapshot {
@@ -369,7 +391,7 @@ impl Snapshot {
     /// then exited, by pid.
     pub fn build<'a>(views: impl IntoIterator<Item = &'a ProcessView>, meta: SnapshotMeta) -> Snapshot {
         let views: Vec<&ProcessView> = views.into_iter().collect();
-        let table = DeviceTable::new(views.iter().copied());
+        let table = DeviceTable::with_chips(views.iter().copied(), &meta.chips);
         let mut processes: Vec<ProcessRow> = views.iter().map(|v| table.process_row(v, meta.timestamp_ns)).collect();
         processes.sort_by_key(|p| (!p.state.is_running(), p.id.pid, p.id.start_time));
         Snapshot {
@@ -419,6 +441,7 @@ impl Snapshot {
                     .collect(),
                 not_permitted: scan.not_permitted,
                 notes: Vec::new(),
+                chips: Vec::new(),
             },
         )
     }

@@ -529,7 +529,8 @@ type ProcStates = std::collections::BTreeMap<(u32, u64), (String, ttmem_model::P
 /// The part of the state the stream reports: device totals and which processes run.
 fn stream_state(c: &Collector) -> (Vec<api::StreamDevice>, ProcStates) {
     let (views, _) = c.merged_views();
-    let devices = ttmem_model::DeviceTable::new(&views)
+    let devices = c
+        .table_of(&views)
         .rows()
         .into_iter()
         .map(|d| api::StreamDevice {

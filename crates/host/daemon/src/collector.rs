@@ -157,7 +157,7 @@ impl Collector {
     /// device categories.
     pub fn sample(&mut self, wall_s: u64) {
         let (views, _) = self.merged_views();
-        let table = DeviceTable::new(&views);
+        let table = self.table_of(&views);
         for (id, d) in table.rows().iter().enumerate() {
             for c in &d.categories {
                 if let Some(key) = series_key(&table, id as u32, &c.name, None) {
@@ -345,7 +345,13 @@ impl Collector {
 
     /// The device table over every process the collector knows (the ids `ps` shows).
     pub fn device_table(&self) -> DeviceTable {
-        DeviceTable::new(&self.merged_views().0)
+        self.table_of(&self.merged_views().0)
+    }
+
+    /// The device table of `views` (from [`Collector::merged_views`]) and the chips TT-Metal's
+    /// counter files describe.
+    pub fn table_of(&self, views: &[ProcessView]) -> DeviceTable {
+        DeviceTable::with_chips(views, &self.external.chips)
     }
 
     /// Ledger device → `ps` device id, by the one numbering rule.
@@ -392,6 +398,7 @@ impl Collector {
                     .collect(),
                 not_permitted: self.regions.not_permitted(),
                 notes,
+                chips: self.external.chips.clone(),
             },
         )
     }

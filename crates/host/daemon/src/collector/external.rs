@@ -17,6 +17,7 @@ pub(super) struct External {
     pub(super) views: Vec<ProcessView>,
     pub(super) notes: Vec<String>,
     pub(super) skipped: Vec<SkippedRegion>,
+    pub(super) chips: Vec<(ttmem_region::decode::Device, ttmem_model::SourceKind)>,
     last_read_ns: Option<u64>,
 }
 
@@ -49,11 +50,16 @@ impl Collector {
             &proc,
             &user_of,
         ));
-        if tt.views != self.external.views || tt.notes != self.external.notes || tt.skipped != self.external.skipped {
+        if tt.views != self.external.views
+            || tt.notes != self.external.notes
+            || tt.skipped != self.external.skipped
+            || tt.chips != self.external.chips
+        {
             self.generation += 1;
         }
         self.external.views = tt.views;
         self.external.notes = tt.notes;
         self.external.skipped = tt.skipped;
+        self.external.chips = tt.chips;
     }
 }
