@@ -124,7 +124,7 @@ fn the_daemon_survives_kill_9_and_rebuilds_from_the_rings() {
     d.child.wait().unwrap();
     assert!(d.socket.exists(), "a killed daemon leaves its socket behind");
     let c = hold(&d.regions, "training", "n150", 2, 5); // starts while no daemon runs
-    d.child = spawn_serve(&d.regions, &d.socket, d._dir.path());
+    d.child = spawn_serve(&d.regions, &d.socket, d._dir.path(), &d._dir.path().join("tt-metal"));
     d.wait_ready();
     for h in [&a, &b, &c] {
         wait_matches_model(&d, h);
@@ -231,7 +231,7 @@ fn history_and_process_records_survive_kill_9_in_the_sqlite_file() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    d.child = spawn_serve(&d.regions, &d.socket, d._dir.path());
+    d.child = spawn_serve(&d.regions, &d.socket, d._dir.path(), &d._dir.path().join("tt-metal"));
     d.wait_ready();
     let after = d.get(&format!(
         "/api/v1/history?device=0&category=DRAM&resolution=1s&to={}",

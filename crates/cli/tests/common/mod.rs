@@ -134,10 +134,16 @@ impl Daemon {
 
     pub fn start() -> Daemon {
         let dir = tempfile::tempdir().unwrap();
+        let tt_metal = dir.path().join("tt-metal");
+        Daemon::start_reading(dir, &tt_metal)
+    }
+
+    /// A daemon that reads TT-Metal's counter files in `tt_metal` (e.g. the host's /dev/shm).
+    pub fn start_reading(dir: tempfile::TempDir, tt_metal: &Path) -> Daemon {
         let regions = dir.path().join("regions");
         let socket = dir.path().join("api.sock");
         let mut d = Daemon {
-            child: spawn_serve(&regions, &socket, dir.path()),
+            child: spawn_serve(&regions, &socket, dir.path(), tt_metal),
             socket,
             regions,
             _dir: dir,
@@ -175,7 +181,7 @@ impl Drop for Daemon {
     }
 }
 
-pub fn spawn_serve(regions: &Path, socket: &Path, dir: &Path) -> Child {
+pub fn spawn_serve(regions: &Path, socket: &Path, dir: &Path, tt_metal: &Path) -> Child {
     // Flush history every second.
     let config = dir.join("ttmem.toml");
     std::fs::write(&config, "flush_interval_s = 1\n").unwrap();
@@ -192,7 +198,7 @@ pub fn spawn_serve(regions: &Path, socket: &Path, dir: &Path) -> Child {
         .arg("--db")
         .arg(dir.join("ttmem.db"))
         .arg("--tt-metal-dir")
-        .arg(dir.join("tt-metal"))
+        .arg(tt_metal)
         .env_remove("TTMEM_CONFIG")
         .env("XDG_CONFIG_HOME", dir)
         .stderr(Stdio::null())

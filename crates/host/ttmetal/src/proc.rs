@@ -9,9 +9,11 @@
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-/// Slack for the start-time comparison: the boot time is known to the second and process start
-/// times to a clock tick.
-const START_SLACK_NS: u64 = 1_100_000_000;
+/// Slack for the start-time comparison when the boot time comes from `uptime` (known to about
+/// a hundredth of a second) and process start times are known to a clock tick.
+const START_SLACK_NS: u64 = 100_000_000;
+/// The slack when only `btime` (whole seconds) is known.
+const START_SLACK_BTIME_NS: u64 = 1_100_000_000;
 
 /// Facts about the processes of one proc root, read once per reading.
 #[derive(Clone, Debug)]
@@ -19,6 +21,8 @@ pub struct ProcRoot {
     root: PathBuf,
     /// Boot time, ns since the epoch (None: unknown, so start times cannot be compared).
     boot_ns: Option<u64>,
+    /// How far the boot time may be off.
+    slack_ns: u64,
     ticks_per_sec: u64,
 }
 
@@ -49,17 +53,36 @@ fn small(path: &Path) -> Option<String> {
 impl ProcRoot {
     /// A proc root (`/proc` on a real host).
     pub fn new(root: &Path) -> ProcRoot {
-        let boot_ns = small(&root.join("stat")).and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("btime "))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|s| s.saturating_mul(1_000_000_000))
-        });
+        // Now minus the time since boot (`uptime`, to a hundredth of a second) is the precise
+        // boot time; `btime` (whole seconds) is the fallback.
+        let from_uptime = small(&root.join("uptime"))
+            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+            .filter(|u| u.is_finite() && *u >= 0.0)
+            .and_then(|u| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()?
+                    .as_nanos() as u64;
+                now.checked_sub((u * 1e9) as u64)
+            });
+        let from_btime = || {
+            small(&root.join("stat")).and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("btime "))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(|s| s.saturating_mul(1_000_000_000))
+            })
+        };
+        let (boot_ns, slack_ns) = match from_uptime {
+            Some(b) => (Some(b), START_SLACK_NS),
+            None => (from_btime(), START_SLACK_BTIME_NS),
+        };
         // SAFETY: sysconf has no preconditions.
         let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         ProcRoot {
             root: root.into(),
             boot_ns,
+            slack_ns,
             ticks_per_sec: if ticks > 0 { ticks as u64 } else { 100 },
         }
     }
@@ -110,7 +133,7 @@ impl ProcRoot {
             return Some(live);
         }
         match self.started_ns(live.start_time) {
-            Some(started) if started > last_update_ns.saturating_add(START_SLACK_NS) => None,
+            Some(started) if started > last_update_ns.saturating_add(self.slack_ns) => None,
             _ => Some(live),
         }
     }

@@ -1,0 +1,455 @@
+//! The real TT-Metal runtime (the `ttnn` 0.81.1 wheel, installed by `scripts/setup-ttnn.sh`)
+//! on mock Wormhole n150, n300 (a 1×2 mesh) and Blackhole p150 chips, with no change to it:
+//! ttmem must list its processes with exactly the bytes TT-Metal's own counter files hold, with
+//! and without a daemon, and tell a killed process and a reused pid from a live one.
+//!
+//! Each test gives its chips unique ids (the counter files in /dev/shm are named by them) and
+//! removes its files afterwards. Where the runtime cannot be installed (no Python 3.12), the
+//! tests say SKIPPED, and fail under CI, which must run them.
+
+mod common;
+use common::*;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+/// The tensors every workload allocates: 1024 tiles of DRAM and 64 of L1 (bfloat16).
+const TENSORS: &str = r#"[["dram", [1, 1, 1024, 1024]], ["l1", [1, 1, 256, 256]]]"#;
+const DRAM_BYTES: u64 = 2 * MIB;
+const L1_BYTES: u64 = 128 << 10;
+
+/// The installed runtime.
+struct Runtime {
+    python: PathBuf,
+    rtroot: PathBuf,
+    cache: PathBuf,
+    package: PathBuf,
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The runtime, installed once per test binary; None (with the reason printed) where it cannot
+/// be had, which fails the test under CI.
+fn runtime() -> Option<&'static Runtime> {
+    static RT: OnceLock<Result<Runtime, String>> = OnceLock::new();
+    let rt = RT.get_or_init(|| {
+        let home = match std::env::var_os("TTMEM_TTNN_HOME") {
+            Some(h) if Path::new(&h).join(".complete").exists() => PathBuf::from(h),
+            _ => {
+                let out = Command::new(repo().join("scripts/setup-ttnn.sh"))
+                    .output()
+                    .map_err(|e| format!("cannot run scripts/setup-ttnn.sh: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "scripts/setup-ttnn.sh failed: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+                PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").trim())
+            }
+        };
+        let python = home.join("venv/bin/python");
+        let package = Command::new(&python)
+            .args([
+                "-c",
+                "import importlib.util, os; print(os.path.dirname(importlib.util.find_spec('ttnn').origin))",
+            ])
+            .output()
+            .map_err(|e| e.to_string())?;
+        Ok(Runtime {
+            package: PathBuf::from(String::from_utf8_lossy(&package.stdout).trim()),
+            python,
+            rtroot: home.join("rtroot"),
+            cache: home.join("cache"),
+        })
+    });
+    match rt {
+        Ok(r) => Some(r),
+        Err(why) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the real-runtime tests, but: {why}"
+            );
+            eprintln!("SKIPPED: the real TT-Metal runtime is not available here: {why}");
+            None
+        }
+    }
+}
+
+/// A board shape: its cluster descriptor template and how it is opened.
+#[derive(Copy, Clone)]
+struct Board {
+    name: &'static str,
+    chips: usize,
+    mesh: Option<&'static str>,
+    blackhole: bool,
+}
+
+const N150: Board = Board {
+    name: "n150",
+    chips: 1,
+    mesh: None,
+    blackhole: false,
+};
+const N300: Board = Board {
+    name: "n300",
+    chips: 2,
+    mesh: Some("1,2"),
+    blackhole: false,
+};
+const P150: Board = Board {
+    name: "p150",
+    chips: 1,
+    mesh: None,
+    blackhole: true,
+};
+
+/// One test's mock cluster: a descriptor with chip ids no other test uses, and the counter
+/// files those ids name, removed when dropped.
+struct Cluster {
+    board: Board,
+    ids: Vec<u64>,
+    yaml: PathBuf,
+    work: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn new(board: Board) -> Cluster {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // UMD reads the board type from a chip id's upper bits: only the low 20 bits change,
+        // by a value whose low 4 bits are zero, so a board's consecutive ids stay consecutive.
+        let unique = ((std::process::id() as u64) * 64 + n) & 0xFFFF;
+        let template = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/ttmetal/{}.yaml", board.name)),
+        )
+        .unwrap();
+        // The templates' ids, in chip order, become this cluster's.
+        let originals: Vec<String> = template
+            .lines()
+            .skip_while(|l| !l.starts_with("chip_unique_ids:"))
+            .skip(1)
+            .take(board.chips)
+            .map(|l| l.split(':').nth(1).unwrap().trim().to_string())
+            .collect();
+        let ids: Vec<u64> = originals
+            .iter()
+            .map(|o| {
+                let o: u64 = o.parse().unwrap();
+                (o & !0xF_FFFF) | ((o ^ (unique << 4)) & 0xF_FFFF)
+            })
+            .collect();
+        let mut yaml_text = template.clone();
+        for (old, new) in originals.iter().zip(&ids) {
+            yaml_text = yaml_text.replace(old.as_str(), &new.to_string());
+        }
+        let work = tempfile::tempdir().unwrap();
+        let yaml = work.path().join(format!("{}.yaml", board.name));
+        std::fs::write(&yaml, yaml_text).unwrap();
+        Cluster { board, ids, yaml, work }
+    }
+
+    fn file(&self, id: u64) -> PathBuf {
+        PathBuf::from(format!("/dev/shm/tt_device_{id}_memory"))
+    }
+
+    /// `python workload.py TENSORS` on this cluster, with the mock environment.
+    fn command(&self, rt: &Runtime, tensors: &str) -> Command {
+        let mut c = Command::new(&rt.python);
+        c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ttmetal/workload.py"))
+            .arg(tensors)
+            .current_dir(self.work.path())
+            .env("TT_METAL_RUNTIME_ROOT", format!("{}/", rt.rtroot.display()))
+            .env("TT_METAL_CACHE", format!("{}/", rt.cache.display()))
+            .env("TT_METAL_MOCK_CLUSTER_DESC_PATH", &self.yaml)
+            .env("OMPI_MCA_btl", "self")
+            .env("TT_LOGGER_LEVEL", "error")
+            .env_remove("TT_METAL_SHM_TRACKING_DISABLED")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(m) = self.board.mesh {
+            c.env("MESH_SHAPE", m);
+        }
+        c
+    }
+
+    /// Makes sure this board's firmware build key links to firmware the wheel ships: mock mode
+    /// asks for a key that depends on the runtime root and the dispatch settings, and says
+    /// which when it fails.
+    fn prepare(&self, rt: &Runtime) {
+        static LOCK: Mutex<()> = Mutex::new(());
+        let _one_at_a_time = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        for _ in 0..3 {
+            let out = self.command(rt, "[]").stdin(Stdio::null()).output().unwrap();
+            if out.status.success() {
+                return;
+            }
+            let log = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+            let key = log
+                .split("tt-metal-cache")
+                .skip(1)
+                .filter_map(|rest| {
+                    let rest = rest.trim_start_matches('/');
+                    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    (rest[digits.len()..].starts_with("/firmware") && !digits.is_empty()).then_some(digits)
+                })
+                .next()
+                .unwrap_or_else(|| panic!("the mock device did not open, and not for want of firmware:\n{log}"));
+            let marker = if self.board.blackhole { "active_erisc" } else { "erisc" };
+            let shipped = rt.package.join("tt_metal/pre-compiled");
+            let mut candidates: Vec<PathBuf> = std::fs::read_dir(&shipped)
+                .unwrap()
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.join(marker).is_dir())
+                .collect();
+            candidates.sort();
+            let link = rt.rtroot.join("tt_metal/pre-compiled").join(&key);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(&candidates[0], &link).unwrap();
+        }
+        panic!("the mock {} still does not open", self.board.name);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for &id in &self.ids {
+            let _ = std::fs::remove_file(self.file(id));
+        }
+    }
+}
+
+/// A running real TT-Metal process holding the tensors it was asked for.
+struct Workload {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+    ready: Value,
+}
+
+impl Workload {
+    fn start(cluster: &Cluster, rt: &Runtime) -> Workload {
+        let mut child = cluster.command(rt, TENSORS).spawn().unwrap();
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = lines
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("the workload on {} did not start", cluster.board.name));
+        let ready: Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("{first:?}: {e}"));
+        Workload {
+            child,
+            stdin,
+            lines,
+            ready,
+        }
+    }
+
+    fn pid(&self) -> u64 {
+        self.ready["pid"].as_u64().unwrap()
+    }
+
+    fn tell(&mut self, command: &str) -> String {
+        writeln!(self.stdin.as_mut().unwrap(), "{command}").unwrap();
+        self.lines.recv_timeout(Duration::from_secs(60)).unwrap_or_default()
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ttmem ps --json` reading the host's counter files.
+fn ps(dir: &Path) -> Value {
+    let out = ttmem(dir)
+        .args(["ps", "--json", "--no-daemon", "--tt-metal-dir", "/dev/shm"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn find<'a>(v: &'a Value, key: &str, field: &str, want: &Value) -> Option<&'a Value> {
+    v[key].as_array().unwrap().iter().find(|x| &x[field] == want)
+}
+
+/// What TT-Metal's own file for chip `id` says `pid` holds, per category.
+fn file_bytes(cluster: &Cluster, id: u64, pid: u64) -> Vec<(String, u64)> {
+    let f = ttmem_ttmetal::read_file(&cluster.file(id)).unwrap().file;
+    let slot = f
+        .slots
+        .iter()
+        .find(|s| s.pid as u64 == pid)
+        .expect("the process has a slot");
+    slot.bytes.0.iter().map(|(c, b)| (c.to_string(), *b)).collect()
+}
+
+fn lists_a_real_process_with_exactly_the_bytes_tt_metal_counts(board: Board) {
+    let Some(rt) = runtime() else { return };
+    let cluster = Cluster::new(board);
+    cluster.prepare(rt);
+    let mut w = Workload::start(&cluster, rt);
+    let dir = tempfile::tempdir().unwrap();
+    let snap = ps(dir.path());
+    let p =
+        find(&snap, "processes", "pid", &w.pid().into()).unwrap_or_else(|| panic!("pid {} missing: {snap:#}", w.pid()));
+    assert_eq!(
+        (p["source"].as_str(), p["state"].as_str()),
+        (Some("tt-metal-shm"), Some("running"))
+    );
+    assert!(p["name"].as_str().unwrap().starts_with("python"), "{p:#}");
+    assert_eq!(
+        p["devices"].as_array().unwrap().len(),
+        board.chips,
+        "one device per chip: {p:#}"
+    );
+    for &id in &cluster.ids {
+        let hw = format!("{id:#x}");
+        let chip = find(&snap, "devices", "hw_id", &hw.clone().into()).unwrap_or_else(|| panic!("chip {hw}: {snap:#}"));
+        assert_eq!(chip["kind"], "tt");
+        let pd = p["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["hw_id"] == hw.as_str())
+            .unwrap();
+        let shown: Vec<(String, u64)> = pd["categories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["name"].as_str().unwrap().to_string(), c["bytes"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(
+            shown,
+            file_bytes(&cluster, id, w.pid()),
+            "chip {hw}: exactly TT-Metal's bytes"
+        );
+        // A mesh replicates each tensor on every chip, at its logical size.
+        assert_eq!((shown[0].1, shown[1].1), (DRAM_BYTES, L1_BYTES), "chip {hw}");
+        assert_eq!(chip["categories"][0]["used"], DRAM_BYTES);
+    }
+    // Freed tensors leave the counters.
+    assert_eq!(w.tell("free"), "freed");
+    let snap = ps(dir.path());
+    for &id in &cluster.ids {
+        let hw = format!("{id:#x}");
+        let chip = find(&snap, "devices", "hw_id", &hw.into()).unwrap();
+        assert_eq!(chip["categories"][0]["used"], 0);
+    }
+}
+
+#[test]
+fn n150_without_a_daemon() {
+    lists_a_real_process_with_exactly_the_bytes_tt_metal_counts(N150);
+}
+
+#[test]
+fn n300_mesh_without_a_daemon() {
+    lists_a_real_process_with_exactly_the_bytes_tt_metal_counts(N300);
+}
+
+#[test]
+fn p150_without_a_daemon() {
+    lists_a_real_process_with_exactly_the_bytes_tt_metal_counts(P150);
+}
+
+#[test]
+fn with_a_daemon_a_real_process_shows_within_a_second_and_a_sigkill_leaves_its_bytes_behind() {
+    let Some(rt) = runtime() else { return };
+    let cluster = Cluster::new(N150);
+    cluster.prepare(rt);
+    let d = Daemon::start_reading(tempfile::tempdir().unwrap(), Path::new("/dev/shm"));
+    let mut w = Workload::start(&cluster, rt);
+    let t0 = Instant::now();
+    wait_until(|| d.process(w.pid()).is_some());
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "appeared after {:?}",
+        t0.elapsed()
+    );
+    let hw = format!("{:#x}", cluster.ids[0]);
+    let used = |d: &Daemon| {
+        let devices = d.get("/api/v1/devices");
+        find(&devices, "devices", "hw_id", &hw.clone().into()).map(|c| c["categories"][0]["used"].clone())
+    };
+    assert_eq!(used(&d), Some(DRAM_BYTES.into()));
+
+    w.child.kill().unwrap();
+    w.child.wait().unwrap();
+    let t0 = Instant::now();
+    wait_until(|| d.process(w.pid()).is_some_and(|p| p["state"] == "exited"));
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "seen dead after {:?}",
+        t0.elapsed()
+    );
+    let dead = d.process(w.pid()).unwrap();
+    assert_eq!(dead["left_behind"], true);
+    assert_eq!(dead["totals"][0]["bytes"], DRAM_BYTES);
+    assert_eq!(used(&d), Some(0.into()), "a dead process's bytes are not live use");
+    // TT-Metal 0.81 keeps them in its own totals forever; ttmem says so.
+    assert_eq!(
+        ttmem_ttmetal::read_file(&cluster.file(cluster.ids[0]))
+            .unwrap()
+            .file
+            .totals
+            .get("DRAM"),
+        DRAM_BYTES
+    );
+    let notes = d.get("/api/v1/snapshot")["notes"].clone();
+    let pid = w.pid();
+    assert!(
+        notes.as_array().unwrap().iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .contains(&format!("{DRAM_BYTES} bytes of process {pid}"))
+            || n.as_str().unwrap().contains(&format!("of process {pid} ("))),
+        "{notes:#}"
+    );
+
+    // The same slot naming a live, unrelated process that started after the slot's last
+    // update: a reused pid, shown exited.
+    std::thread::sleep(Duration::from_millis(300));
+    let sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let own = tempfile::tempdir().unwrap();
+    let tt = own.path().join("tt-metal");
+    std::fs::create_dir_all(&tt).unwrap();
+    let mut bytes = std::fs::read(cluster.file(cluster.ids[0])).unwrap();
+    let f = ttmem_ttmetal::layout::decode(&bytes).unwrap();
+    let layout = ttmem_ttmetal::layout::layout(f.version).unwrap();
+    let slot = f.slots.iter().find(|s| s.pid as u64 == pid).unwrap();
+    let at = layout.processes.0 + slot.index * layout.processes.1;
+    bytes[at..at + 4].copy_from_slice(&(sleeper.id() as i32).to_le_bytes());
+    std::fs::write(tt.join(format!("tt_device_{}_memory", cluster.ids[0])), bytes).unwrap();
+    let out = ttmem(own.path()).args(["ps", "--json"]).output().unwrap();
+    let snap: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reused = find(&snap, "processes", "pid", &sleeper.id().into()).unwrap();
+    assert_eq!(reused["state"], "exited", "{reused:#}");
+    let mut sleeper = sleeper;
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+}
