@@ -69,6 +69,9 @@ pub enum Command {
     Sim(SimCommand),
     /// Simulated chips, several workload processes, and a live view of them.
     Demo(DemoArgs),
+    /// Run an unchanged TT-Metal program with every buffer tracked (preloads
+    /// libttmem_ttmetal.so): `ttmem run -- python model.py`.
+    Run(RunArgs),
     /// Measure ttmem's own overhead.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -297,6 +300,22 @@ fn parse_shape(s: &str) -> Result<ttmem_sim::chip::Shape, String> {
         let all: Vec<_> = ttmem_sim::chip::Shape::ALL.iter().map(|p| p.name()).collect();
         format!("unknown device shape '{s}' (one of: {})", all.join(", "))
     })
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The preload library [default: $TTMEM_PRELOAD, else libttmem_ttmetal.so beside ttmem or
+    /// in ../lib].
+    #[arg(long, value_name = "PATH")]
+    pub preload: Option<PathBuf>,
+    /// The program and its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, clap::Args)]

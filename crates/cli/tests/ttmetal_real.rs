@@ -166,7 +166,19 @@ impl Cluster {
 
     /// `python workload.py TENSORS` on this cluster, with the mock environment.
     fn command(&self, rt: &Runtime, tensors: &str) -> Command {
-        let mut c = Command::new(&rt.python);
+        self.command_in(rt, tensors, None)
+    }
+
+    /// The same, or (with a region directory) under `ttmem run` reporting there.
+    fn command_in(&self, rt: &Runtime, tensors: &str, run_into: Option<&Path>) -> Command {
+        let mut c = match run_into {
+            Some(regions) => {
+                let mut c = ttmem(regions);
+                c.args(["--tt-metal-dir", "/dev/shm", "run", "--"]).arg(&rt.python);
+                c
+            }
+            None => Command::new(&rt.python),
+        };
         c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ttmetal/workload.py"))
             .arg(tensors)
             .current_dir(self.work.path())
@@ -242,7 +254,17 @@ struct Workload {
 
 impl Workload {
     fn start(cluster: &Cluster, rt: &Runtime) -> Workload {
-        let mut child = cluster.command(rt, TENSORS).spawn().unwrap();
+        Workload::spawn(cluster.command(rt, TENSORS), cluster)
+    }
+
+    /// Under `ttmem run`, reporting into `regions`.
+    fn start_tracked(cluster: &Cluster, rt: &Runtime, regions: &Path) -> Workload {
+        preload_library();
+        Workload::spawn(cluster.command_in(rt, TENSORS, Some(regions)), cluster)
+    }
+
+    fn spawn(mut command: Command, cluster: &Cluster) -> Workload {
+        let mut child = command.spawn().unwrap();
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
@@ -281,6 +303,24 @@ impl Drop for Workload {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Builds libttmem_ttmetal.so beside the ttmem binary, where `ttmem run` looks for it (`cargo
+/// test` builds only what the tests link).
+fn preload_library() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let bin = Path::new(TTMEM).parent().unwrap();
+        let target = bin.parent().unwrap();
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "-p", "ttmem-preload", "--lib"])
+            .env("CARGO_TARGET_DIR", target);
+        if bin.file_name().unwrap() == "release" {
+            cmd.arg("--release");
+        }
+        assert!(cmd.status().unwrap().success(), "building libttmem_ttmetal.so failed");
+        assert!(bin.join("libttmem_ttmetal.so").exists());
+    });
 }
 
 /// `ttmem ps --json` reading the host's counter files.
@@ -452,4 +492,97 @@ fn with_a_daemon_a_real_process_shows_within_a_second_and_a_sigkill_leaves_its_b
     let mut sleeper = sleeper;
     let _ = sleeper.kill();
     let _ = sleeper.wait();
+}
+
+fn every_tensor_is_a_ledger_allocation_at_its_address(board: Board) {
+    let Some(rt) = runtime() else { return };
+    let cluster = Cluster::new(board);
+    cluster.prepare(rt);
+    let d = Daemon::start_reading(tempfile::tempdir().unwrap(), Path::new("/dev/shm"));
+    let mut w = Workload::start_tracked(&cluster, rt, &d.regions);
+    let pid = w.pid();
+    let path = format!("/api/v1/processes/{pid}/allocations?sort=address&limit=100");
+    let page = |d: &Daemon| ttmem_apiclient::get_json::<Value>(&d.ep(), &path).unwrap_or_default();
+    let want = 2 * board.chips as u64;
+    wait_until(|| page(&d)["total"] == want);
+    let p = d.process(pid).unwrap();
+    assert_eq!(
+        p["source"], "region",
+        "the region (every buffer) wins over the counter files: {p:#}"
+    );
+    let devices = d.get("/api/v1/devices");
+    let ids: Vec<u64> = cluster
+        .ids
+        .iter()
+        .map(|id| {
+            let chip = find(&devices, "devices", "hw_id", &format!("{id:#x}").into()).unwrap();
+            assert_eq!(chip["kind"], "tt");
+            assert_eq!(chip["arch"], if board.blackhole { "blackhole" } else { "wormhole_b0" });
+            assert_eq!(
+                chip["sources"],
+                serde_json::json!(["region", "tt-metal-shm"]),
+                "{chip:#}"
+            );
+            chip["id"].as_u64().unwrap()
+        })
+        .collect();
+    // Each tensor is an allocation on each chip, at the address ttnn reports.
+    let items = page(&d)["items"].as_array().unwrap().clone();
+    for t in w.ready["tensors"].as_array().unwrap() {
+        let category = if t["kind"] == "dram" { "DRAM" } else { "L1" };
+        for &id in &ids {
+            assert!(
+                items.iter().any(|a| a["device"] == id
+                    && a["address"] == t["address"]
+                    && a["size"] == t["bytes"]
+                    && a["category"] == category),
+                "{t} on device {id}: {items:#?}"
+            );
+        }
+    }
+    // fit and fragmentation answer for the mock chip.
+    let fit = d.get(&format!(
+        "/api/v1/fit?device={}&category=DRAM&bytes={}",
+        ids[0],
+        64 * MIB
+    ));
+    assert_eq!(fit["fits"], true, "{fit:#}");
+    let frag = d.get(&format!("/api/v1/devices/{}/fragmentation", ids[0]));
+    let names: Vec<&str> = frag["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["DRAM", "L1"]);
+    // ttnn.deallocate removes them.
+    assert_eq!(w.tell("free"), "freed");
+    wait_until(|| page(&d)["total"] == 0);
+    // After a SIGKILL the flight recorder holds the last buffer events.
+    w.child.kill().unwrap();
+    w.child.wait().unwrap();
+    wait_until(|| d.process(pid).is_some_and(|p| p["state"] == "exited"));
+    let events = d.get(&format!("/api/v1/processes/{pid}/events"));
+    let kinds: Vec<(String, u64)> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap().to_string(), e["address"].as_u64().unwrap()))
+        .collect();
+    let dram = w.ready["tensors"][0]["address"].as_u64().unwrap();
+    assert!(
+        kinds.contains(&("alloc".into(), dram)) && kinds.contains(&("free".into(), dram)),
+        "{kinds:?}"
+    );
+    assert_eq!(events["state"]["state"], "exited");
+}
+
+#[test]
+fn under_ttmem_run_n150_buffers_are_in_the_ledger() {
+    every_tensor_is_a_ledger_allocation_at_its_address(N150);
+}
+
+#[test]
+fn under_ttmem_run_n300_mesh_buffers_are_on_both_chips() {
+    every_tensor_is_a_ledger_allocation_at_its_address(N300);
 }

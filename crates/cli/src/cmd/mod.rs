@@ -6,6 +6,7 @@ mod demo;
 mod gc;
 mod info;
 mod ps;
+mod run;
 mod serve;
 mod sim;
 mod source;
@@ -76,6 +77,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Sim(SimCommand::Run(a)) => sim::run(&dir, &a),
         Command::Sim(SimCommand::List(a)) => sim::list(&a),
         Command::Demo(a) => demo::demo(&dir, &a),
+        Command::Run(a) => run::run(&dir, &a),
         Command::Bench(b) => bench::bench(b),
     }
 }
