@@ -11,6 +11,7 @@
 pub mod baselines;
 pub mod daemon;
 pub mod legacy;
+pub mod ttmetal;
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};

@@ -340,6 +340,25 @@ pub enum BenchCommand {
     /// The legacy socket: P2 messages per second into a real `ttmem serve`, next to the old
     /// server re-implemented, with final totals checked by QUERY.
     Legacy(BenchLegacyArgs),
+    /// A real TT-Metal process (ttnn on a mock n150): an allocate+deallocate pair with
+    /// TT-Metal's counters off and on, each also under `ttmem run` (needs scripts/setup-ttnn.sh).
+    Ttmetal(BenchTtmetalArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchTtmetalArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Pairs per sample.
+    #[arg(long, default_value_t = 2000)]
+    pub pairs: usize,
+    /// Samples per process run.
+    #[arg(long, default_value_t = 10)]
+    pub samples: usize,
+    /// Rounds of the four configurations, interleaved.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
 }
 
 #[derive(Debug, clap::Args)]

@@ -17,20 +17,13 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use ttmem_bench::ttmetal::{Board, MockRuntime, N150, N300, P150};
 
 const MIB: u64 = 1 << 20;
 /// The tensors every workload allocates: 1024 tiles of DRAM and 64 of L1 (bfloat16).
 const TENSORS: &str = r#"[["dram", [1, 1, 1024, 1024]], ["l1", [1, 1, 256, 256]]]"#;
 const DRAM_BYTES: u64 = 2 * MIB;
 const L1_BYTES: u64 = 128 << 10;
-
-/// The installed runtime.
-struct Runtime {
-    python: PathBuf,
-    rtroot: PathBuf,
-    cache: PathBuf,
-    package: PathBuf,
-}
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -41,8 +34,8 @@ fn repo() -> PathBuf {
 
 /// The runtime, installed once per test binary; None (with the reason printed) where it cannot
 /// be had, which fails the test under CI.
-fn runtime() -> Option<&'static Runtime> {
-    static RT: OnceLock<Result<Runtime, String>> = OnceLock::new();
+fn runtime() -> Option<&'static MockRuntime> {
+    static RT: OnceLock<Result<MockRuntime, String>> = OnceLock::new();
     let rt = RT.get_or_init(|| {
         let home = match std::env::var_os("TTMEM_TTNN_HOME") {
             Some(h) if Path::new(&h).join(".complete").exists() => PathBuf::from(h),
@@ -59,20 +52,7 @@ fn runtime() -> Option<&'static Runtime> {
                 PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").trim())
             }
         };
-        let python = home.join("venv/bin/python");
-        let package = Command::new(&python)
-            .args([
-                "-c",
-                "import importlib.util, os; print(os.path.dirname(importlib.util.find_spec('ttnn').origin))",
-            ])
-            .output()
-            .map_err(|e| e.to_string())?;
-        Ok(Runtime {
-            package: PathBuf::from(String::from_utf8_lossy(&package.stdout).trim()),
-            python,
-            rtroot: home.join("rtroot"),
-            cache: home.join("cache"),
-        })
+        MockRuntime::at(Some(home)).map_err(|e| e.to_string())
     });
     match rt {
         Ok(r) => Some(r),
@@ -86,34 +66,6 @@ fn runtime() -> Option<&'static Runtime> {
         }
     }
 }
-
-/// A board shape: its cluster descriptor template and how it is opened.
-#[derive(Copy, Clone)]
-struct Board {
-    name: &'static str,
-    chips: usize,
-    mesh: Option<&'static str>,
-    blackhole: bool,
-}
-
-const N150: Board = Board {
-    name: "n150",
-    chips: 1,
-    mesh: None,
-    blackhole: false,
-};
-const N300: Board = Board {
-    name: "n300",
-    chips: 2,
-    mesh: Some("1,2"),
-    blackhole: false,
-};
-const P150: Board = Board {
-    name: "p150",
-    chips: 1,
-    mesh: None,
-    blackhole: true,
-};
 
 /// One test's mock cluster: a descriptor with chip ids no other test uses, and the counter
 /// files those ids name, removed when dropped.
@@ -131,10 +83,7 @@ impl Cluster {
         // UMD reads the board type from a chip id's upper bits: only the low 20 bits change,
         // by a value whose low 4 bits are zero, so a board's consecutive ids stay consecutive.
         let unique = ((std::process::id() as u64) * 64 + n) & 0xFFFF;
-        let template = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/ttmetal/{}.yaml", board.name)),
-        )
-        .unwrap();
+        let template = board.descriptor();
         // The templates' ids, in chip order, become this cluster's.
         let originals: Vec<String> = template
             .lines()
@@ -150,7 +99,7 @@ impl Cluster {
                 (o & !0xF_FFFF) | ((o ^ (unique << 4)) & 0xF_FFFF)
             })
             .collect();
-        let mut yaml_text = template.clone();
+        let mut yaml_text = template.to_string();
         for (old, new) in originals.iter().zip(&ids) {
             yaml_text = yaml_text.replace(old.as_str(), &new.to_string());
         }
@@ -165,12 +114,12 @@ impl Cluster {
     }
 
     /// `python workload.py TENSORS` on this cluster, with the mock environment.
-    fn command(&self, rt: &Runtime, tensors: &str) -> Command {
+    fn command(&self, rt: &MockRuntime, tensors: &str) -> Command {
         self.command_in(rt, tensors, None)
     }
 
     /// The same, or (with a region directory) under `ttmem run` reporting there.
-    fn command_in(&self, rt: &Runtime, tensors: &str, run_into: Option<&Path>) -> Command {
+    fn command_in(&self, rt: &MockRuntime, tensors: &str, run_into: Option<&Path>) -> Command {
         let mut c = match run_into {
             Some(regions) => {
                 let mut c = ttmem(regions);
@@ -179,60 +128,21 @@ impl Cluster {
             }
             None => Command::new(&rt.python),
         };
+        rt.environment(&mut c, self.board, &self.yaml, self.work.path());
         c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ttmetal/workload.py"))
             .arg(tensors)
-            .current_dir(self.work.path())
-            .env("TT_METAL_RUNTIME_ROOT", format!("{}/", rt.rtroot.display()))
-            .env("TT_METAL_CACHE", format!("{}/", rt.cache.display()))
-            .env("TT_METAL_MOCK_CLUSTER_DESC_PATH", &self.yaml)
-            .env("OMPI_MCA_btl", "self")
-            .env("TT_LOGGER_LEVEL", "error")
-            .env_remove("TT_METAL_SHM_TRACKING_DISABLED")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some(m) = self.board.mesh {
-            c.env("MESH_SHAPE", m);
-        }
         c
     }
 
-    /// Makes sure this board's firmware build key links to firmware the wheel ships: mock mode
-    /// asks for a key that depends on the runtime root and the dispatch settings, and says
-    /// which when it fails.
-    fn prepare(&self, rt: &Runtime) {
+    /// Makes sure this board opens (links its firmware build key once).
+    fn prepare(&self, rt: &MockRuntime) {
         static LOCK: Mutex<()> = Mutex::new(());
         let _one_at_a_time = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        for _ in 0..3 {
-            let out = self.command(rt, "[]").stdin(Stdio::null()).output().unwrap();
-            if out.status.success() {
-                return;
-            }
-            let log = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-            let key = log
-                .split("tt-metal-cache")
-                .skip(1)
-                .filter_map(|rest| {
-                    let rest = rest.trim_start_matches('/');
-                    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                    (rest[digits.len()..].starts_with("/firmware") && !digits.is_empty()).then_some(digits)
-                })
-                .next()
-                .unwrap_or_else(|| panic!("the mock device did not open, and not for want of firmware:\n{log}"));
-            let marker = if self.board.blackhole { "active_erisc" } else { "erisc" };
-            let shipped = rt.package.join("tt_metal/pre-compiled");
-            let mut candidates: Vec<PathBuf> = std::fs::read_dir(&shipped)
-                .unwrap()
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.join(marker).is_dir())
-                .collect();
-            candidates.sort();
-            let link = rt.rtroot.join("tt_metal/pre-compiled").join(&key);
-            let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink(&candidates[0], &link).unwrap();
-        }
-        panic!("the mock {} still does not open", self.board.name);
+        rt.prepare(self.board, &self.yaml, self.work.path())
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
@@ -253,12 +163,12 @@ struct Workload {
 }
 
 impl Workload {
-    fn start(cluster: &Cluster, rt: &Runtime) -> Workload {
+    fn start(cluster: &Cluster, rt: &MockRuntime) -> Workload {
         Workload::spawn(cluster.command(rt, TENSORS), cluster)
     }
 
     /// Under `ttmem run`, reporting into `regions`.
-    fn start_tracked(cluster: &Cluster, rt: &Runtime, regions: &Path) -> Workload {
+    fn start_tracked(cluster: &Cluster, rt: &MockRuntime, regions: &Path) -> Workload {
         preload_library();
         Workload::spawn(cluster.command_in(rt, TENSORS, Some(regions)), cluster)
     }

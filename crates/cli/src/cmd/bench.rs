@@ -10,6 +10,7 @@ pub fn bench(b: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Producer(a) => a.json,
         BenchCommand::Daemon(a) => a.json,
         BenchCommand::Legacy(a) => a.json,
+        BenchCommand::Ttmetal(a) => a.json,
     };
     // Progress goes to stderr, and not at all when the output is JSON for a script.
     let mut progress = |step: &str| {
@@ -32,6 +33,15 @@ pub fn bench(b: BenchCommand) -> anyhow::Result<ExitCode> {
             ttmem_bench::legacy::LegacyOptions {
                 pairs: a.pairs.max(1),
                 samples: a.samples.max(1),
+            },
+            &mut progress,
+        )?,
+        BenchCommand::Ttmetal(a) => ttmem_bench::ttmetal::ttmetal(
+            &std::env::current_exe()?,
+            ttmem_bench::ttmetal::TtMetalOptions {
+                pairs: a.pairs,
+                samples: a.samples,
+                rounds: a.rounds,
             },
             &mut progress,
         )?,
