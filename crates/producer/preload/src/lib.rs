@@ -23,16 +23,35 @@ pub mod symbols;
 use std::collections::{HashMap, HashSet};
 use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use ttmem_client::{Device, tt};
 
 use crate::symbols::{Accessors, Api};
 
 static API: OnceLock<Api> = OnceLock::new();
-/// Device object → its chips' handles.
-static MESHES: RwLock<Option<HashMap<usize, Vec<Device>>>> = RwLock::new(None);
+/// Meshes a process maps at most (a few in practice; buffers of more are counted, not shown).
+const MAX_MESHES: usize = 16;
+
+/// One mapped mesh: written once (its chips, then its key), then only read, without a lock.
+struct MeshSlot {
+    /// The device object's address (0: free).
+    key: AtomicUsize,
+    /// Its chips' handles.
+    devices: OnceLock<Vec<Device>>,
+}
+
+/// Device object → its chips' handles: the hot path scans a few atomics, no lock, no
+/// allocation.
+static MESHES: [MeshSlot; MAX_MESHES] = [const {
+    MeshSlot {
+        key: AtomicUsize::new(0),
+        devices: OnceLock::new(),
+    }
+}; MAX_MESHES];
+/// Serializes mapping (the cold path).
+static MAPPING: Mutex<()> = Mutex::new(());
 /// Chips earlier meshes were mapped to.
 static TAKEN: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
 /// Live circular buffers of one device object: (address, size).
@@ -84,22 +103,45 @@ fn category(buffer_type: u32) -> Option<u8> {
 /// `device` is null or a live TT-Metal device object.
 unsafe fn with_chips(a: &Accessors, device: *const c_void, f: impl FnOnce(&[Device])) {
     let key = device as usize;
-    if let Some(devices) = MESHES.read().ok().and_then(|m| m.as_ref()?.get(&key).cloned()) {
-        f(&devices);
+    if let Some(devices) = mapped(key) {
+        f(devices);
         return;
     }
     // SAFETY: the caller's contract.
-    if !unsafe { a.is_mesh(device) } {
+    if key == 0 || !unsafe { a.is_mesh(device) } {
         UNMAPPED.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    let Ok(mut meshes) = MESHES.write() else { return };
-    let devices = meshes.get_or_insert_with(HashMap::new).entry(key).or_insert_with(|| {
-        let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
-        // SAFETY: a live MeshDevice (checked above).
-        unsafe { chips::map_mesh(a, device, taken.get_or_insert_with(HashSet::new)) }.devices
-    });
+    let _one = MAPPING.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(devices) = mapped(key) {
+        f(devices);
+        return;
+    }
+    let Some(slot) = MESHES.iter().find(|s| s.key.load(Ordering::Acquire) == 0) else {
+        UNMAPPED.fetch_add(1, Ordering::Relaxed);
+        warn_once("more meshes than ttmem maps in one process; the buffers of the others are not shown");
+        return;
+    };
+    let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+    // SAFETY: a live MeshDevice (checked above).
+    let mesh = unsafe { chips::map_mesh(a, device, taken.get_or_insert_with(HashSet::new)) };
+    let devices = slot.devices.get_or_init(|| mesh.devices);
+    // Published after its chips: a reader that sees the key finds them.
+    slot.key.store(key, Ordering::Release);
     f(devices);
+}
+
+/// The chips of a mapped device object.
+#[inline]
+fn mapped(key: usize) -> Option<&'static [Device]> {
+    for slot in &MESHES {
+        match slot.key.load(Ordering::Acquire) {
+            0 => return None,
+            k if k == key => return slot.devices.get().map(Vec::as_slice),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// What a buffer is: (device object, category, address, size).
