@@ -235,6 +235,10 @@ pub struct ProcessRow {
     /// Devices it holds open whose memory no source reports (`/dev/tenstorrent/N`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holds: Vec<String>,
+    /// When its source last updated its figures, ns since the epoch (TT-Metal's counter files
+    /// record it; other sources are live).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_unix_ns: Option<u64>,
 }
 
 /// A region that could not be used.

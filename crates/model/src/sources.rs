@@ -121,7 +121,9 @@ pub fn ttmetal_views(scan: &TtMetalScan, proc: &ProcRoot, user_of: &dyn Fn(u32) 
                 events: EventStats::default(),
                 rejected: 0,
                 holds: Vec::new(),
+                updated_unix_ns: None,
             });
+            v.updated_unix_ns = v.updated_unix_ns.max(Some(slot.last_update_ns).filter(|&t| t > 0));
             v.devices.push(DeviceCounters {
                 index: v.devices.len() as u32,
                 device: device.clone(),
@@ -174,6 +176,7 @@ pub fn kmd_views(holders: &[Holders], proc: &ProcRoot, user_of: &dyn Fn(u32) -> 
                 events: EventStats::default(),
                 rejected: 0,
                 holds,
+                updated_unix_ns: None,
             })
         })
         .collect()

@@ -38,6 +38,8 @@ pub struct ProcessView {
     pub rejected: u64,
     /// Devices it holds open whose memory no source reports (`/dev/tenstorrent/N`).
     pub holds: Vec<String>,
+    /// When its source last updated its figures (TT-Metal's counter files record it).
+    pub updated_unix_ns: Option<u64>,
 }
 
 impl ProcessView {
@@ -69,6 +71,7 @@ impl ProcessView {
             },
             rejected: r.rejected(),
             holds: Vec::new(),
+            updated_unix_ns: None,
         }
     }
 
@@ -363,6 +366,7 @@ impl DeviceTable {
             region: v.origin.clone(),
             source: v.source,
             holds: v.holds.clone(),
+            updated_unix_ns: v.updated_unix_ns,
         }
     }
 }
@@ -510,6 +514,7 @@ mod tests {
             events: EventStats::default(),
             rejected: 0,
             holds: Vec::new(),
+            updated_unix_ns: None,
         }
     }
 

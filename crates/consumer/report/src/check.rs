@@ -326,6 +326,7 @@ mod tests {
             device_ids: vec![],
             source: SourceKind::Region,
             holds: vec![],
+            updated_unix_ns: None,
         };
         Snapshot {
             schema: 1,

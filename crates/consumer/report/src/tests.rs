@@ -139,6 +139,7 @@ fn fixed() -> Snapshot {
         device_ids: vec![0],
         source: SourceKind::Region,
         holds: vec![],
+        updated_unix_ns: None,
     };
     Snapshot {
         schema: 1,

@@ -107,6 +107,7 @@ fn process(pid: u32, name: &str, state: &str, chips: &[u32], dram: u64) -> Proce
         device_ids: chips.to_vec(),
         source: SourceKind::Region,
         holds: vec![],
+        updated_unix_ns: None,
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! - [`collector`]: discovers regions, drains them into the ledger, follows process lifecycles
 //!   (pidfd), records what dead processes left behind. Synchronous; runs on its own thread,
-//!   woken by inotify (new regions), pidfds (deaths) or the drain interval.
+//!   woken by inotify (new regions and TT-Metal counter files), pidfds (deaths) or the drain
+//!   interval.
 //! - [`api`]: the HTTP/JSON API, the same over the Unix socket and TCP (loopback by default).
 //! - [`legacy_socket`]: the legacy allocation-server socket (P1–P4), polled by the collector
 //!   thread, feeding the same ledger.
@@ -276,6 +277,11 @@ fn collect_loop(shared: &api::Shared, stop: &AtomicBool, config: &Config, mut le
         if let Err(e) = i.watches().add(&config.region_dir, mask) {
             tracing::warn!("inotify unavailable ({e}); discovering regions by rescan only");
             inotify = None;
+        } else if let Some(dir) = &config.tt_metal_dir
+            && let Err(e) = i.watches().add(dir, mask)
+        {
+            // New counter files are still found by the rescan (every 250 ms).
+            tracing::debug!(dir = %dir.display(), "cannot watch TT-Metal's counter files: {e}");
         }
     }
     let mut buf = [0u8; 4096];

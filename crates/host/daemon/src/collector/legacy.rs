@@ -336,6 +336,7 @@ impl Collector {
             events: EventStats::default(),
             rejected: 0,
             holds: Vec::new(),
+            updated_unix_ns: None,
         };
         let source = Source::Legacy(Box::new(LegacyProc {
             book: Book::default(),

@@ -146,6 +146,7 @@ impl Collector {
             },
             rejected: 0,
             holds: Vec::new(),
+            updated_unix_ns: None,
         };
         tracing::info!(pid = h.pid, exe = %h.exe, path = %path.display(), "attached region");
         self.regions.refused.remove(&path);
