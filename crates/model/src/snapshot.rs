@@ -241,13 +241,31 @@ pub struct ProcessRow {
     pub updated_unix_ns: Option<u64>,
 }
 
-/// A region that could not be used.
+/// A region (or a TT-Metal counter file) that could not be used.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SkippedRegion {
     /// The file.
     pub path: String,
     /// Why.
     pub reason: String,
+}
+
+impl From<&ttmem_scan::Skipped> for SkippedRegion {
+    fn from(s: &ttmem_scan::Skipped) -> SkippedRegion {
+        SkippedRegion {
+            path: s.path.display().to_string(),
+            reason: s.reason.clone(),
+        }
+    }
+}
+
+impl From<&ttmem_ttmetal::Skipped> for SkippedRegion {
+    fn from(s: &ttmem_ttmetal::Skipped) -> SkippedRegion {
+        SkippedRegion {
+            path: s.path.display().to_string(),
+            reason: s.reason.clone(),
+        }
+    }
 }
 
 /// Everything `ttmem ps` shows.

@@ -78,14 +78,7 @@ pub struct TtMetalViews {
 /// The views of every used slot of every counter file. `user_of` names a uid.
 pub fn ttmetal_views(scan: &TtMetalScan, proc: &ProcRoot, user_of: &dyn Fn(u32) -> String) -> TtMetalViews {
     let mut out = TtMetalViews {
-        skipped: scan
-            .skipped
-            .iter()
-            .map(|s| SkippedRegion {
-                path: s.path.display().to_string(),
-                reason: s.reason.clone(),
-            })
-            .collect(),
+        skipped: scan.skipped.iter().map(SkippedRegion::from).collect(),
         ..Default::default()
     };
     // (pid, start time or 0 for a dead owner, slot name) → view.
@@ -328,15 +321,7 @@ impl Snapshot {
                 source: "regions".into(),
                 region_dir: scan.dir.display().to_string(),
                 timestamp_ns: now_ns,
-                skipped: scan
-                    .skipped
-                    .iter()
-                    .map(|s| SkippedRegion {
-                        path: s.path.display().to_string(),
-                        reason: s.reason.clone(),
-                    })
-                    .chain(tt.skipped)
-                    .collect(),
+                skipped: scan.skipped.iter().map(SkippedRegion::from).chain(tt.skipped).collect(),
                 not_permitted: scan.not_permitted,
                 notes,
                 chips: tt.chips,

@@ -421,33 +421,8 @@ impl Snapshot {
 
     /// Like [`Snapshot::from_scan`] at a given wall clock (for reproducible output).
     pub fn from_scan_at(scan: &Scan, now_ns: u64) -> Snapshot {
-        let views: Vec<ProcessView> = scan
-            .regions
-            .iter()
-            .map(|r| {
-                let user = ttmem_scan::user_name(r.header.uid).unwrap_or_else(|| r.header.uid.to_string());
-                ProcessView::from_region(r, user)
-            })
-            .collect();
-        Snapshot::build(
-            &views,
-            SnapshotMeta {
-                source: "regions".into(),
-                region_dir: scan.dir.display().to_string(),
-                timestamp_ns: now_ns,
-                skipped: scan
-                    .skipped
-                    .iter()
-                    .map(|s| SkippedRegion {
-                        path: s.path.display().to_string(),
-                        reason: s.reason.clone(),
-                    })
-                    .collect(),
-                not_permitted: scan.not_permitted,
-                notes: Vec::new(),
-                chips: Vec::new(),
-            },
-        )
+        let proc = ttmem_ttmetal::proc::ProcRoot::new(std::path::Path::new(ttmem_ttmetal::DEFAULT_PROC_ROOT));
+        Snapshot::from_sources(scan, None, &[], &proc, now_ns)
     }
 }
 

@@ -61,34 +61,27 @@ pub const LAYOUTS: [Layout; 4] = [
         processes: (992, 128),
         init_state: None,
     },
-    Layout {
-        version: 2,
-        categories: V2_CATEGORIES,
-        totals: 48,
-        chips: (88, 48),
-        unused_chip: u32::MAX,
-        processes: (856, 120),
-        init_state: None,
-    },
-    Layout {
-        version: 3,
-        categories: V2_CATEGORIES,
-        totals: 48,
-        chips: (88, 48),
-        unused_chip: u32::MAX,
-        processes: (856, 120),
-        init_state: None,
-    },
+    V2,
+    // v3 made some fields atomic: the same offsets.
+    Layout { version: 3, ..V2 },
+    // v4 appended init_state (and changed semantics: slots claimed at attach, dead ones reaped).
     Layout {
         version: 4,
-        categories: V2_CATEGORIES,
-        totals: 48,
-        chips: (88, 48),
-        unused_chip: u32::MAX,
-        processes: (856, 120),
         init_state: Some(8536),
+        ..V2
     },
 ];
+
+/// v2: the chip unique id in `asic_id`, 0xFFFFFFFF for an unused chip slot, no kernel counter.
+const V2: Layout = Layout {
+    version: 2,
+    categories: V2_CATEGORIES,
+    totals: 48,
+    chips: (88, 48),
+    unused_chip: u32::MAX,
+    processes: (856, 120),
+    init_state: None,
+};
 
 /// The layout of a version word.
 pub fn layout(version: u32) -> Option<&'static Layout> {
