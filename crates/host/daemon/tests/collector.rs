@@ -155,3 +155,65 @@ fn counters_follow_frees_and_the_generation_moves_only_on_change() {
     assert_eq!(snap.processes[0].totals[0].frees, 1);
     assert_eq!(c.ledger().live_allocations(), 0);
 }
+
+#[test]
+fn tt_metal_processes_join_the_snapshot_and_an_unchanged_reading_changes_nothing() {
+    use ttmem_ttmetal::layout::fixture::{Spec, build};
+    let dir = tempfile::tempdir().unwrap();
+    let tt = dir.path().join("tt-metal");
+    std::fs::create_dir(&tt).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let spec = Spec {
+        asic_id: 0xabc,
+        slots: vec![(
+            0,
+            std::process::id() as i32,
+            vec![3 << 20, 0, 0, 0, 0],
+            now,
+            b"collector".to_vec(),
+        )],
+        ..Spec::default()
+    };
+    std::fs::write(tt.join("tt_device_2748_memory"), build(3, &spec)).unwrap();
+    let mut c = Collector::new(
+        CollectorConfig {
+            region_dir: dir.path().join("regions"),
+            retention: Duration::from_secs(60),
+            remove_dead_regions: true,
+            tt_metal_dir: Some(tt.clone()),
+            proc_root: "/proc".into(),
+        },
+        0,
+    );
+    c.tick(at(0.0));
+    let snap = c.snapshot_at(at(0.0).unix_ns);
+    let p = snap.processes.iter().find(|p| p.id.pid == std::process::id()).unwrap();
+    assert_eq!(
+        (p.state, p.source),
+        (ProcState::Running, ttmem_model::SourceKind::TtMetalShm)
+    );
+    assert_eq!(snap.devices[0].hw_id, "0xabc");
+    assert_eq!(snap.devices[0].categories[0].used, 3 << 20);
+    // Read again a quarter second later, within the same wall-clock second: nothing moved.
+    let g = c.generation();
+    c.tick(at(0.3));
+    assert_eq!(c.generation(), g, "an unchanged reading must not look like a change");
+    // The file changes: the next reading shows it.
+    let spec = Spec {
+        slots: vec![(
+            0,
+            std::process::id() as i32,
+            vec![1 << 20, 0, 0, 0, 0],
+            now,
+            b"collector".to_vec(),
+        )],
+        ..spec
+    };
+    std::fs::write(tt.join("tt_device_2748_memory"), build(3, &spec)).unwrap();
+    c.tick(at(0.6));
+    assert!(c.generation() > g);
+    assert_eq!(c.device_table().rows()[0].categories[0].used, 1 << 20);
+}

@@ -50,6 +50,19 @@ impl Collector {
             &proc,
             &user_of,
         ));
+        // A start time converted to the wall clock moves by the boot time's few milliseconds of
+        // jitter from one reading to the next: keep the first, so an unchanged process reads
+        // as unchanged.
+        for v in &mut tt.views {
+            if let Some(old) = self
+                .external
+                .views
+                .iter()
+                .find(|o| o.id.pid == v.id.pid && o.id.start_time == v.id.start_time && o.source == v.source)
+            {
+                v.started_unix_ns = old.started_unix_ns;
+            }
+        }
         if tt.views != self.external.views
             || tt.notes != self.external.notes
             || tt.skipped != self.external.skipped
