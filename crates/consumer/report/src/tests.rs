@@ -46,7 +46,9 @@ fn devices_count_running_processes_and_exited_ones_show_what_they_left() {
     // that cannot exist.
     let mut bytes = std::fs::read(t.region_path().unwrap()).unwrap();
     bytes[32..36].copy_from_slice(&0x3FFF_FFF0u32.to_le_bytes());
-    std::fs::write(dir.path().join("dead.ttmem"), &bytes).unwrap();
+    let h = ttmem_region::decode::decode_header(&bytes, bytes.len() as u64).unwrap();
+    let name = ttmem_region::region_file_name(h.uid, h.pid, h.start_time);
+    std::fs::write(dir.path().join(name), &bytes).unwrap();
 
     let s = Snapshot::from_scan(&scan(dir.path(), ScanOptions::default()).unwrap());
     assert_eq!(s.schema, 1);

@@ -142,6 +142,7 @@ impl Collector {
         self.discover();
         self.drain_all();
         self.check_liveness(now);
+        self.let_go_of_unlinked(now.monotonic_ns);
         self.read_external(now.monotonic_ns);
         self.expire(now.monotonic_ns);
         let wall_s = now.unix_ns / 1_000_000_000;

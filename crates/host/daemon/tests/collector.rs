@@ -88,7 +88,10 @@ fn a_dead_writer_is_exited_recorded_sampled_no_more_and_expires_after_retention(
     // A copy of the region whose pid cannot exist: a writer that died holding 5 MiB.
     let mut bytes = std::fs::read(t.region_path().unwrap()).unwrap();
     bytes[32..36].copy_from_slice(&0x3FFF_FFF0u32.to_le_bytes());
-    let dead_path = dir.path().join("dead.ttmem");
+    let h = ttmem_region::decode::decode_header(&bytes, bytes.len() as u64).unwrap();
+    let dead_path = dir
+        .path()
+        .join(ttmem_region::region_file_name(h.uid, h.pid, h.start_time));
     std::fs::write(&dead_path, &bytes).unwrap();
 
     let mut c = collector(dir.path(), Duration::from_secs(30));
@@ -216,4 +219,25 @@ fn tt_metal_processes_join_the_snapshot_and_an_unchanged_reading_changes_nothing
     c.tick(at(0.6));
     assert!(c.generation() > g);
     assert_eq!(c.device_table().rows()[0].categories[0].used, 1 << 20);
+}
+
+#[test]
+fn a_region_removed_while_its_process_runs_is_let_go_after_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(dir.path());
+    let d = t.register_device(&spec(0x31, "n150")).unwrap();
+    t.alloc(d, tt::DRAM, 0x1000, 1 << 20);
+    let mut c = collector(dir.path(), Duration::from_secs(60));
+    c.tick(at(0.0));
+    assert!(c.key_of_pid(std::process::id()).is_some());
+    std::fs::remove_file(t.region_path().unwrap()).unwrap();
+    c.tick(at(0.5));
+    assert!(
+        c.key_of_pid(std::process::id()).is_some(),
+        "a clean exit gets its grace"
+    );
+    c.tick(at(1.6));
+    assert!(c.key_of_pid(std::process::id()).is_none(), "let go after a second");
+    let snap = c.snapshot_at(at(1.6).unix_ns);
+    assert!(snap.devices.is_empty() && snap.processes.is_empty(), "{snap:#?}");
 }

@@ -48,12 +48,15 @@ impl Attached {
     /// so a reader that attaches late (or restarts) rebuilds what the rings remember.
     pub fn open(path: &Path) -> Result<Self, RegionError> {
         let file = crate::open_region(path)?;
-        let len = file.metadata()?.len();
+        let meta = file.metadata()?;
+        let len = meta.len();
         let head = read_at(&file, 0, ttmem_region::HEADER_SIZE.min(len as usize))?;
         let header = decode::decode_header(&head, len)?;
         if header.state == ttmem_region::RegionState::Creating {
             return Err(RegionError::Creating);
         }
+        // The same identity rule as the one-shot reader: the daemon must not be easier to fool.
+        crate::check_identity(&meta, &header, path)?;
         let mut a = Attached {
             path: path.to_owned(),
             file,
@@ -69,6 +72,13 @@ impl Attached {
             a.next[s as usize] = head.saturating_sub(cap);
         }
         Ok(a)
+    }
+
+    /// Whether the file was removed (no name points to it any more): a writer's clean exit, or
+    /// a copy deleted by its owner.
+    pub fn is_unlinked(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.file.metadata().is_ok_and(|m| m.nlink() == 0)
     }
 
     /// The header as read at open (geometry and identity never change).

@@ -48,6 +48,27 @@ pub enum RegionError {
     /// Still being created by its writer.
     #[error("still being created")]
     Creating,
+    /// The file's name is not the one its header's identity gives (a copy, or a forgery).
+    #[error("named unlike its header (a region of uid {uid}, pid {pid} is named {expected})")]
+    NameMismatch {
+        /// The name the header's identity gives.
+        expected: String,
+        /// The header's uid.
+        uid: u32,
+        /// The header's pid.
+        pid: u32,
+    },
+    /// The running process with the header's pid and start time belongs to another user: a
+    /// region claiming someone else's process.
+    #[error("process {pid} runs as uid {process_uid}, not as the uid {header_uid} its region claims")]
+    ProcessOwnerMismatch {
+        /// The process.
+        pid: u32,
+        /// Its real uid.
+        process_uid: u32,
+        /// The uid the header claims.
+        header_uid: u32,
+    },
 }
 
 /// Whether a region's writer is still running.
@@ -246,6 +267,55 @@ fn read_at(file: &File, offset: u64, len: usize) -> Result<Vec<u8>, RegionError>
     }
 }
 
+/// The identity rule every reader applies before trusting a region: three owners agree (the
+/// file's owner, the header's uid, and the real uid of the live process with the header's pid
+/// and start time, when it runs), and the file is named after that identity, so a copy or a
+/// forgery cannot count twice or speak for another user's process. A file root owns may
+/// declare any user (root could write anything anyway).
+pub fn check_identity(meta: &fs::Metadata, header: &Header, path: &Path) -> Result<(), RegionError> {
+    let by_root = meta.uid() == 0;
+    if meta.uid() != header.uid && !by_root {
+        return Err(RegionError::OwnerMismatch {
+            file_uid: meta.uid(),
+            header_uid: header.uid,
+        });
+    }
+    let expected = ttmem_region::region_file_name(header.uid, header.pid, header.start_time);
+    if path.file_name().and_then(|n| n.to_str()) != Some(expected.as_str()) {
+        return Err(RegionError::NameMismatch {
+            expected,
+            uid: header.uid,
+            pid: header.pid,
+        });
+    }
+    if !by_root
+        && let Some(process_uid) = uid_of(header.pid, header.start_time)
+        && process_uid != header.uid
+    {
+        return Err(RegionError::ProcessOwnerMismatch {
+            pid: header.pid,
+            process_uid,
+            header_uid: header.uid,
+        });
+    }
+    Ok(())
+}
+
+/// The real uid of the process with this pid and start time, if it runs.
+fn uid_of(pid: u32, start_time: u64) -> Option<u32> {
+    if start_time_of(pid)? != start_time {
+        return None;
+    }
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Reads and validates one region. `boot_id` is this boot's id (see [`current_boot_id`]).
 pub fn read_region(path: &Path, opts: ScanOptions, boot_id: Option<[u8; 16]>) -> Result<ProcessRegion, RegionError> {
     read_open_region(&open_region(path)?, path, opts, boot_id)
@@ -265,12 +335,7 @@ pub fn read_open_region(
     if header.state == RegionState::Creating {
         return Err(RegionError::Creating);
     }
-    if meta.uid() != header.uid && meta.uid() != 0 {
-        return Err(RegionError::OwnerMismatch {
-            file_uid: meta.uid(),
-            header_uid: header.uid,
-        });
-    }
+    check_identity(&meta, &header, path)?;
     let g = header.geometry;
 
     let table = read_at(file, g.devices_offset, header.num_devices as usize * DEVICE_ENTRY_SIZE)?;

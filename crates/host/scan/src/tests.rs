@@ -69,7 +69,7 @@ fn a_dead_pid_or_other_boot_is_exited() {
     assert_eq!(liveness(&header, current_boot_id()), Liveness::Running);
     // A copy claiming a pid that does not exist is exited, and gc removes it (only it).
     bytes[32..36].copy_from_slice(&0x3FFF_FFF0u32.to_le_bytes());
-    let ghost = dir.path().join("0-1073741808-1.ttmem");
+    let ghost = dir.path().join(name_for(&bytes).unwrap());
     fs::write(&ghost, &bytes).unwrap();
     let dry = gc(dir.path(), true, false).unwrap();
     assert_eq!(dry.len(), 1);
@@ -81,8 +81,17 @@ fn a_dead_pid_or_other_boot_is_exited() {
     assert!(path.exists(), "a running process's region is never collected");
 }
 
+/// The name a region's bytes must carry: its header's identity (None when the header does
+/// not decode).
+fn name_for(bytes: &[u8]) -> Option<String> {
+    let h = decode::decode_header(bytes, bytes.len() as u64).ok()?;
+    Some(ttmem_region::region_file_name(h.uid, h.pid, h.start_time))
+}
+
+/// Writes a variant under the name its header gives (so the damage under test, not the name,
+/// is what a reader refuses), else under `<name>.ttmem`.
 fn write_variant(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-    let p = dir.join(format!("{name}.ttmem"));
+    let p = dir.join(name_for(bytes).unwrap_or_else(|| format!("{name}.ttmem")));
     fs::write(&p, bytes).unwrap();
     age(&p);
     p
@@ -162,14 +171,15 @@ fn bad_regions_are_skipped_with_clear_reasons() {
     let at = g.device_offset(0) as usize + 20;
     dev[at..at + 4].copy_from_slice(&999u32.to_le_bytes()); // num_categories
     cases.push(("categories", dev, "num_categories"));
-    for (name, bytes, _) in &cases {
-        write_variant(dir.path(), name, bytes);
-    }
+    let paths: Vec<PathBuf> = cases
+        .iter()
+        .map(|(name, bytes, _)| write_variant(dir.path(), name, bytes))
+        .collect();
     let s = scan(dir.path(), ScanOptions { events_per_shard: 8 }).unwrap();
     assert!(s.regions.is_empty());
     assert_eq!(s.skipped.len(), cases.len());
-    for (name, _, reason) in &cases {
-        let k = s.skipped.iter().find(|k| k.path.file_stem().unwrap() == *name).unwrap();
+    for ((name, _, reason), path) in cases.iter().zip(&paths) {
+        let k = s.skipped.iter().find(|k| &k.path == path).unwrap();
         assert!(k.reason.contains(reason), "{name}: {}", k.reason);
     }
     let removed = gc(dir.path(), false, true).unwrap();
@@ -345,7 +355,7 @@ mod attached {
         let dir = tempfile::tempdir().unwrap();
         let src = tempfile::tempdir().unwrap();
         let (_t, real) = populated(src.path());
-        let path = dir.path().join("hostile.ttmem");
+        let path = dir.path().join(name_for(&fs::read(&real).unwrap()).unwrap());
         fs::copy(&real, &path).unwrap();
         let mut a = Attached::open(&path).unwrap();
         let mut out = Vec::new();
@@ -493,7 +503,7 @@ mod attached {
             let dir = tempfile::tempdir().unwrap();
             let src = tempfile::tempdir().unwrap();
             let (_t, real) = populated(src.path());
-            let path = dir.path().join("x.ttmem");
+            let path = dir.path().join(name_for(&fs::read(&real).unwrap()).unwrap());
             fs::copy(&real, &path).unwrap();
             let mut a = Attached::open(&path).unwrap();
             let mut out = Vec::new();
@@ -536,7 +546,7 @@ mod attached {
             let dir = tempfile::tempdir().unwrap();
             let src = tempfile::tempdir().unwrap();
             let (_t, real) = populated(src.path());
-            let path = dir.path().join("x.ttmem");
+            let path = dir.path().join(name_for(&fs::read(&real).unwrap()).unwrap());
             fs::copy(&real, &path).unwrap();
             let mut a = Attached::open(&path).unwrap();
             let mut out = Vec::new();

@@ -53,7 +53,13 @@ pub(super) struct RegionSource {
     clock: TickClock,
     /// Counters must be re-read although no event came (a new device).
     dirty: bool,
+    /// When the file was first seen removed while its process still ran (monotonic ns).
+    unlinked_since: Option<u64>,
 }
+
+/// How long a removed region of a running process is still followed: a clean exit removes the
+/// file just before the process ends, which its pidfd then reports.
+const UNLINKED_GRACE_NS: u64 = 1_000_000_000;
 
 impl RegionSource {
     /// The header as last read.
@@ -81,6 +87,36 @@ impl RegionSource {
 }
 
 impl Collector {
+    /// Lets go of running processes whose region file was removed more than a second ago (its
+    /// figures are no longer anyone's to read, and a removed copy must not count on).
+    pub(super) fn let_go_of_unlinked(&mut self, monotonic_ns: u64) {
+        let mut gone = Vec::new();
+        for (&key, p) in &mut self.procs {
+            let Source::Region(r) = &mut p.source else { continue };
+            let unlinked = p.exited_at_ns.is_none() && r.attached.as_ref().is_some_and(Attached::is_unlinked);
+            match (unlinked, r.unlinked_since) {
+                (false, _) => r.unlinked_since = None,
+                (true, None) => r.unlinked_since = Some(monotonic_ns),
+                (true, Some(t)) if monotonic_ns.saturating_sub(t) >= UNLINKED_GRACE_NS => gone.push(key),
+                (true, Some(_)) => {}
+            }
+        }
+        for key in gone {
+            if let Some(p) = self.procs.remove(&key) {
+                tracing::info!(
+                    pid = p.view.id.pid,
+                    "region file removed while its process runs; no longer followed"
+                );
+                if let Source::Region(r) = &p.source {
+                    self.regions.forget(r.path());
+                }
+                self.history.remove_process(p.view.id.pid, p.view.id.start_time);
+            }
+            self.ledger.remove_process(key);
+            self.generation += 1;
+        }
+    }
+
     /// Attaches to region files not seen before.
     pub fn discover(&mut self) {
         let entries = match std::fs::read_dir(&self.cfg.region_dir) {
@@ -158,6 +194,7 @@ impl Collector {
             devices: Vec::new(),
             dirty: true,
             header: h.clone(),
+            unlinked_since: None,
         };
         let pidfd = lifecycle::open_pidfd(h.pid, h.start_time);
         let key = self.add_process(view, Source::Region(Box::new(source)), pidfd);

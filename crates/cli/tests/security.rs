@@ -1,0 +1,175 @@
+//! A hostile local user against the real daemon: a region accepted only when the file's owner,
+//! the header's uid and the live process's real uid agree and the file is named after that
+//! identity (issue 11, items 1 to 3). Each test fails on the code before the fix.
+
+mod common;
+use common::*;
+
+use std::mem::offset_of;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use ttmem_region::raw::RawHeader;
+
+const NOBODY: u32 = 65534;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs only as root (CI is root); says so elsewhere.
+fn needs_root(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI must run {test} as root");
+    eprintln!("SKIPPED {test}: needs root to write files as another user");
+    false
+}
+
+/// The bytes of a held workload's region.
+fn region_bytes(dir: &Path) -> Vec<u8> {
+    let file = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "ttmem"))
+        .expect("the workload's region");
+    std::fs::read(file).unwrap()
+}
+
+fn put_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put_u64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Writes `bytes` into `dir` under the name their header's identity gives, owned by `uid`.
+fn plant(dir: &Path, bytes: &[u8], uid: u32) -> PathBuf {
+    let h = ttmem_region::decode::decode_header(bytes, bytes.len() as u64).unwrap();
+    let path = dir.join(ttmem_region::region_file_name(h.uid, h.pid, h.start_time));
+    // Written aside and renamed into place, so the daemon never sees half a file.
+    let tmp = dir.join("planting");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if is_root() {
+        std::os::unix::fs::chown(&tmp, Some(uid), Some(uid)).unwrap();
+    }
+    std::fs::rename(&tmp, &path).unwrap();
+    path
+}
+
+fn skipped_reason(snap: &Value, path: &Path) -> String {
+    snap["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["path"] == path.display().to_string())
+        .map(|s| s["reason"].as_str().unwrap().to_string())
+        .unwrap_or_else(|| panic!("{} is not refused: {snap:#}", path.display()))
+}
+
+#[test]
+fn a_user_cannot_report_as_root() {
+    if !needs_root("a_user_cannot_report_as_root") {
+        return;
+    }
+    let src = tempfile::tempdir().unwrap();
+    let held = hold(src.path(), "bursty", "n150", 0, 1);
+    let d = Daemon::start();
+    // A copy whose header says uid 0, in a file nobody owns.
+    let mut bytes = region_bytes(src.path());
+    put_u32(&mut bytes, offset_of!(RawHeader, uid), 0);
+    let forged = plant(&d.regions, &bytes, NOBODY);
+    wait_until(|| d.get("/api/v1/stats")["collector"]["regions_refused"] == 1);
+    assert!(d.process(pid(&held)).is_none(), "the forgery is not listed");
+    let reason = skipped_reason(&d.get("/api/v1/snapshot"), &forged);
+    assert!(
+        reason.contains("file owner uid 65534 does not match the uid 0"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_user_cannot_speak_for_another_users_process() {
+    // A region with the forger's own uid but the pid and start time of a process of another
+    // user: pid 1 (root's init; as root, the forger is nobody).
+    // SAFETY: getuid has no preconditions.
+    let me = unsafe { libc::getuid() };
+    let forger = if is_root() { NOBODY } else { me };
+    let init_start: u64 = {
+        let stat = std::fs::read_to_string("/proc/1/stat").unwrap();
+        stat.rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .nth(19)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let init_uid: u32 = std::fs::read_to_string("/proc/1/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    if init_uid == forger {
+        eprintln!("SKIPPED: pid 1 runs as this user here");
+        return;
+    }
+    let src = tempfile::tempdir().unwrap();
+    let _held = hold(src.path(), "bursty", "n150", 0, 1);
+    let d = Daemon::start();
+    if is_root() {
+        // The daemon's directory is world-writable like the real one.
+        std::fs::set_permissions(&d.regions, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    }
+    let mut bytes = region_bytes(src.path());
+    put_u32(&mut bytes, offset_of!(RawHeader, uid), forger);
+    put_u32(&mut bytes, offset_of!(RawHeader, pid), 1);
+    put_u64(&mut bytes, offset_of!(RawHeader, start_time), init_start);
+    let forged = plant(&d.regions, &bytes, forger);
+    wait_until(|| d.get("/api/v1/stats")["collector"]["regions_refused"] == 1);
+    assert!(d.process(1).is_none(), "nobody speaks for pid 1");
+    let reason = skipped_reason(&d.get("/api/v1/snapshot"), &forged);
+    assert!(
+        reason.contains(&format!("process 1 runs as uid {init_uid}, not as the uid {forger}")),
+        "{reason}"
+    );
+    // The reader without a daemon applies the same rule.
+    let out = hermetic()
+        .args(["ps", "--json", "--no-daemon", "--dir"])
+        .arg(&d.regions)
+        .output()
+        .unwrap();
+    let snap: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(skipped_reason(&snap, &forged).contains("process 1 runs as uid"));
+}
+
+#[test]
+fn a_copy_of_a_region_under_another_name_does_not_count_twice() {
+    let d = Daemon::start();
+    let held = hold(&d.regions, "training", "n150", 0, 3);
+    let dram = held.summary["chips"][0]["categories"][0]["allocated"].as_u64().unwrap();
+    let used = |d: &Daemon| d.get("/api/v1/devices")["devices"][0]["categories"][0]["used"].clone();
+    wait_until(|| used(&d) == dram);
+    let copy = d.regions.join("copy.ttmem");
+    let tmp = d.regions.join("copying");
+    std::fs::write(&tmp, region_bytes(&d.regions)).unwrap();
+    std::fs::rename(&tmp, &copy).unwrap();
+    wait_until(|| d.get("/api/v1/stats")["collector"]["regions_refused"] == 1);
+    assert_eq!(used(&d), dram, "the copy does not double the chip's use");
+    let reason = skipped_reason(&d.get("/api/v1/snapshot"), &copy);
+    assert!(reason.contains("named unlike its header"), "{reason}");
+    let ps = ttmem(&d.regions)
+        .args(["ps", "--json", "--no-daemon"])
+        .output()
+        .unwrap();
+    let ps: Value = serde_json::from_slice(&ps.stdout).unwrap();
+    assert_eq!(ps["devices"][0]["categories"][0]["used"], dram);
+}
