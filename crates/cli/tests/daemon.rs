@@ -167,6 +167,43 @@ fn api_errors_are_json_with_a_reason() {
         refused("/api/v1/fit?device=0&category=GPU&bytes=1"),
         (400, "the device has no category GPU".into())
     );
+    // Every refusal is a JSON object with a reason, parse errors included, and validation is
+    // the same everywhere.
+    let json_error = |path: &str| {
+        let (status, body) = ttmem_apiclient::get(&ep, path).unwrap();
+        let v: Value = serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {}", String::from_utf8_lossy(&body)));
+        (
+            status,
+            v["error"].as_str().unwrap_or_else(|| panic!("{path}: {v}")).to_string(),
+        )
+    };
+    let (status, reason) = json_error("/api/v1/fit?device=x&category=DRAM&bytes=1");
+    assert_eq!(status, 400);
+    assert!(reason.starts_with("bad query"), "{reason}");
+    let (status, reason) = json_error("/api/v1/processes/abc/allocations");
+    assert_eq!(status, 400);
+    assert!(reason.starts_with("bad path"), "{reason}");
+    assert_eq!(
+        json_error("/api/v1/maps?category=GPU"),
+        (400, "no device has a category \"GPU\"".into())
+    );
+    assert_eq!(
+        json_error("/api/v1/history?device=0&category=GPU"),
+        (404, "device 0 has no category \"GPU\"".into())
+    );
+    // A method the API does not serve.
+    use std::io::{Read, Write};
+    let mut sock = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    sock.write_all(b"POST /api/v1/health HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    sock.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    assert!(
+        answer.contains("application/json") && answer.contains("use GET"),
+        "{answer}"
+    );
 }
 
 #[test]

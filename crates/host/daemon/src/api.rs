@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,6 +16,9 @@ use ttmem_ledger::{DeviceKey, SortBy};
 use ttmem_model::api;
 
 use crate::collector::Collector;
+
+mod extract;
+use extract::{P, Q};
 
 /// What handlers share.
 pub struct Shared {
@@ -74,6 +77,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/legacy", get(legacy))
         .route("/api/v1/legacy/dumps", get(legacy_dumps))
         .fallback(|| async { not_found("no such endpoint; see docs/api.md") })
+        .method_not_allowed_fallback(|| async {
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "the API only reads: use GET; see docs/api.md".into(),
+            )
+        })
         .with_state(shared)
 }
 
@@ -112,7 +121,7 @@ struct HistoryQuery {
 /// `GET /api/v1/history?device=ID&category=NAME[&pid=PID][&resolution=1s|10s|1m][&from=S][&to=S]`:
 /// a step series `[[unix_s, bytes], ...]` of the peak per bucket, from memory and, for older
 /// ranges, the database.
-async fn history(State(s): State<Arc<Shared>>, Query(q): Query<HistoryQuery>) -> ApiResult<api::History> {
+async fn history(State(s): State<Arc<Shared>>, Q(q): Q<HistoryQuery>) -> ApiResult<api::History> {
     let (Some(id), Some(category)) = (q.device, q.category.clone()) else {
         return Err(bad(
             "history needs device and category, e.g. /api/v1/history?device=0&category=DRAM&resolution=1s",
@@ -129,8 +138,11 @@ async fn history(State(s): State<Arc<Shared>>, Query(q): Query<HistoryQuery>) ->
     }
     let c = s.collector.read();
     let table = c.device_table();
-    if table.identity(id).is_none() {
+    let Some(device) = table.device(id) else {
         return Err(not_found(format!("no device {id}")));
+    };
+    if !device.categories.iter().any(|c| c.name == category) {
+        return Err(not_found(format!("device {id} has no category {category:?}")));
     }
     let process = match q.pid {
         Some(pid) => {
@@ -187,7 +199,7 @@ struct ProcessRecords {
 
 /// `GET /api/v1/process-records[?since_s=S]`: processes as the database remembers them (also
 /// across daemon restarts), with what each left behind.
-async fn process_records(State(s): State<Arc<Shared>>, Query(q): Query<RecordsQuery>) -> ApiResult<ProcessRecords> {
+async fn process_records(State(s): State<Arc<Shared>>, Q(q): Q<RecordsQuery>) -> ApiResult<ProcessRecords> {
     let guard = s.store.lock();
     let store = guard.as_ref().ok_or_else(|| {
         ApiError(
@@ -243,7 +255,7 @@ struct SnapshotQuery {
 /// `If-None-Match` matches gets `304 Not Modified` with no body.
 async fn snapshot(
     State(s): State<Arc<Shared>>,
-    Query(q): Query<SnapshotQuery>,
+    Q(q): Q<SnapshotQuery>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let totals = match q.detail.as_deref() {
@@ -319,8 +331,8 @@ fn key_of(c: &Collector, pid: u32) -> Result<ttmem_ledger::ProcKey, ApiError> {
 
 async fn allocations(
     State(s): State<Arc<Shared>>,
-    Path(pid): Path<u32>,
-    Query(q): Query<PageQuery>,
+    P(pid): P<u32>,
+    Q(q): Q<PageQuery>,
 ) -> ApiResult<api::AllocationPage> {
     let sort = match q.sort.as_deref().unwrap_or("address") {
         "address" => SortBy::Address,
@@ -364,7 +376,7 @@ fn allocation(pid: u32, devices: &HashMap<DeviceKey, u32>, a: ttmem_ledger::Allo
     }
 }
 
-async fn events(State(s): State<Arc<Shared>>, Path(pid): Path<u32>) -> ApiResult<api::Events> {
+async fn events(State(s): State<Arc<Shared>>, P(pid): P<u32>) -> ApiResult<api::Events> {
     let c = s.collector.read();
     let key = key_of(&c, pid)?;
     let devices = c.device_ids();
@@ -403,7 +415,7 @@ fn ledger_device(c: &Collector, id: u32) -> Result<DeviceKey, ApiError> {
     c.ledger_device(id).ok_or_else(|| not_found(format!("no device {id}")))
 }
 
-async fn fragmentation(State(s): State<Arc<Shared>>, Path(id): Path<u32>) -> ApiResult<api::DeviceFragmentation> {
+async fn fragmentation(State(s): State<Arc<Shared>>, P(id): P<u32>) -> ApiResult<api::DeviceFragmentation> {
     let c = s.collector.read();
     let dk = ledger_device(&c, id)?;
     let (_, info, _) = c
@@ -437,7 +449,7 @@ struct MapQuery {
 
 /// `GET /api/v1/devices/{id}/map?category=DRAM&cells=64`: occupancy of one bank's range in
 /// equal cells (0 free to 1 full), with the largest free block, for memory-map displays.
-async fn map(State(s): State<Arc<Shared>>, Path(id): Path<u32>, Query(q): Query<MapQuery>) -> ApiResult<api::Map> {
+async fn map(State(s): State<Arc<Shared>>, P(id): P<u32>, Q(q): Q<MapQuery>) -> ApiResult<api::Map> {
     let category = q.category.unwrap_or_else(|| "DRAM".into());
     let c = s.collector.read();
     let dk = ledger_device(&c, id)?;
@@ -459,9 +471,16 @@ async fn map(State(s): State<Arc<Shared>>, Path(id): Path<u32>, Query(q): Query<
 
 /// `GET /api/v1/maps?category=DRAM&cells=64`: the map of every device in one answer, for
 /// monitors refreshing often.
-async fn maps(State(s): State<Arc<Shared>>, Query(q): Query<MapQuery>) -> ApiResult<api::Maps> {
+async fn maps(State(s): State<Arc<Shared>>, Q(q): Q<MapQuery>) -> ApiResult<api::Maps> {
     let category = q.category.unwrap_or_else(|| "DRAM".into());
     let c = s.collector.read();
+    let known = c
+        .ledger()
+        .devices()
+        .any(|(_, info, _)| info.categories.iter().any(|x| x.name.eq_ignore_ascii_case(&category)));
+    if !known && c.ledger().devices().next().is_some() {
+        return Err(bad(format!("no device has a category {category:?}")));
+    }
     let mut ids: Vec<(DeviceKey, u32)> = c.device_ids().into_iter().collect();
     ids.sort_by_key(|&(dk, id)| (id, dk));
     ids.dedup_by_key(|&mut (_, id)| id);
@@ -487,7 +506,7 @@ struct FitQuery {
     bytes: Option<u64>,
 }
 
-async fn fit(State(s): State<Arc<Shared>>, Query(q): Query<FitQuery>) -> ApiResult<api::Fit> {
+async fn fit(State(s): State<Arc<Shared>>, Q(q): Q<FitQuery>) -> ApiResult<api::Fit> {
     let (Some(id), Some(category), Some(bytes)) = (q.device, q.category, q.bytes) else {
         return Err(bad(
             "fit needs device, category and bytes, e.g. /api/v1/fit?device=0&category=DRAM&bytes=1073741824",
@@ -510,7 +529,7 @@ struct LeakQuery {
     limit: Option<usize>,
 }
 
-async fn leaks(State(s): State<Arc<Shared>>, Query(q): Query<LeakQuery>) -> ApiResult<api::Leaks> {
+async fn leaks(State(s): State<Arc<Shared>>, Q(q): Q<LeakQuery>) -> ApiResult<api::Leaks> {
     let c = s.collector.read();
     let devices = c.device_ids();
     let min_age_s = q.min_age_s.unwrap_or(300);

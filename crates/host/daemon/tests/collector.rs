@@ -241,3 +241,29 @@ fn a_region_removed_while_its_process_runs_is_let_go_after_a_second() {
     let snap = c.snapshot_at(at(1.6).unix_ns);
     assert!(snap.devices.is_empty() && snap.processes.is_empty(), "{snap:#?}");
 }
+
+#[test]
+fn refused_files_are_forgotten_once_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = collector(dir.path(), Duration::from_secs(60));
+    for i in 0..50 {
+        std::fs::write(dir.path().join(format!("junk{i}.ttmem")), vec![0x5Au8; 8192]).unwrap();
+    }
+    c.tick(at(0.0));
+    assert_eq!(c.snapshot_at(at(0.0).unix_ns).skipped.len(), 50);
+    assert_eq!(c.stats().regions_refused, 50);
+    c.tick(at(0.1));
+    assert_eq!(
+        c.stats().regions_refused,
+        50,
+        "an unchanged refused file is not read again"
+    );
+    for i in 0..50 {
+        std::fs::remove_file(dir.path().join(format!("junk{i}.ttmem"))).unwrap();
+    }
+    c.tick(at(0.2));
+    assert!(
+        c.snapshot_at(at(0.2).unix_ns).skipped.is_empty(),
+        "the set does not keep names of files that are gone"
+    );
+}

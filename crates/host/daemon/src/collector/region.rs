@@ -19,11 +19,48 @@ const MAX_EVENTS_PER_SHARD: u64 = 1 << 16;
 const ROUND_EVENTS_PER_SHARD: u64 = 2048;
 
 /// What the directory scan knows: attached files, refused ones, unreadable ones.
-#[derive(Default)]
 pub(super) struct Discovery {
     by_path: HashMap<PathBuf, ProcKey>,
     refused: HashMap<PathBuf, (Option<SystemTime>, String)>,
     not_permitted: usize,
+    /// Refusal warnings in the current window, and those suppressed.
+    warnings: (std::time::Instant, u32, u64),
+}
+
+/// Refusal warnings logged per window at most (a directory of junk must not flood the log).
+const MAX_WARNINGS: u32 = 10;
+/// The window.
+const WARNING_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Discovery {
+    /// Whether a refusal may be logged now; counts those that may not and says so once the
+    /// window ends.
+    fn may_warn(&mut self) -> bool {
+        let (start, used, suppressed) = &mut self.warnings;
+        if start.elapsed() >= WARNING_WINDOW {
+            if *suppressed > 0 {
+                tracing::warn!("{suppressed} more region files refused (see /api/v1/snapshot's skipped)");
+            }
+            (*start, *used, *suppressed) = (std::time::Instant::now(), 0, 0);
+        }
+        *used += 1;
+        if *used > MAX_WARNINGS {
+            *suppressed += 1;
+            return false;
+        }
+        true
+    }
+}
+
+impl Default for Discovery {
+    fn default() -> Discovery {
+        Discovery {
+            by_path: HashMap::new(),
+            refused: HashMap::new(),
+            not_permitted: 0,
+            warnings: (std::time::Instant::now(), 0, 0),
+        }
+    }
 }
 
 impl Discovery {
@@ -124,12 +161,16 @@ impl Collector {
             Err(_) => return,
         };
         let mut not_permitted = 0;
+        let mut present: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
         for entry in entries.filter_map(Result::ok) {
             let path = entry.path();
             if path.extension().is_none_or(|x| x != ttmem_region::REGION_EXTENSION)
                 || self.regions.by_path.contains_key(&path)
             {
                 continue;
+            }
+            if self.regions.refused.contains_key(&path) {
+                present.insert(path.clone());
             }
             let mtime = entry.metadata().ok().and_then(|m| mtime(&m));
             if let Some((seen, _)) = self.regions.refused.get(&path)
@@ -143,8 +184,11 @@ impl Collector {
                 Err(RegionError::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => not_permitted += 1,
                 Err(e) if e.is_transient(&path) => {} // still being created: next tick
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), "refusing region: {e}");
+                    if self.regions.may_warn() {
+                        tracing::warn!(path = %path.display(), "refusing region: {e}");
+                    }
                     self.stats.regions_refused += 1;
+                    present.insert(path.clone());
                     self.regions.refused.insert(path, (mtime, e.to_string()));
                     self.generation += 1;
                 }
@@ -154,6 +198,12 @@ impl Collector {
             self.generation += 1;
         }
         self.regions.not_permitted = not_permitted;
+        // Refused files that are gone are forgotten: the set cannot grow without bound.
+        let before = self.regions.refused.len();
+        self.regions.refused.retain(|p, _| present.contains(p));
+        if self.regions.refused.len() != before {
+            self.generation += 1;
+        }
     }
 
     fn attach(&mut self, path: PathBuf, attached: Attached) {
