@@ -84,8 +84,36 @@ fn claim_socket_path(path: &Path) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// Raises the soft limit of open files to the hard limit: every idle API connection, region
+/// file and pidfd holds a descriptor, and the default soft limit (1024) lets a thousand idle
+/// connections starve the daemon. Returns the limit in force.
+pub fn raise_open_file_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads one valid rlimit; raising the soft limit up to the hard one
+        // needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return raised.rlim_cur;
+        }
+    }
+    lim.rlim_cur
+}
+
 /// Runs the daemon until SIGTERM or SIGINT. Blocks.
 pub fn serve(config: Config) -> Result<(), DaemonError> {
+    let open_files = raise_open_file_limit();
+    tracing::debug!(open_files, "open-file limit");
     ensure_region_dir(&config.region_dir)?;
     claim_socket_path(&config.api_socket)?;
     let shared = Arc::new(api::Shared {

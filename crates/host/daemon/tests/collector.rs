@@ -267,3 +267,23 @@ fn refused_files_are_forgotten_once_removed() {
         "the set does not keep names of files that are gone"
     );
 }
+
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    let hard = lim.rlim_max;
+    if hard > 1024 {
+        let low = libc::rlimit {
+            rlim_cur: 1024,
+            rlim_max: hard,
+        };
+        // SAFETY: lowering the soft limit of this test process is always allowed.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
+    }
+    assert_eq!(ttmem_daemon::raise_open_file_limit(), hard);
+}
