@@ -59,9 +59,40 @@ pub struct ChipFacts {
     pub l1: Option<Space>,
 }
 
+/// `is_available` of a device whose capacities no source reported: the figures are the
+/// architecture's nominal ones ([`nominal`]). Clients that test `is_available != 0` still show
+/// the device; ttmem's own readers can tell.
+pub const AVAILABLE_NOMINAL: u32 = 2;
+
+/// The nominal facts of an architecture (Wormhole when unknown, the most common), from the
+/// published layouts: Wormhole 12 DRAM banks of 1 GiB and 64 worker cores of 1464 KiB of L1;
+/// Blackhole 8 banks of 4 GiB and 120 cores of 1.5 MiB.
+pub fn nominal(arch: &str) -> ChipFacts {
+    let (banks, bank, cores, l1) = if arch.to_ascii_lowercase().starts_with("blackhole") {
+        (8u32, 4u64 << 30, 120u32, 1536u64 << 10)
+    } else {
+        (12, 1 << 30, 64, 1464 << 10)
+    };
+    ChipFacts {
+        arch: arch.to_string(),
+        dram: Some(Space {
+            capacity: bank * banks as u64,
+            banks,
+            addr_end: bank,
+        }),
+        l1: Some(Space {
+            capacity: l1 * cores as u64,
+            banks: cores,
+            addr_end: l1,
+        }),
+    }
+}
+
 /// The DEVICE_INFO_QUERY answer: for device -1 whether any device exists, else the chip's facts
-/// (`chip` None: no such device, reported as unavailable). Sizes that do not fit the protocol's
-/// 32-bit fields are clamped.
+/// (`chip` None: no such device, reported as unavailable). A chip no source gave capacities is
+/// answered with its architecture's [`nominal`] facts and `is_available` [`AVAILABLE_NOMINAL`]
+/// (an old monitor printed `100 MB / 0 B`). Sizes that do not fit the protocol's 32-bit fields
+/// are clamped.
 pub fn device_info_reply(device_id: i32, num_devices: u32, chip: Option<&ChipFacts>) -> Message {
     let mut r = Message {
         msg_type: MsgType::DeviceInfoResponse as u8,
@@ -74,9 +105,16 @@ pub fn device_info_reply(device_id: i32, num_devices: u32, chip: Option<&ChipFac
         return r;
     }
     let Some(chip) = chip else { return r };
+    let fallback;
+    let (chip, available) = if chip.dram.is_none_or(|d| d.capacity == 0) {
+        fallback = nominal(&chip.arch);
+        (&fallback, AVAILABLE_NOMINAL)
+    } else {
+        (chip, 1)
+    };
     let clamp = |x: u64| x.min(u32::MAX as u64) as u32;
     r.arch_type = arch_code(&chip.arch);
-    r.is_available = 1;
+    r.is_available = available;
     if let Some(d) = chip.dram {
         r.total_dram_size = d.capacity;
         r.num_dram_channels = d.banks;
@@ -136,6 +174,29 @@ mod tests {
             ..chip
         };
         assert_eq!(device_info_reply(0, 1, Some(&huge)).dram_size_per_channel, u32::MAX);
+    }
+
+    #[test]
+    fn a_chip_without_capacities_is_answered_with_nominal_ones_and_says_so() {
+        let unknown = ChipFacts {
+            arch: "unknown".into(),
+            dram: None,
+            l1: None,
+        };
+        let r = device_info_reply(0, 1, Some(&unknown));
+        assert_eq!(r.is_available, AVAILABLE_NOMINAL);
+        assert_eq!((r.total_dram_size, r.num_dram_channels), (12 << 30, 12));
+        assert_eq!(r.l1_size_per_core, 1464 << 10);
+        let bh = ChipFacts {
+            arch: "blackhole".into(),
+            dram: Some(Space::default()),
+            l1: None,
+        };
+        let r = device_info_reply(0, 1, Some(&bh));
+        assert_eq!(
+            (r.arch_type, r.is_available, r.total_dram_size),
+            (3, AVAILABLE_NOMINAL, 32 << 30)
+        );
     }
 
     #[test]
