@@ -102,6 +102,12 @@ fn every_version_runs_the_old_demo_sequence() {
     assert_eq!(stats["messages_by_type"]["ALLOC"], 64);
     assert_eq!(stats["messages_by_type"]["FREE"], 64);
     assert_eq!(stats["book"]["unknown_frees"], 0);
+    // The old P2 monitor asks DEVICE_INFO for the legacy device no region declared: it gets the
+    // nominal Wormhole layout, marked nominal, not zeros (it printed "100 MB / 0 B").
+    let mut monitor = Client::connect(&d.legacy_socket(), Version::P2).unwrap();
+    let info = monitor.device_info(0).unwrap();
+    assert_eq!((info.is_available, info.arch_type), (2, 2), "{info:?}");
+    assert_eq!((info.total_dram_size, info.num_dram_channels), (12 << 30, 12));
 }
 
 #[test]

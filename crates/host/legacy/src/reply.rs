@@ -68,13 +68,14 @@ pub const AVAILABLE_NOMINAL: u32 = 2;
 /// published layouts: Wormhole 12 DRAM banks of 1 GiB and 64 worker cores of 1464 KiB of L1;
 /// Blackhole 8 banks of 4 GiB and 120 cores of 1.5 MiB.
 pub fn nominal(arch: &str) -> ChipFacts {
-    let (banks, bank, cores, l1) = if arch.to_ascii_lowercase().starts_with("blackhole") {
+    let blackhole = arch.to_ascii_lowercase().starts_with("blackhole");
+    let (banks, bank, cores, l1) = if blackhole {
         (8u32, 4u64 << 30, 120u32, 1536u64 << 10)
     } else {
         (12, 1 << 30, 64, 1464 << 10)
     };
     ChipFacts {
-        arch: arch.to_string(),
+        arch: if blackhole { "blackhole" } else { "wormhole_b0" }.into(),
         dram: Some(Space {
             capacity: bank * banks as u64,
             banks,
@@ -184,7 +185,7 @@ mod tests {
             l1: None,
         };
         let r = device_info_reply(0, 1, Some(&unknown));
-        assert_eq!(r.is_available, AVAILABLE_NOMINAL);
+        assert_eq!((r.is_available, r.arch_type), (AVAILABLE_NOMINAL, 2));
         assert_eq!((r.total_dram_size, r.num_dram_channels), (12 << 30, 12));
         assert_eq!(r.l1_size_per_core, 1464 << 10);
         let bh = ChipFacts {
