@@ -91,7 +91,12 @@ pub struct Collector {
     generation: u64,
     legacy: legacy::LegacyHub,
     external: external::External,
+    rescan_requested: bool,
+    last_rescan_ns: Option<u64>,
 }
+
+/// How often the region directory is listed without inotify having seen a change.
+pub const RESCAN_INTERVAL_NS: u64 = 2_000_000_000;
 
 impl Collector {
     /// A collector with an empty ledger whose ages count from `monotonic_ns`.
@@ -111,7 +116,15 @@ impl Collector {
             generation: 0,
             legacy: legacy::LegacyHub::default(),
             external: external::External::default(),
+            rescan_requested: true,
+            last_rescan_ns: None,
         }
+    }
+
+    /// Asks the next tick to list the region directory (inotify saw a change there, or it is
+    /// unavailable and every tick must look).
+    pub fn request_rescan(&mut self) {
+        self.rescan_requested = true;
     }
 
     /// The ledger.
@@ -139,7 +152,18 @@ impl Collector {
     /// wall-clock second sample history.
     pub fn tick(&mut self, now: Now) {
         self.stats.ticks += 1;
-        self.discover();
+        // The directory is listed when something in it changed (inotify) or, as a backstop,
+        // every RESCAN_INTERVAL_NS: a directory of junk costs a listing now and then, not 20
+        // a second.
+        if self.rescan_requested
+            || self
+                .last_rescan_ns
+                .is_none_or(|t| now.monotonic_ns.saturating_sub(t) >= RESCAN_INTERVAL_NS)
+        {
+            self.rescan_requested = false;
+            self.last_rescan_ns = Some(now.monotonic_ns);
+            self.discover();
+        }
         self.drain_all();
         self.check_liveness(now);
         self.let_go_of_unlinked(now.monotonic_ns);

@@ -352,15 +352,22 @@ fn collect_loop(shared: &api::Shared, stop: &AtomicBool, config: &Config, mut le
             continue;
         }
         last_tick = Instant::now();
+        let mut changed = inotify.is_none();
         if let Some(i) = inotify.as_mut() {
             // Empty the queue; what changed does not matter, the tick rescans.
             while let Ok(mut events) = i.read_events(&mut buf) {
                 if events.next().is_none() {
                     break;
                 }
+                changed = true;
             }
         }
-        shared.collector.write().tick(collector::Now::system());
+        let mut c = shared.collector.write();
+        if changed {
+            c.request_rescan();
+        }
+        c.tick(collector::Now::system());
+        drop(c);
         if last_flush.elapsed() >= config.flush_interval {
             last_flush = Instant::now();
             flush(shared, &mut unflushed, &mut records);

@@ -261,6 +261,7 @@ fn refused_files_are_forgotten_once_removed() {
     for i in 0..50 {
         std::fs::remove_file(dir.path().join(format!("junk{i}.ttmem"))).unwrap();
     }
+    c.request_rescan(); // what inotify does in the daemon
     c.tick(at(0.2));
     assert!(
         c.snapshot_at(at(0.2).unix_ns).skipped.is_empty(),
@@ -286,4 +287,28 @@ fn the_open_file_limit_is_raised_to_the_hard_limit() {
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
     }
     assert_eq!(ttmem_daemon::raise_open_file_limit(), hard);
+}
+
+#[test]
+fn the_directory_is_listed_on_a_change_or_every_two_seconds_not_every_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = collector(dir.path(), Duration::from_secs(60));
+    c.tick(at(0.0));
+    std::fs::write(dir.path().join("junk.ttmem"), vec![0x5Au8; 8192]).unwrap();
+    c.tick(at(0.5));
+    assert_eq!(
+        c.stats().regions_refused,
+        0,
+        "no change was reported: the directory is not listed"
+    );
+    c.tick(at(2.1));
+    assert_eq!(c.stats().regions_refused, 1, "the backstop rescan finds it");
+    std::fs::write(dir.path().join("junk2.ttmem"), vec![0x5Au8; 8192]).unwrap();
+    c.request_rescan();
+    c.tick(at(2.2));
+    assert_eq!(
+        c.stats().regions_refused,
+        2,
+        "a reported change is looked at on the next tick"
+    );
 }

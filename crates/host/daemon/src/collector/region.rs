@@ -182,7 +182,9 @@ impl Collector {
                 Ok(a) => self.attach(path, a),
                 Err(RegionError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(RegionError::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => not_permitted += 1,
-                Err(e) if e.is_transient(&path) => {} // still being created: next tick
+                // Still being created: look again at the next tick (creation raises no further
+                // inotify event).
+                Err(e) if e.is_transient(&path) => self.rescan_requested = true,
                 Err(e) => {
                     if self.regions.may_warn() {
                         tracing::warn!(path = %path.display(), "refusing region: {e}");
