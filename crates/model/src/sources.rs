@@ -62,12 +62,13 @@ fn bytes_only(bytes: u64) -> Counters {
     }
 }
 
-/// What TT-Metal's files say, as views and notes.
+/// What the sources beside the regions say (TT-Metal's files, the kernel driver's pid lists),
+/// as views and notes, before [`merge`].
 #[derive(Clone, Debug, Default)]
-pub struct TtMetalViews {
-    /// One view per process (a process on several chips has one device per chip).
+pub struct ExternalViews {
+    /// One view per process and source (a process on several chips has one device per chip).
     pub views: Vec<ProcessView>,
-    /// Dead owners whose bytes TT-Metal still counts.
+    /// Dead owners whose bytes TT-Metal still counts; files this user may not read.
     pub notes: Vec<String>,
     /// Files that could not be used.
     pub skipped: Vec<SkippedRegion>,
@@ -76,8 +77,8 @@ pub struct TtMetalViews {
 }
 
 /// The views of every used slot of every counter file. `user_of` names a uid.
-pub fn ttmetal_views(scan: &TtMetalScan, proc: &ProcRoot, user_of: &dyn Fn(u32) -> String) -> TtMetalViews {
-    let mut out = TtMetalViews {
+pub fn ttmetal_views(scan: &TtMetalScan, proc: &ProcRoot, user_of: &dyn Fn(u32) -> String) -> ExternalViews {
+    let mut out = ExternalViews {
         skipped: scan.skipped.iter().map(SkippedRegion::from).collect(),
         ..Default::default()
     };
@@ -173,6 +174,27 @@ pub fn kmd_views(holders: &[Holders], proc: &ProcRoot, user_of: &dyn Fn(u32) -> 
             })
         })
         .collect()
+}
+
+/// Every source beside the regions, read the same way by a reader without a daemon and by
+/// the daemon: TT-Metal's counter files (when read), with a note when other users' files
+/// could not be, and the kernel driver's pid lists.
+pub fn external_views(
+    tt_metal: Option<&TtMetalScan>,
+    holders: &[Holders],
+    proc: &ProcRoot,
+    user_of: &dyn Fn(u32) -> String,
+) -> ExternalViews {
+    let mut out = tt_metal.map(|s| ttmetal_views(s, proc, user_of)).unwrap_or_default();
+    out.views.extend(kmd_views(holders, proc, user_of));
+    if let Some(n) = tt_metal.map(|s| s.not_permitted).filter(|&n| n > 0) {
+        out.notes.push(format!(
+            "{n} TT-Metal counter file{} of other users {} not readable by you: run as root to see every process",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "is" } else { "are" }
+        ));
+    }
+    out
 }
 
 /// Bytes per (chip, category) a view reports, for comparing sources.
@@ -302,29 +324,26 @@ impl Snapshot {
             .iter()
             .map(|r| ProcessView::from_region(r, user_of(r.header.uid)))
             .collect();
-        let tt = tt_metal.map(|s| ttmetal_views(s, proc, &user_of)).unwrap_or_default();
-        views.extend(tt.views);
-        views.extend(kmd_views(holders, proc, &user_of));
+        let external = external_views(tt_metal, holders, proc, &user_of);
+        views.extend(external.views);
         let (views, merge_notes) = merge(views);
-        let mut notes = tt.notes;
+        let mut notes = external.notes;
         notes.extend(merge_notes);
-        if let Some(n) = tt_metal.map(|s| s.not_permitted).filter(|&n| n > 0) {
-            notes.push(format!(
-                "{n} TT-Metal counter file{} of other users {} not readable by you: run as root to see every process",
-                if n == 1 { "" } else { "s" },
-                if n == 1 { "is" } else { "are" }
-            ));
-        }
         Snapshot::build(
             &views,
             SnapshotMeta {
                 source: "regions".into(),
                 region_dir: scan.dir.display().to_string(),
                 timestamp_ns: now_ns,
-                skipped: scan.skipped.iter().map(SkippedRegion::from).chain(tt.skipped).collect(),
+                skipped: scan
+                    .skipped
+                    .iter()
+                    .map(SkippedRegion::from)
+                    .chain(external.skipped)
+                    .collect(),
                 not_permitted: scan.not_permitted,
                 notes,
-                chips: tt.chips,
+                chips: external.chips,
             },
         )
     }
@@ -405,6 +424,38 @@ mod tests {
             "{}",
             out.notes[0]
         );
+    }
+
+    #[test]
+    fn external_views_join_the_driver_lists_and_count_files_of_other_users() {
+        let root = proc_root(&[(10, 0), (12, 0)]);
+        let files = tempfile::tempdir().unwrap();
+        let mut s = scan(files.path(), &[(0xa, 0, vec![(0, 10, vec![100], 2000 * S)])]);
+        let holders = [Holders {
+            device: 0,
+            pids: vec![10, 12],
+        }];
+        let proc = ProcRoot::new(root.path());
+        let user_of = |uid: u32| uid.to_string();
+        let out = external_views(Some(&s), &holders, &proc, &user_of);
+        let sources: Vec<_> = out.views.iter().map(|v| (v.id.pid, v.source)).collect();
+        assert_eq!(
+            sources,
+            [
+                (10, SourceKind::TtMetalShm),
+                (10, SourceKind::Kmd),
+                (12, SourceKind::Kmd)
+            ]
+        );
+        assert!(out.notes.is_empty(), "{:?}", out.notes);
+        s.not_permitted = 2;
+        let out = external_views(Some(&s), &[], &proc, &user_of);
+        assert_eq!(
+            out.notes,
+            ["2 TT-Metal counter files of other users are not readable by you: run as root to see every process"]
+        );
+        let none = external_views(None, &holders, &proc, &user_of);
+        assert_eq!((none.views.len(), none.chips.len()), (2, 0));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! the kernel driver's pid lists, read again every [`READ_INTERVAL_NS`] (so a death shows
 //! within a second) into views that join the collector's own in one merged picture.
 
-use ttmem_model::sources::{TtMetalViews, kmd_views, ttmetal_views};
+use ttmem_model::sources::external_views;
 use ttmem_model::{ProcessView, SkippedRegion};
 use ttmem_ttmetal::proc::ProcRoot;
 
@@ -35,21 +35,13 @@ impl Collector {
         self.external.last_read_ns = Some(monotonic_ns);
         let proc = ProcRoot::new(&self.cfg.proc_root);
         let user_of = |uid: u32| ttmem_scan::user_name(uid).unwrap_or_else(|| uid.to_string());
-        let mut tt = match &self.cfg.tt_metal_dir {
-            Some(dir) => match ttmem_ttmetal::read_dir(dir) {
-                Ok(scan) => ttmetal_views(&scan, &proc, &user_of),
-                Err(e) => {
-                    tracing::debug!(dir = %dir.display(), "cannot read TT-Metal's counter files: {e}");
-                    TtMetalViews::default()
-                }
-            },
-            None => TtMetalViews::default(),
-        };
-        tt.views.extend(kmd_views(
-            &ttmem_ttmetal::kmd::holders(&self.cfg.proc_root),
-            &proc,
-            &user_of,
-        ));
+        let tt_metal = self.cfg.tt_metal_dir.as_ref().and_then(|dir| {
+            ttmem_ttmetal::read_dir(dir)
+                .inspect_err(|e| tracing::debug!(dir = %dir.display(), "cannot read TT-Metal's counter files: {e}"))
+                .ok()
+        });
+        let holders = ttmem_ttmetal::kmd::holders(&self.cfg.proc_root);
+        let mut tt = external_views(tt_metal.as_ref(), &holders, &proc, &user_of);
         // A start time converted to the wall clock moves by the boot time's few milliseconds of
         // jitter from one reading to the next: keep the first, so an unchanged process reads
         // as unchanged.
