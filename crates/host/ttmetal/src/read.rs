@@ -3,9 +3,9 @@
 //! A file is opened without following links and without blocking (a FIFO planted under the
 //! name cannot hang the reader), must be a regular file, and is read with one bounded `pread`
 //! of what its layout needs. TT-Metal updates the file while it is read (plain stores, no
-//! lock), so the read is repeated, a bounded number of times, until two reads agree on the
-//! update stamps; a file that keeps changing is used as last read (each counter is one aligned
-//! word, so no single value is torn).
+//! lock), so the read is repeated, a bounded number of times, until two reads agree byte for
+//! byte; a file that keeps changing is used as last read (each counter is one aligned word, so
+//! no single value is torn).
 
 use std::fs::File;
 use std::io;
@@ -91,16 +91,14 @@ pub fn read_file(path: &Path) -> Result<Read, ReadError> {
     if meta.len() > MAX_FILE_BYTES {
         return Err(ReadError::TooLarge(meta.len()));
     }
-    let mut last: Option<Vec<u8>> = None;
-    for _ in 0..MAX_READS {
-        let bytes = read_prefix(&f)?;
-        if last.as_ref().is_some_and(|prev| stamps(prev) == stamps(&bytes)) {
-            last = Some(bytes);
+    let mut bytes = read_prefix(&f)?;
+    for _ in 1..MAX_READS {
+        let again = read_prefix(&f)?;
+        if again == bytes {
             break;
         }
-        last = Some(bytes);
+        bytes = again;
     }
-    let bytes = last.unwrap_or_default();
     Ok(Read {
         path: path.into(),
         uid: meta.uid(),
@@ -127,16 +125,6 @@ fn read_prefix(f: &File) -> io::Result<Vec<u8>> {
     }
     buf.truncate(got);
     Ok(buf)
-}
-
-/// What changes with every update: the file's stamp and every slot's.
-fn stamps(b: &[u8]) -> Vec<u64> {
-    let Ok(f) = layout::decode(b) else {
-        return vec![b.len() as u64];
-    };
-    std::iter::once(f.last_update_ns)
-        .chain(f.slots.iter().map(|s| s.last_update_ns ^ s.bytes.total()))
-        .collect()
 }
 
 /// Reads every counter file in `dir`. A directory that does not exist reads as empty (no
