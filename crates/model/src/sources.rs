@@ -90,13 +90,15 @@ pub fn ttmetal_views(scan: &TtMetalScan, proc: &ProcRoot, user_of: &dyn Fn(u32) 
         out.chips.push((device.clone(), SourceKind::TtMetalShm));
         for slot in &f.slots {
             let owner = proc.slot_owner(slot.pid, slot.last_update_ns);
-            let key = (slot.pid, owner.as_ref().map_or(0, |o| o.start_time), slot.name.clone());
+            let start_time = owner.as_ref().map_or(0, |o| o.start_time);
+            let uid = owner.as_ref().map_or(read.uid, |o| o.uid);
+            let key = (slot.pid, start_time, slot.name.clone());
             let v = by_process.entry(key).or_insert_with(|| ProcessView {
                 id: ProcessIdentity {
                     pid: slot.pid,
-                    start_time: owner.as_ref().map_or(0, |o| o.start_time),
-                    uid: owner.as_ref().map_or(read.uid, |o| o.uid),
-                    user: user_of(owner.as_ref().map_or(read.uid, |o| o.uid)),
+                    start_time,
+                    uid,
+                    user: user_of(uid),
                     name: slot.name.clone(),
                     cmdline: owner.as_ref().map_or_else(String::new, |o| o.cmdline.clone()),
                 },
