@@ -65,6 +65,7 @@ pub fn daemon(allocations: u64, samples: usize, progress: &mut dyn FnMut(&str)) 
             remove_dead_regions: false,
             tt_metal_dir: None,
             proc_root: "/proc".into(),
+            drain_interval: std::time::Duration::from_millis(50),
         },
         ttmem_daemon::monotonic_ns(),
     );

@@ -11,6 +11,7 @@
 pub mod baselines;
 pub mod daemon;
 pub mod legacy;
+pub mod load;
 pub mod ttmetal;
 
 use std::hint::black_box;

@@ -343,6 +343,49 @@ pub enum BenchCommand {
     /// A real TT-Metal process (ttnn on a mock n150): an allocate+deallocate pair with
     /// TT-Metal's counters off and on, each also under `ttmem run` (needs scripts/setup-ttnn.sh).
     Ttmetal(BenchTtmetalArgs),
+    /// The daemon under load: N writer processes at R events/s each for T seconds, with the
+    /// default ring; events lost, daemon CPU and memory, and the time until an allocation shows
+    /// in the API (p50, p99), per rate.
+    Load(BenchLoadArgs),
+    /// One writer of `bench load` (started by it).
+    #[command(hide = true)]
+    LoadWorker(BenchLoadWorkerArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchLoadArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Writer processes.
+    #[arg(short = 'n', long, default_value_t = 32)]
+    pub processes: u32,
+    /// Events per second per process, one run each (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000u64, 10_000, 100_000, 300_000, 1_000_000])]
+    pub rates: Vec<u64>,
+    /// Seconds per run.
+    #[arg(short = 't', long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Run every rate, also after one lost events.
+    #[arg(long)]
+    pub all: bool,
+    /// The ttmem binary to run as the daemon (default: this one), to compare two builds side
+    /// by side.
+    #[arg(long, value_name = "PATH")]
+    pub daemon_bin: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchLoadWorkerArgs {
+    /// Events per second.
+    #[arg(long)]
+    pub rate: u64,
+    /// Seconds.
+    #[arg(long)]
+    pub seconds: f64,
+    /// Which writer (its chip's hardware id).
+    #[arg(long, default_value_t = 0)]
+    pub index: u32,
 }
 
 #[derive(Debug, clap::Args)]

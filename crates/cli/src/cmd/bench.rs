@@ -11,6 +11,8 @@ pub fn bench(b: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Daemon(a) => a.json,
         BenchCommand::Legacy(a) => a.json,
         BenchCommand::Ttmetal(a) => a.json,
+        BenchCommand::Load(a) => a.json,
+        BenchCommand::LoadWorker(_) => true,
     };
     // Progress goes to stderr, and not at all when the output is JSON for a script.
     let mut progress = |step: &str| {
@@ -36,6 +38,31 @@ pub fn bench(b: BenchCommand) -> anyhow::Result<ExitCode> {
             },
             &mut progress,
         )?,
+        BenchCommand::LoadWorker(a) => {
+            let written = ttmem_bench::load::worker(a.rate, a.seconds.max(0.0), a.index)?;
+            out(&format!("{written}\n"))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        BenchCommand::Load(a) => {
+            let me = std::env::current_exe()?;
+            let report = ttmem_bench::load::load(
+                &me,
+                a.daemon_bin.as_deref().unwrap_or(&me),
+                ttmem_bench::load::LoadOptions {
+                    processes: a.processes.max(1),
+                    rates: a.rates,
+                    seconds: a.seconds.clamp(0.5, 3600.0),
+                    stop_at_loss: !a.all,
+                },
+                &mut progress,
+            )?;
+            if json {
+                out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
+            } else {
+                out(&ttmem_bench::load::render(&report))?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         BenchCommand::Ttmetal(a) => ttmem_bench::ttmetal::ttmetal(
             &std::env::current_exe()?,
             ttmem_bench::ttmetal::TtMetalOptions {
