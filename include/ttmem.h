@@ -8,7 +8,7 @@
  * functions act on one process-wide tracker configured from the environment on first use:
  *   TTMEM_DISABLE=1         turn tracking off (about a nanosecond per call)
  *   TTMEM_DIR               region directory (default /dev/shm/ttmem)
- *   TTMEM_RING_EVENTS       events per thread ring, a power of two (default 4096)
+ *   TTMEM_RING_EVENTS       events per thread ring, a power of two (default 16384)
  *   TTMEM_SHARDS            thread shards (default 32)
  *   TTMEM_REGION_MODE       region file mode, octal (default 600)
  *   TTMEM_PROCESS_NAME      the name readers show (default: the executable's)

@@ -214,7 +214,7 @@ fn hostile_regions_are_refused_and_sigterm_stops_cleanly() {
     wait_until(|| d.process(pid(&h)).is_some());
     wait_until(|| !d.get("/api/v1/snapshot")["skipped"].as_array().unwrap().is_empty());
     let snap = d.get("/api/v1/snapshot");
-    assert_eq!(snap["skipped"][0]["reason"], "not a ttmem region (wrong magic)");
+    assert_eq!(snap["skipped"][0]["reason"], "not a ttmem region (wrong magic)", "{}", snap["skipped"]);
     assert_eq!(d.get("/api/v1/health")["status"], "ok");
     // SAFETY: signalling our own child.
     unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };

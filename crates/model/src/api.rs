@@ -61,6 +61,26 @@ pub struct AllocationPage {
     pub events_lost: u64,
     /// Frees that matched no live allocation.
     pub unmatched_frees: u64,
+    /// After a loss: wall-clock ns since which the list is complete (allocations made before
+    /// it are left out, since a lost event may have freed any of them).
+    #[serde(default)]
+    pub detail_since_unix_ns: Option<u64>,
+}
+
+/// A process whose list of allocations lacks some, because events were lost or written before
+/// the daemon attached. Answers built from the lists (fit, fragmentation, maps, leaks) cannot
+/// see what it lacks; its totals (from its counters) are exact.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IncompleteDetail {
+    /// The process.
+    pub pid: u32,
+    /// Its executable's name.
+    pub name: String,
+    /// Events its detail lacks.
+    pub events_lost: u64,
+    /// Wall-clock ns since which its list is complete again (None: it lacks only events
+    /// written before the daemon attached).
+    pub detail_since_unix_ns: Option<u64>,
 }
 
 /// One event of a process's flight recorder.
@@ -106,6 +126,9 @@ pub struct Fit {
     /// The answer.
     #[serde(flatten)]
     pub fit: ttmem_ledger::Fit<Option<u32>>,
+    /// Processes on the device whose lists lack allocations: the gaps may be smaller.
+    #[serde(default)]
+    pub incomplete: Vec<IncompleteDetail>,
 }
 
 /// One category's free space in `GET /api/v1/devices/{id}/fragmentation`.
@@ -126,6 +149,9 @@ pub struct DeviceFragmentation {
     pub device: u32,
     /// Categories with an address range.
     pub categories: Vec<CategoryFragmentation>,
+    /// Processes on the device whose lists lack allocations: free space may be overstated.
+    #[serde(default)]
+    pub incomplete: Vec<IncompleteDetail>,
 }
 
 /// `GET /api/v1/devices/{id}/map`: one bank's range in equal cells.
@@ -139,6 +165,9 @@ pub struct Map {
     pub cells: Vec<f32>,
     /// Its free space.
     pub fragmentation: Fragmentation,
+    /// Processes on the device whose lists lack allocations: occupancy may be understated.
+    #[serde(default)]
+    pub incomplete: Vec<IncompleteDetail>,
 }
 
 /// One device's map in `GET /api/v1/maps`.
@@ -159,6 +188,9 @@ pub struct Maps {
     pub category: String,
     /// Devices with an address range for it, in id order.
     pub maps: Vec<DeviceMap>,
+    /// Processes whose lists lack allocations: occupancy may be understated.
+    #[serde(default)]
+    pub incomplete: Vec<IncompleteDetail>,
 }
 
 /// `GET /api/v1/leaks`: live allocations older than a threshold, oldest first.
@@ -168,6 +200,9 @@ pub struct Leaks {
     pub min_age_s: u64,
     /// The suspects.
     pub allocations: Vec<Allocation>,
+    /// Processes whose lists lack allocations: suspects among them cannot be listed.
+    #[serde(default)]
+    pub incomplete: Vec<IncompleteDetail>,
 }
 
 /// `GET /api/v1/history`: a step series of the peak per bucket.

@@ -77,8 +77,10 @@ pub mod limits {
 pub const DEFAULT_MAX_DEVICES: u32 = 64;
 /// Default number of shards (thread slots, the last one shared by overflow threads).
 pub const DEFAULT_MAX_SHARDS: u32 = 32;
-/// Default ring size in events per shard.
-pub const DEFAULT_RING_EVENTS: u32 = 4096;
+/// Default ring size in events per shard: 1 MiB of shared memory per thread that reports,
+/// enough to hold a burst of some ten thousand allocations (a model's buffers for 32 chips)
+/// between two drains of a daemon that follows each ring's pace.
+pub const DEFAULT_RING_EVENTS: u32 = 16384;
 /// Default string-table size in bytes.
 pub const DEFAULT_STRINGS_BYTES: u64 = 64 << 10;
 
@@ -453,9 +455,9 @@ mod tests {
             DEFAULT_STRINGS_BYTES,
         )
         .unwrap();
-        assert_eq!(g.region_size, 10_629_120, "docs/region-format.md states this size");
+        assert_eq!(g.region_size, 35_794_944, "docs/region-format.md states this size");
         let doc = include_str!("../../../docs/region-format.md");
-        assert!(doc.contains("10,629,120 bytes"));
+        assert!(doc.contains("35,794,944 bytes"));
     }
 
     #[test]

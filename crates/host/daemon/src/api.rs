@@ -350,16 +350,19 @@ async fn allocations(
         .ledger()
         .allocations(key, sort, q.offset.unwrap_or(0), limit, (s.now_ns)())
         .map_err(|e| not_found(e.to_string()))?;
-    let (lost, unmatched) = c.ledger().completeness(key).unwrap_or((0, 0));
+    let completeness = c.ledger().completeness(key).unwrap_or_default();
     let devices = c.device_ids();
     Ok(Json(api::AllocationPage {
         pid,
         total: page.total,
         offset: page.offset,
         items: page.items.into_iter().map(|a| allocation(pid, &devices, a)).collect(),
-        complete: lost == 0,
-        events_lost: lost,
-        unmatched_frees: unmatched,
+        complete: completeness.is_complete(),
+        events_lost: completeness.lost,
+        unmatched_frees: completeness.unmatched_frees,
+        detail_since_unix_ns: completeness
+            .detail_since_ns
+            .map(|t| ttmem_model::now_ns().saturating_sub((s.now_ns)().saturating_sub(t))),
     }))
 }
 
@@ -411,6 +414,12 @@ fn category_name(c: &Collector, dev: DeviceKey, cat: u8) -> Option<String> {
         .map(|x| x.name.clone())
 }
 
+/// Processes whose detail lacks allocations (on `device`, or anywhere): every answer built from
+/// the detail names them.
+fn incomplete(s: &Shared, c: &Collector, device: Option<u32>) -> Vec<api::IncompleteDetail> {
+    c.incomplete_detail(device, (s.now_ns)(), ttmem_model::now_ns())
+}
+
 fn ledger_device(c: &Collector, id: u32) -> Result<DeviceKey, ApiError> {
     c.ledger_device(id).ok_or_else(|| not_found(format!("no device {id}")))
 }
@@ -438,7 +447,11 @@ async fn fragmentation(State(s): State<Arc<Shared>>, P(id): P<u32>) -> ApiResult
                 })
         })
         .collect();
-    Ok(Json(api::DeviceFragmentation { device: id, categories }))
+    Ok(Json(api::DeviceFragmentation {
+        device: id,
+        categories,
+        incomplete: incomplete(&s, &c, Some(id)),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -466,6 +479,7 @@ async fn map(State(s): State<Arc<Shared>>, P(id): P<u32>, Q(q): Q<MapQuery>) -> 
         category,
         cells,
         fragmentation,
+        incomplete: incomplete(&s, &c, Some(id)),
     }))
 }
 
@@ -496,7 +510,11 @@ async fn maps(State(s): State<Arc<Shared>>, Q(q): Q<MapQuery>) -> ApiResult<api:
             })
         })
         .collect();
-    Ok(Json(api::Maps { category, maps }))
+    Ok(Json(api::Maps {
+        category,
+        maps,
+        incomplete: incomplete(&s, &c, None),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -520,6 +538,7 @@ async fn fit(State(s): State<Arc<Shared>>, Q(q): Q<FitQuery>) -> ApiResult<api::
         category,
         // Owners as pids, not internal keys.
         fit: f.map_owners(|k| c.pid_of(k)),
+        incomplete: incomplete(&s, &c, Some(id)),
     }))
 }
 
@@ -539,7 +558,11 @@ async fn leaks(State(s): State<Arc<Shared>>, Q(q): Q<LeakQuery>) -> ApiResult<ap
         .into_iter()
         .filter_map(|a| Some(allocation(c.pid_of(a.process)?, &devices, a)))
         .collect();
-    Ok(Json(api::Leaks { min_age_s, allocations }))
+    Ok(Json(api::Leaks {
+        min_age_s,
+        allocations,
+        incomplete: incomplete(&s, &c, None),
+    }))
 }
 
 /// (pid, start time) → (name, state) of every process the daemon knows.

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use ttmem_history::{History, SeriesKey};
 use ttmem_ledger::{DeviceKey, Ledger, ProcKey};
-use ttmem_model::api::CollectorStats;
+use ttmem_model::api::{CollectorStats, IncompleteDetail};
 use ttmem_model::{DeviceIdentity, DeviceTable, ProcState, ProcessView, SkippedRegion, Snapshot, SnapshotMeta};
 use ttmem_store::ProcessRecord;
 
@@ -71,6 +71,8 @@ pub struct CollectorConfig {
     pub tt_metal_dir: Option<PathBuf>,
     /// The proc root (the kernel driver's pid lists, the facts about their processes).
     pub proc_root: PathBuf,
+    /// The longest a region waits between drains; a busy one is drained sooner, at its pace.
+    pub drain_interval: Duration,
 }
 
 /// See the module docs.
@@ -164,7 +166,7 @@ impl Collector {
             self.last_rescan_ns = Some(now.monotonic_ns);
             self.discover();
         }
-        self.drain_all();
+        self.drain_all(now.monotonic_ns);
         self.check_liveness(now);
         self.let_go_of_unlinked(now.monotonic_ns);
         self.read_external(now.monotonic_ns);
@@ -281,7 +283,7 @@ impl Collector {
     /// Records a death: a last drain (the ring is still readable), then the process's memory
     /// leaves the totals and stays as what it left behind; its region file is removed.
     pub fn process_died(&mut self, key: ProcKey, now: Now) {
-        if let Err(e) = self.drain_one(key) {
+        if let Err(e) = self.drain_one(key, now.monotonic_ns) {
             tracing::debug!(process = key.0, "last drain failed: {e}");
         }
         let Some(p) = self.procs.get_mut(&key) else { return };
@@ -396,6 +398,41 @@ impl Collector {
             .filter(|(_, i)| **i == identity)
             .map(|(&k, _)| k)
             .min()
+    }
+
+    /// Processes whose ledger detail lacks allocations (all, or those with memory on the `ps`
+    /// device `device`): what answers built from the detail must name. `mono_ns` and `unix_ns`
+    /// are the clocks now, to date the point the detail resumed.
+    pub fn incomplete_detail(&self, device: Option<u32>, mono_ns: u64, unix_ns: u64) -> Vec<IncompleteDetail> {
+        let table = device.map(|_| self.device_table());
+        let mut out: Vec<IncompleteDetail> = self
+            .procs
+            .iter()
+            .filter_map(|(&key, p)| {
+                let c = self.ledger.completeness(key)?;
+                if c.is_complete() {
+                    return None;
+                }
+                if let (Some(id), Some(table)) = (device, &table)
+                    && !p
+                        .view
+                        .identities()
+                        .any(|(identity, _)| table.id_of(&identity) == Some(id))
+                {
+                    return None;
+                }
+                Some(IncompleteDetail {
+                    pid: p.view.id.pid,
+                    name: p.view.id.name.clone(),
+                    events_lost: c.lost,
+                    detail_since_unix_ns: c
+                        .detail_since_ns
+                        .map(|t| unix_ns.saturating_sub(mono_ns.saturating_sub(t))),
+                })
+            })
+            .collect();
+        out.sort_by_key(|d| d.pid);
+        out
     }
 
     /// The `ps` snapshot (schema 1) of everything the collector knows, from exact counters.

@@ -124,6 +124,7 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
                 remove_dead_regions: config.remove_dead_regions,
                 tt_metal_dir: config.tt_metal_dir.clone(),
                 proc_root: config.proc_root.clone(),
+                drain_interval: config.drain_interval,
             },
             monotonic_ns(),
         )),
@@ -328,27 +329,47 @@ fn collect_loop(shared: &api::Shared, stop: &AtomicBool, config: &Config, mut le
                 revents: 0,
             });
         }
-        fds.extend(shared.collector.read().pidfds().into_iter().map(|fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        }));
+        let next_drain_ns = {
+            let c = shared.collector.read();
+            fds.extend(c.pidfds().into_iter().map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            }));
+            c.next_drain_ns()
+        };
         let tick_fds = fds.len();
         if let Some(l) = &legacy {
             l.pollfds(&mut fds);
         }
-        let until_tick = (timeout_ms as u128).saturating_sub(last_tick.elapsed().as_millis()) as i32;
-        let wait = match legacy.as_ref().and_then(|l| l.next_deadline()) {
-            Some(d) => until_tick.min(d.as_millis() as i32 + 1),
-            None => until_tick,
+        let tick_every = std::time::Duration::from_millis(timeout_ms as u64);
+        let until_tick = tick_every.saturating_sub(last_tick.elapsed());
+        // A busy region is drained at its own pace, sooner than the tick (see DrainPace).
+        let until_drain = next_drain_ns.map(|t| std::time::Duration::from_nanos(t.saturating_sub(monotonic_ns())));
+        let wait = [
+            Some(until_tick),
+            until_drain,
+            legacy.as_ref().and_then(|l| l.next_deadline()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(tick_every);
+        let timeout = libc::timespec {
+            tv_sec: wait.as_secs() as libc::time_t,
+            tv_nsec: wait.subsec_nanos() as libc::c_long,
         };
-        // SAFETY: fds is a valid array of pollfd of the given length.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait.max(0)) };
+        // SAFETY: fds is a valid array of pollfd of the given length; the timespec outlives the
+        // call and no signal mask is passed.
+        unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, &timeout, std::ptr::null()) };
         if let Some(l) = legacy.as_mut() {
             l.service(&fds[tick_fds..], &shared.collector, collector::Now::system);
         }
         let woken = fds[..tick_fds].iter().any(|p| p.revents != 0);
-        if !woken && last_tick.elapsed().as_millis() < timeout_ms as u128 {
+        if !woken && last_tick.elapsed() < tick_every {
+            if next_drain_ns.is_some_and(|t| t <= monotonic_ns()) {
+                shared.collector.write().drain_due(monotonic_ns());
+            }
             continue;
         }
         last_tick = Instant::now();

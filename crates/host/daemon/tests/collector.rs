@@ -35,6 +35,7 @@ fn collector(dir: &Path, retention: Duration) -> Collector {
             remove_dead_regions: true,
             tt_metal_dir: None,
             proc_root: "/proc".into(),
+            drain_interval: std::time::Duration::from_millis(50),
         },
         0,
     )
@@ -188,6 +189,7 @@ fn tt_metal_processes_join_the_snapshot_and_an_unchanged_reading_changes_nothing
             remove_dead_regions: true,
             tt_metal_dir: Some(tt.clone()),
             proc_root: "/proc".into(),
+            drain_interval: std::time::Duration::from_millis(50),
         },
         0,
     );
@@ -311,4 +313,125 @@ fn the_directory_is_listed_on_a_change_or_every_two_seconds_not_every_tick() {
         2,
         "a reported change is looked at on the next tick"
     );
+}
+
+/// A tracker with a small ring, so that a burst between two drains overflows it.
+fn tracker_with_ring(dir: &Path, ring_events: u32) -> Tracker {
+    Tracker::new(Config {
+        dir: dir.into(),
+        ring_events,
+        ..Config::default()
+    })
+}
+
+#[test]
+fn after_lost_events_the_ledger_lists_no_allocation_that_was_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker_with_ring(dir.path(), 64);
+    let chip = t.register_device(&spec(0x61, "n150")).unwrap();
+    let mut c = collector(dir.path(), Duration::from_secs(60));
+    // Ten buffers the daemon sees being allocated.
+    for i in 0..10u64 {
+        t.alloc(chip, tt::DRAM, i << 20, 1 << 20);
+    }
+    c.tick(Now::system());
+    let key = c.key_of_pid(std::process::id()).unwrap();
+    assert_eq!(
+        c.ledger().allocations(key, SortBy::Address, 0, 100, 0).unwrap().total,
+        10
+    );
+    assert!(c.ledger().completeness(key).unwrap().is_complete());
+    // Half of them are freed, then a burst overwrites those frees in the ring before the next
+    // drain; after a pause, three more buffers.
+    for i in 0..5u64 {
+        t.free(chip, tt::DRAM, i << 20, 1 << 20);
+    }
+    for i in 0..500u64 {
+        t.alloc(chip, tt::L1, 0x10_0000 + i * 64, 64);
+        t.free(chip, tt::L1, 0x10_0000 + i * 64, 64);
+    }
+    std::thread::sleep(Duration::from_millis(30));
+    for i in 20..23u64 {
+        t.alloc(chip, tt::DRAM, i << 20, 1 << 20);
+    }
+    c.tick(Now::system());
+
+    let listed: Vec<u64> = c
+        .ledger()
+        .allocations(key, SortBy::Address, 0, 100, 0)
+        .unwrap()
+        .items
+        .iter()
+        .map(|a| a.address)
+        .collect();
+    for address in &listed {
+        let i = address >> 20;
+        assert!(
+            (5..10).contains(&i) || (20..23).contains(&i),
+            "{address:#x} was freed but is listed"
+        );
+    }
+    for i in 20..23u64 {
+        assert!(
+            listed.contains(&(i << 20)),
+            "{:#x}, allocated after the loss, is not listed",
+            i << 20
+        );
+    }
+    let completeness = c.ledger().completeness(key).unwrap();
+    assert!(completeness.lost >= 900, "{completeness:?}");
+    assert!(completeness.detail_since_ns.is_some());
+    // Every answer built from the detail names the process, on its chip and host-wide.
+    let now = Now::system();
+    let named = c.incomplete_detail(Some(0), now.monotonic_ns, now.unix_ns);
+    assert_eq!(named.len(), 1);
+    assert_eq!(named[0].pid, std::process::id());
+    assert_eq!(named[0].events_lost, completeness.lost);
+    let since = named[0].detail_since_unix_ns.unwrap();
+    assert!(
+        since <= now.unix_ns && now.unix_ns - since < 60 * S,
+        "{since} vs {}",
+        now.unix_ns
+    );
+    assert_eq!(c.incomplete_detail(None, now.monotonic_ns, now.unix_ns), named);
+    assert!(c.incomplete_detail(Some(1), now.monotonic_ns, now.unix_ns).is_empty());
+    // The exact counters still say eight buffers of DRAM.
+    let snap = c.snapshot();
+    let dram = snap.devices[0].categories.iter().find(|x| x.name == "DRAM").unwrap();
+    assert_eq!(dram.used, 8 << 20);
+}
+
+#[test]
+fn a_free_on_another_thread_never_reaches_the_ledger_before_its_allocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = std::sync::Arc::new(tracker_with_ring(dir.path(), 1 << 14));
+    let chip = t.register_device(&spec(0x62, "n150")).unwrap();
+    // One thread allocates more buffers than a drain round takes per shard; another frees
+    // them all, newest first; the daemon drains both shards' backlogs at once, so the frees of
+    // the newest buffers come in the same round as the oldest allocations.
+    // (Both threads live until both are done, so each keeps its own shard.)
+    const N: u64 = 6000;
+    let allocated = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let done = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let (writer, a1, d1) = (t.clone(), allocated.clone(), done.clone());
+    let alloc_thread = std::thread::spawn(move || {
+        for i in 0..N {
+            writer.alloc(chip, tt::DRAM, i << 12, 4096);
+        }
+        a1.wait();
+        d1.wait();
+    });
+    allocated.wait();
+    for i in (0..N).rev() {
+        t.free(chip, tt::DRAM, i << 12, 4096);
+    }
+    done.wait();
+    alloc_thread.join().unwrap();
+    let mut c = collector(dir.path(), Duration::from_secs(60));
+    c.tick(Now::system());
+    let key = c.key_of_pid(std::process::id()).unwrap();
+    let page = c.ledger().allocations(key, SortBy::Address, 0, 10, 0).unwrap();
+    assert_eq!(page.total, 0, "freed buffers listed: {:?}", &page.items);
+    assert_eq!(c.ledger().stats().unmatched_frees, 0);
+    assert!(c.ledger().completeness(key).unwrap().is_complete());
 }

@@ -7,11 +7,13 @@ use hashbrown::HashMap;
 
 use crate::{
     Bucket, DeviceKey, Entry, Event, EventKind, FLIGHT_RECORDER_EVENTS, Ledger, Proc, ProcKey, ProcState, RecentEvent,
-    Totals,
+    Tie, Totals,
 };
 
 /// Events applied at a time (a longer batch is applied in parts, with the same result).
 pub(crate) const MAX_BATCH: usize = 1 << 16;
+/// Most ties a process keeps open (events waiting for another stream's event of the same tick).
+const MAX_TIES: usize = 1 << 16;
 /// Marks no partner in [`Transients::partner`].
 const NO_PARTNER: u32 = u32::MAX;
 /// Slots of the table that pairs a batch's frees with its allocations (a power of two, a few
@@ -24,6 +26,9 @@ const TRANSIENT_SLOTS: usize = if cfg!(test) { 8 } else { 1 << 12 };
 pub(crate) struct Transients {
     /// Per batch event: its partner's index (alloc → its free, free → its alloc).
     partner: Vec<u32>,
+    /// Per free: its paired allocation was found freed already (see [`crate::Tie`]), so it
+    /// frees whatever the address holds instead.
+    unpaired: Vec<bool>,
     /// Direct-mapped by (device, category, address): the index of the latest batch event on
     /// that key, or of a colliding one (verified against the batch, so stale slots are harmless).
     slots: Box<[u32]>,
@@ -33,6 +38,7 @@ impl Transients {
     pub(crate) fn new() -> Self {
         Transients {
             partner: Vec::new(),
+            unpaired: Vec::new(),
             slots: vec![NO_PARTNER; TRANSIENT_SLOTS].into_boxed_slice(),
         }
     }
@@ -41,9 +47,12 @@ impl Transients {
     /// it in `events`, when no other event on that key lies between them. A collision in the
     /// table only loses a pairing, never makes a wrong one: a slot is trusted only if the event
     /// it names has the same key and no later event on the key overwrote it.
-    fn pair(&mut self, events: &[Event], valid: impl Fn(&Event) -> bool) {
+    /// An allocation `pairable` refuses still hides older events on its key from later frees.
+    fn pair(&mut self, events: &[Event], valid: impl Fn(&Event) -> bool, pairable: impl Fn(&Event) -> bool) {
         self.partner.clear();
         self.partner.resize(events.len(), NO_PARTNER);
+        self.unpaired.clear();
+        self.unpaired.resize(events.len(), false);
         let slot_of = |e: &Event| {
             let key = e.address ^ ((e.device.0 as u64) << 40 | (e.category as u64) << 32).rotate_left(17);
             (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - TRANSIENT_SLOTS.trailing_zeros())) as usize
@@ -58,6 +67,9 @@ impl Transients {
                 && prev < i
                 && let Some(p) = events.get(prev)
                 && p.kind == EventKind::Alloc
+                && pairable(p)
+                // Two streams' events of one clock tick have no known order (see `apply_batch`).
+                && (p.stream == e.stream || p.time_ns != e.time_ns)
                 && p.address == e.address
                 && p.device == e.device
                 && p.category == e.category
@@ -80,6 +92,8 @@ impl Ledger {
             recent: VecDeque::with_capacity(16),
             lost: 0,
             unmatched_frees: 0,
+            detail_since_ns: None,
+            ties: HashMap::new(),
             tags: HashMap::new(),
         });
     }
@@ -93,8 +107,48 @@ impl Ledger {
         }
     }
 
-    /// Notes that `n` events of a process were lost (ring overflow): its detail is incomplete.
-    pub fn mark_lost(&mut self, proc: ProcKey, n: u64) {
+    /// Notes that `n` events of a process were lost (ring overflow), every one of them written
+    /// by `until_ns` (monotonic). Any allocation made by then may have been freed by a lost
+    /// event, so all of them leave the detail, and those that arrive later stamped by then are
+    /// not taken: the ledger never lists an allocation that is not live. The detail is complete
+    /// again for allocations made after `until_ns` ([`Ledger::completeness`]).
+    pub fn lost_until(&mut self, proc: ProcKey, n: u64, until_ns: u64) {
+        let Some(p) = self.procs.get_mut(&proc) else { return };
+        p.lost = p.lost.saturating_add(n);
+        if p.detail_since_ns.is_some_and(|t| t >= until_ns) {
+            return;
+        }
+        p.detail_since_ns = Some(until_ns);
+        // Entries keep their time in whole seconds: those of the last second are dropped too
+        // (a listing that lacks a live allocation is honest; one with a freed one is not).
+        let until_s = (until_ns.saturating_sub(self.epoch_ns) / 1_000_000_000).min(u32::MAX as u64) as u32;
+        let running = p.state == ProcState::Running;
+        for (&(dev, cat), b) in &mut p.buckets {
+            let before = (b.totals.bytes, b.totals.count);
+            b.live.retain(|_, entry| {
+                let keep = entry.time_s > until_s;
+                if !keep {
+                    b.totals.bytes = b.totals.bytes.saturating_sub(entry.size);
+                    b.totals.count = b.totals.count.saturating_sub(1);
+                }
+                keep
+            });
+            if running
+                && let Some(t) = self
+                    .devices
+                    .get_mut(dev.index())
+                    .and_then(|(_, t)| t.get_mut(cat as usize))
+            {
+                t.bytes = t.bytes.saturating_sub(before.0 - b.totals.bytes);
+                t.count = t.count.saturating_sub(before.1 - b.totals.count);
+            }
+        }
+    }
+
+    /// Notes that `n` events were missed without any risk to what is listed (events a reader
+    /// never saw because they were written before it attached): the detail lacks allocations,
+    /// but every one it lists is live.
+    pub fn missed(&mut self, proc: ProcKey, n: u64) {
         if let Some(p) = self.procs.get_mut(&proc) {
             p.lost = p.lost.saturating_add(n);
         }
@@ -134,8 +188,15 @@ impl Ledger {
                 .get(e.device.index())
                 .is_some_and(|(_, t)| (e.category as usize) < t.len())
         };
-        transients.pair(events, known);
-        let partner = &transients.partner;
+        // After a loss, allocations made by its end are not taken (see `lost_until`).
+        let since = p.detail_since_ns;
+        let stale = |e: &Event| e.kind == EventKind::Alloc && since.is_some_and(|t| e.time_ns <= t);
+        transients.pair(events, known, |e| !stale(e));
+        let Transients { partner, unpaired, .. } = transients;
+        // Unmatched frees of an earlier clock tick can no longer meet their allocation.
+        if let Some(first) = events.first() {
+            p.ties.retain(|_, (t, _, _)| *t >= first.time_ns);
+        }
         // Only the batch's last FLIGHT_RECORDER_EVENTS applied events can stay in the recorder
         // (rejected ones are never recorded, so they do not count).
         let mut recent_from = events.len();
@@ -166,6 +227,31 @@ impl Ledger {
             stats.events += 1;
             let time_s = (e.time_ns.saturating_sub(*epoch_ns) / 1_000_000_000).min(u32::MAX as u64) as u32;
             let matched = match e.kind {
+                EventKind::Alloc if stale(e) => true,
+                // Another stream (thread) freed it within the same clock tick, and that free came
+                // first.
+                EventKind::Alloc
+                    if !p.ties.is_empty()
+                        && p.ties
+                            .get(&(e.device, e.category, e.address))
+                            .is_some_and(|&(t, stream, tie)| {
+                                tie == Tie::EarlyFree && t == e.time_ns && stream != e.stream
+                            }) =>
+                {
+                    p.ties.remove(&(e.device, e.category, e.address));
+                    if partner[i] != NO_PARTNER {
+                        unpaired[partner[i] as usize] = true;
+                    }
+                    stats.unmatched_frees = stats.unmatched_frees.saturating_sub(1);
+                    p.unmatched_frees = p.unmatched_frees.saturating_sub(1);
+                    bucket.totals.add(e.size);
+                    bucket.totals.sub(e.size);
+                    if running {
+                        dev_total.add(e.size);
+                        dev_total.sub(e.size);
+                    }
+                    true
+                }
                 EventKind::Alloc => {
                     // A transient allocation only takes the place of what was live at its
                     // address; its free (later in this batch) finds it gone from the map.
@@ -182,8 +268,13 @@ impl Ledger {
                         )
                     };
                     if let Some(old) = old {
-                        // A re-allocation at a live address: the runtime reused it without a free we saw.
+                        // A re-allocation at a live address: the runtime reused it without a free
+                        // we saw, or another stream's free of it in the same tick comes later.
                         stats.replaced += 1;
+                        if p.ties.len() < MAX_TIES {
+                            p.ties
+                                .insert((e.device, e.category, e.address), (e.time_ns, e.stream, Tie::Replaced));
+                        }
                         bucket.totals.sub(old.size);
                         if running {
                             dev_total.sub(old.size);
@@ -195,12 +286,26 @@ impl Ledger {
                     }
                     true
                 }
-                EventKind::Free if partner[i] != NO_PARTNER => {
+                EventKind::Free if partner[i] != NO_PARTNER && !unpaired[i] => {
                     let size = events[partner[i] as usize].size;
                     bucket.totals.sub(size);
                     if running {
                         dev_total.sub(size);
                     }
+                    true
+                }
+                // Another stream allocated at this address in the same tick, taking the place of
+                // what this frees: the free came first.
+                EventKind::Free
+                    if !p.ties.is_empty()
+                        && p.ties
+                            .get(&(e.device, e.category, e.address))
+                            .is_some_and(|&(t, stream, tie)| {
+                                tie == Tie::Replaced && t == e.time_ns && stream != e.stream
+                            }) =>
+                {
+                    p.ties.remove(&(e.device, e.category, e.address));
+                    stats.replaced = stats.replaced.saturating_sub(1);
                     true
                 }
                 EventKind::Free => match bucket.live.remove(&e.address) {
@@ -214,6 +319,12 @@ impl Ledger {
                     None => {
                         stats.unmatched_frees += 1;
                         p.unmatched_frees += 1;
+                        // Threads' events within one clock tick cannot be ordered: the
+                        // allocation this frees may come later in the same tick.
+                        if p.ties.len() < MAX_TIES {
+                            p.ties
+                                .insert((e.device, e.category, e.address), (e.time_ns, e.stream, Tie::EarlyFree));
+                        }
                         false
                     }
                 },

@@ -92,6 +92,11 @@ pub struct Event {
     pub time_ns: u64,
     /// The process's tag id (0: none).
     pub tag: u32,
+    /// Which of the process's event streams (a region's shard, one per thread) it came from:
+    /// one stream's events are in order, while only their times order events of different
+    /// streams, to the resolution of the writer's clock.
+    #[serde(default)]
+    pub stream: u16,
 }
 
 /// Live bytes and counts with their history.
@@ -167,12 +172,31 @@ pub struct RecentEvent {
     pub matched: bool,
 }
 
+/// Events of different streams (threads) stamped in the same clock tick arrive merged in an
+/// order that may not be theirs. In a valid allocator trace, two events on one address in one
+/// tick from two streams allow one order only, so the ledger keeps what it saw first open:
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Tie {
+    /// A free matched nothing: another stream's allocation of the address, later in the same
+    /// tick, is what it freed.
+    EarlyFree,
+    /// An allocation took a live address: another stream's free of it, later in the same tick,
+    /// freed what it replaced.
+    Replaced,
+}
+
 struct Proc {
     state: ProcState,
     buckets: HashMap<(DeviceKey, u8), Bucket>,
     recent: VecDeque<RecentEvent>,
     lost: u64,
     unmatched_frees: u64,
+    /// After events were lost: the monotonic ns up to which the detail was dropped. Every
+    /// allocation made by then may have been freed by a lost event, so none is kept or taken.
+    detail_since_ns: Option<u64>,
+    /// Events of this clock tick whose order against another stream's is open, by (device,
+    /// category, address), with their time and stream.
+    ties: HashMap<(DeviceKey, u8, u64), (u64, u16, Tie)>,
     tags: HashMap<u32, Box<str>>,
 }
 
@@ -276,7 +300,7 @@ mod apply;
 mod query;
 mod space;
 
-pub use query::{Allocation, Page, SortBy};
+pub use query::{Allocation, Completeness, Page, SortBy};
 pub use space::{Fit, Fragmentation, Gap, Neighbour};
 
 #[cfg(test)]

@@ -48,6 +48,26 @@ pub struct Page {
     pub items: Vec<Allocation>,
 }
 
+/// How far a process's detail can be trusted (its exact totals come from its counters, not
+/// from here).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Completeness {
+    /// Events lost before they were read: allocations made before `detail_since_ns` are not
+    /// listed (they may have been freed by a lost event).
+    pub lost: u64,
+    /// Frees that matched no listed allocation (allocated before tracking began, or dropped).
+    pub unmatched_frees: u64,
+    /// `CLOCK_MONOTONIC` ns from which the detail is complete again (None: it always was).
+    pub detail_since_ns: Option<u64>,
+}
+
+impl Completeness {
+    /// Whether every live allocation of the process is listed.
+    pub fn is_complete(&self) -> bool {
+        self.lost == 0
+    }
+}
+
 impl Ledger {
     /// Processes and their states.
     pub fn processes(&self) -> impl Iterator<Item = (ProcKey, ProcState)> + '_ {
@@ -70,10 +90,14 @@ impl Ledger {
         v
     }
 
-    /// Events lost for a process (its detail is incomplete when non-zero), and frees that
-    /// matched nothing.
-    pub fn completeness(&self, proc: ProcKey) -> Option<(u64, u64)> {
-        self.procs.get(&proc).map(|p| (p.lost, p.unmatched_frees))
+    /// How far a process's detail can be trusted: events lost, frees that matched nothing, and
+    /// since when the detail holds (after a loss).
+    pub fn completeness(&self, proc: ProcKey) -> Option<Completeness> {
+        self.procs.get(&proc).map(|p| Completeness {
+            lost: p.lost,
+            unmatched_frees: p.unmatched_frees,
+            detail_since_ns: p.detail_since_ns,
+        })
     }
 
     /// A process's flight recorder, oldest first.

@@ -46,6 +46,7 @@ fn ev(kind: EventKind, cat: u8, address: u64, size: u64, t: u64) -> Event {
         size,
         time_ns: t,
         tag: 0,
+        stream: 0,
     }
 }
 
@@ -90,7 +91,14 @@ fn aggregates_follow_events_and_exits() {
     );
     assert_eq!(l.stats().unmatched_frees, 1);
     assert_eq!(l.stats().rejected, 1);
-    assert_eq!(l.completeness(ProcKey(1)), Some((0, 1)));
+    assert_eq!(
+        l.completeness(ProcKey(1)),
+        Some(Completeness {
+            lost: 0,
+            unmatched_frees: 1,
+            detail_since_ns: None
+        })
+    );
     let rec = l.recent(ProcKey(1)).unwrap();
     assert_eq!(rec.len(), 4);
     assert!(!rec.back().unwrap().matched);
@@ -254,12 +262,12 @@ proptest! {
                 if let Ok(addr) = model.allocate(size) {
                     let fp = model.footprint(size);
                     live.push((addr, fp));
-                    l.apply(ProcKey(1), &Event { kind: EventKind::Alloc, device: d, category: 0, address: addr, size: fp, time_ns: 0, tag: 0 });
+                    l.apply(ProcKey(1), &Event { kind: EventKind::Alloc, device: d, category: 0, address: addr, size: fp, time_ns: 0, tag: 0, stream: 0 });
                 }
             } else {
                 let (addr, fp) = live.swap_remove(idx.index(live.len()));
                 model.deallocate(addr).unwrap();
-                l.apply(ProcKey(1), &Event { kind: EventKind::Free, device: d, category: 0, address: addr, size: fp, time_ns: 0, tag: 0 });
+                l.apply(ProcKey(1), &Event { kind: EventKind::Free, device: d, category: 0, address: addr, size: fp, time_ns: 0, tag: 0, stream: 0 });
             }
         }
         let s = model.statistics();
@@ -283,7 +291,7 @@ fn observable(
     Page,
     Vec<RecentEvent>,
     LedgerStats,
-    Option<(u64, u64)>,
+    Option<Completeness>,
     u64,
 ) {
     let devices: Vec<Vec<Totals>> = l.devices().map(|(_, _, t)| t.to_vec()).collect();
@@ -313,6 +321,7 @@ proptest! {
         ops in proptest::collection::vec((any::<bool>(), 0u32..3, 0u8..3, 0u64..6, 1u64..1000), 0..400),
         cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
         exit_at in proptest::option::of(any::<prop::sample::Index>()),
+        loss_at in proptest::option::of((any::<prop::sample::Index>(), 0u64..400)),
     ) {
         let events: Vec<Event> = ops
             .iter()
@@ -325,11 +334,14 @@ proptest! {
                 size,
                 time_ns: i as u64 * S / 10,
                 tag: i as u32,
+                stream: 0,
             })
             .collect();
         let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(events.len() + 1)).collect();
         let exit_at = exit_at.map(|x| x.index(events.len() + 1));
         cuts.extend(exit_at);
+        let loss_at = loss_at.map(|(x, until)| (x.index(events.len() + 1), until * S / 10));
+        cuts.extend(loss_at.map(|(x, _)| x));
         cuts.extend([0, events.len()]);
         cuts.sort_unstable();
         cuts.dedup();
@@ -345,6 +357,12 @@ proptest! {
             if exit_at == Some(w[0]) {
                 one.process_exited(ProcKey(1), 1);
                 batched.process_exited(ProcKey(1), 1);
+            }
+            if let Some((at, until)) = loss_at
+                && at == w[0]
+            {
+                one.lost_until(ProcKey(1), 3, until);
+                batched.lost_until(ProcKey(1), 3, until);
             }
             for e in &events[w[0]..w[1]] {
                 one.apply(ProcKey(1), e);
@@ -412,4 +430,91 @@ fn occupancy_cuts_the_range_into_cells() {
     assert_eq!(o, vec![1.0, 0.0, 0.5, 0.0]);
     assert_eq!(l.occupancy(DeviceKey(0), "DRAM", 1).unwrap(), vec![0.375]);
     assert!(l.occupancy(DeviceKey(0), "L1", 4).is_err());
+}
+
+proptest! {
+    /// The invariant after a loss: the ledger never lists an allocation that is not live, and
+    /// it lists every live one allocated after its detail resumed. Two shards (threads) write a
+    /// valid allocator trace (a thread may free what another allocated); a window of shard 0's
+    /// events is lost. The reader delivers the rest in time order (the daemon merges its
+    /// shards by time), in batches of any size, and reports the loss at any point before the
+    /// first event after the gap, stamped with that event's time (or the present when the gap
+    /// reaches it). With a coarse clock, three events share each tick and the merge cannot
+    /// order shards within one: a free may come before the allocation it frees.
+    #[test]
+    fn after_a_loss_every_listed_allocation_is_live(
+        ops in proptest::collection::vec((any::<bool>(), 0u64..12, 0u8..2), 1..300),
+        gap in (any::<prop::sample::Index>(), 1usize..60),
+        detect in any::<prop::sample::Index>(),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+        coarse in any::<bool>(),
+        lossless in any::<bool>(),
+    ) {
+        // The trace, in time order (event i at second i + 1, or three a second), and what is
+        // live at the end.
+        let mut live: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+        let mut trace: Vec<(u8, Event)> = Vec::new();
+        // Events of one tick on one address: at most two with a coarse clock (more than two
+        // events of two threads in one tick on one address have no knowable order).
+        let mut in_tick: std::collections::HashMap<(u64, u64), u32> = std::collections::HashMap::new();
+        for (i, &(alloc, slot, shard)) in ops.iter().enumerate() {
+            let address = slot * 64;
+            let t = if coarse { (i as u64 / 3 + 1) * S } else { (i as u64 + 1) * S };
+            let n = in_tick.entry((t, address)).or_default();
+            if *n == 2 {
+                continue;
+            }
+            *n += 1;
+            let kind = match (alloc, live.contains_key(&address)) {
+                (true, false) => { live.insert(address, t); EventKind::Alloc }
+                (_, true) => { live.remove(&address); EventKind::Free }
+                (false, false) => continue,
+            };
+            trace.push((shard, Event { stream: shard as u16, ..ev(kind, 0, address, 64, t) }));
+        }
+        // The merge: by time, then shard by shard.
+        trace.sort_by_key(|(shard, e)| (e.time_ns, *shard));
+        let shard0: Vec<usize> = (0..trace.len()).filter(|&i| trace[i].0 == 0).collect();
+        let start = gap.0.index(shard0.len() + 1);
+        let gap_len = if lossless { 0 } else { gap.1 };
+        let lost: Vec<usize> = shard0[start..(start + gap_len).min(shard0.len())].to_vec();
+        let after_gap = shard0.get(start + lost.len()).copied();
+        let until = after_gap.map_or((ops.len() as u64 + 2) * S, |i| trace[i].1.time_ns);
+        let delivered: Vec<Event> = (0..trace.len()).filter(|i| !lost.contains(i)).map(|i| trace[i].1).collect();
+        let first_after = after_gap.map_or(delivered.len(), |i| i - lost.iter().filter(|&&x| x < i).count());
+        let detect = if lost.is_empty() { None } else { Some(detect.index(first_after + 1)) };
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(delivered.len() + 1)).collect();
+        cuts.extend(detect);
+        cuts.extend([0, delivered.len()]);
+        cuts.sort_unstable();
+        cuts.dedup();
+
+        let mut l = Ledger::new(0);
+        l.add_device(dram(1));
+        l.add_process(ProcKey(1));
+        for w in cuts.windows(2) {
+            if detect == Some(w[0]) {
+                l.lost_until(ProcKey(1), lost.len() as u64, until);
+            }
+            l.apply_batch(ProcKey(1), &delivered[w[0]..w[1]]);
+        }
+        if detect == Some(delivered.len()) {
+            l.lost_until(ProcKey(1), lost.len() as u64, until);
+        }
+        let listed = l.allocations(ProcKey(1), SortBy::Address, 0, 1000, 0).unwrap();
+        for a in &listed.items {
+            prop_assert!(live.contains_key(&a.address), "{:#x} is listed but was freed", a.address);
+        }
+        let since = l.completeness(ProcKey(1)).unwrap().detail_since_ns.unwrap_or(0);
+        let listed: std::collections::HashSet<u64> = listed.items.iter().map(|a| a.address).collect();
+        if lost.is_empty() {
+            prop_assert_eq!(listed.len(), live.len(), "without a loss the listing is exact");
+        }
+        for (&address, &t) in &live {
+            if t > since && !coarse {
+                prop_assert!(listed.contains(&address), "{address:#x} (allocated at {t}) is live but not listed");
+            }
+        }
+        prop_assert_eq!(l.completeness(ProcKey(1)).unwrap().lost, lost.len() as u64);
+    }
 }

@@ -79,6 +79,7 @@ fn a_million_live_allocations_take_at_most_64_bytes_each_of_heap() {
                 size: 64,
                 time_ns: i,
                 tag: 0,
+                stream: 0,
             })
             .collect();
         l.apply_batch(ProcKey(1), &events);

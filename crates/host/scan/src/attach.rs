@@ -29,6 +29,23 @@ pub struct DrainStats {
     /// Times a shard's head went backwards or jumped impossibly (a corrupt or hostile writer);
     /// the reader resynchronizes at the new head.
     pub anomalies: u64,
+    /// After a loss or an anomaly: the latest ticks among the first events that shards yielded
+    /// after their gaps. Every lost event was written before it.
+    pub resync_ticks: Option<u64>,
+    /// A shard lost events (or misbehaved) and yielded none after: its gap reaches the present,
+    /// so only the time of this drain bounds the lost events.
+    pub gap_open: bool,
+}
+
+impl DrainStats {
+    /// Adds another pass's figures.
+    pub fn absorb(&mut self, other: DrainStats) {
+        self.events += other.events;
+        self.lost = self.lost.saturating_add(other.lost);
+        self.anomalies = self.anomalies.saturating_add(other.anomalies);
+        self.resync_ticks = self.resync_ticks.max(other.resync_ticks);
+        self.gap_open |= other.gap_open;
+    }
 }
 
 /// A region the reader follows.
@@ -41,6 +58,7 @@ pub struct Attached {
     strings_seen: u64,
     devices_seen: u32,
     buf: Vec<u8>,
+    missed_at_open: u64,
 }
 
 impl Attached {
@@ -65,13 +83,21 @@ impl Attached {
             strings_seen: 0,
             devices_seen: 0,
             buf: Vec::new(),
+            missed_at_open: 0,
         };
         let cap = a.header.geometry.ring_events as u64;
         for s in 0..a.header.geometry.max_shards {
             let head = a.shard_head(s)?;
             a.next[s as usize] = head.saturating_sub(cap);
+            a.missed_at_open = a.missed_at_open.saturating_add(head.saturating_sub(cap));
         }
         Ok(a)
+    }
+
+    /// Events the rings had already overwritten when the reader attached: the reader's detail
+    /// lacks them, but nothing it reads afterwards depends on them.
+    pub fn missed_at_open(&self) -> u64 {
+        self.missed_at_open
     }
 
     /// Whether the file was removed (no name points to it any more): a writer's clean exit, or
@@ -151,6 +177,21 @@ impl Attached {
         crate::read_open_region(&self.file, &self.path, ScanOptions::default(), None)
     }
 
+    /// The exact counters and the shards' control words, read again: what changes while the
+    /// writer runs. Cheaper than [`Attached::read`], which a drain may call every millisecond:
+    /// no string table, and no identity check against `/proc`, since the identity was checked
+    /// at open and a header whose identity or geometry changed since is refused.
+    pub fn refresh(&self) -> Result<crate::RegionCounters, RegionError> {
+        let len = self.file.metadata()?.len();
+        let head = read_at(&self.file, 0, ttmem_region::HEADER_SIZE.min(len as usize))?;
+        let header = decode::decode_header(&head, len)?;
+        let identity = |h: &Header| (h.uid, h.pid, h.start_time, h.boot_id, h.geometry);
+        if identity(&header) != identity(&self.header) {
+            return Err(RegionError::IdentityChanged);
+        }
+        crate::read_counters(&self.file, header)
+    }
+
     /// The exact counters of every published device.
     pub fn counters(&self) -> Result<Vec<DeviceCounters>, RegionError> {
         self.read().map(|r| r.devices)
@@ -179,16 +220,21 @@ impl Attached {
             let mut next = self.next[s as usize];
             if head < next {
                 stats.anomalies += 1;
+                stats.gap_open = true;
                 self.next[s as usize] = head;
                 continue;
             }
+            // Whether this shard lost events that no accepted event has followed yet.
+            let mut gap = false;
             if head - next > cap {
                 stats.lost = stats.lost.saturating_add(head - next - cap);
                 next = head - cap;
+                gap = true;
             }
             let end = head.min(next.saturating_add(max_per_shard));
             if end == next {
                 self.next[s as usize] = next;
+                stats.gap_open |= gap;
                 continue;
             }
             // Copy [next, end) in chunks small enough to stay in the CPU cache while they are
@@ -226,10 +272,15 @@ impl Attached {
                     };
                     if !stable {
                         stats.lost = stats.lost.saturating_add(1);
+                        gap = true;
                         continue;
                     }
                     match decode::decode_event(rec, this) {
                         Some(e) => {
+                            if gap {
+                                stats.resync_ticks = stats.resync_ticks.max(Some(e.ticks));
+                                gap = false;
+                            }
                             sink(s, &e);
                             stats.events += 1;
                         }
@@ -239,10 +290,14 @@ impl Attached {
                             index = this;
                             break 'chunks;
                         }
-                        None => stats.lost = stats.lost.saturating_add(1),
+                        None => {
+                            stats.lost = stats.lost.saturating_add(1);
+                            gap = true;
+                        }
                     }
                 }
             }
+            stats.gap_open |= gap;
             self.next[s as usize] = index;
         }
         Ok(stats)

@@ -48,6 +48,10 @@ pub enum RegionError {
     /// Still being created by its writer.
     #[error("still being created")]
     Creating,
+    /// The header's identity or geometry changed after a reader attached: a writer rewriting
+    /// who it claims to be.
+    #[error("its header's identity or geometry changed while attached")]
+    IdentityChanged,
     /// The file's name is not the one its header's identity gives (a copy, or a forgery).
     #[error("named unlike its header (a region of uid {uid}, pid {pid} is named {expected})")]
     NameMismatch {
@@ -113,16 +117,48 @@ pub struct ProcessRegion {
 impl ProcessRegion {
     /// Events ever written.
     pub fn events_written(&self) -> u64 {
-        self.shards.iter().map(|(_, s)| s.head).fold(0, u64::wrapping_add)
+        sum_shards(&self.shards, |s| s.head)
     }
     /// Events lost before an attached reader read them.
     pub fn events_lost(&self) -> u64 {
-        self.shards.iter().map(|(_, s)| s.lost).fold(0, u64::wrapping_add)
+        sum_shards(&self.shards, |s| s.lost)
     }
     /// Calls that named an unregistered device or category.
     pub fn rejected(&self) -> u64 {
-        self.shards.iter().map(|(_, s)| s.rejected).fold(0, u64::wrapping_add)
+        sum_shards(&self.shards, |s| s.rejected)
     }
+}
+
+/// What changes while a region's writer runs, as an attached reader reads it again
+/// ([`attach::Attached::refresh`]).
+#[derive(Clone, Debug)]
+pub struct RegionCounters {
+    /// The header (its identity and geometry as when the reader attached).
+    pub header: Header,
+    /// Devices and their counters.
+    pub devices: Vec<DeviceCounters>,
+    /// Shard control words (`0..shards_used` and the shared shard).
+    pub shards: Vec<(u32, Shard)>,
+}
+
+impl RegionCounters {
+    /// Events ever written.
+    pub fn events_written(&self) -> u64 {
+        sum_shards(&self.shards, |s| s.head)
+    }
+    /// Events lost before an attached reader read them.
+    pub fn events_lost(&self) -> u64 {
+        sum_shards(&self.shards, |s| s.lost)
+    }
+    /// Calls that named an unregistered device or category.
+    pub fn rejected(&self) -> u64 {
+        sum_shards(&self.shards, |s| s.rejected)
+    }
+}
+
+/// One shard field summed over shards (wrapping: the words come from the writer).
+fn sum_shards(shards: &[(u32, Shard)], field: impl Fn(&Shard) -> u64) -> u64 {
+    shards.iter().map(|(_, s)| field(s)).fold(0, u64::wrapping_add)
 }
 
 /// A file that was not used, and why.
@@ -337,7 +373,47 @@ pub fn read_open_region(
     }
     check_identity(&meta, &header, path)?;
     let g = header.geometry;
+    let RegionCounters {
+        header,
+        devices,
+        shards,
+    } = read_counters(file, header)?;
 
+    let strings_header = read_at(file, g.strings_offset, STRINGS_HEADER_SIZE)?;
+    let used_bytes = u64::from_le_bytes(strings_header[..8].try_into().expect("8 bytes")).min(g.strings_bytes);
+    let strings_data = read_at(file, g.strings_data_offset(), used_bytes as usize)?;
+    let strings = Strings::decode(&strings_header, &strings_data);
+
+    let mut events = Vec::new();
+    if opts.events_per_shard > 0 {
+        for (s, shard) in &shards {
+            let keep = (opts.events_per_shard as u64).min(g.ring_events as u64).min(shard.head);
+            for index in shard.head - keep..shard.head {
+                let rec = read_at(file, g.event_offset(*s, index), EVENT_SIZE)?;
+                if let Some(e) = decode::decode_event(&rec, index) {
+                    events.push(e);
+                }
+            }
+        }
+        events.sort_by_key(|e| e.ticks);
+    }
+
+    let liveness = liveness(&header, boot_id);
+    Ok(ProcessRegion {
+        path: path.to_owned(),
+        header,
+        liveness,
+        devices,
+        shards,
+        strings,
+        events,
+    })
+}
+
+/// The devices with their exact counters (summed over shards) and the shard control words:
+/// what changes while a region's writer runs.
+pub(crate) fn read_counters(file: &File, header: Header) -> Result<RegionCounters, RegionError> {
+    let g = header.geometry;
     let table = read_at(file, g.devices_offset, header.num_devices as usize * DEVICE_ENTRY_SIZE)?;
     let mut declared = Vec::new();
     for (i, entry) in table.chunks_exact(DEVICE_ENTRY_SIZE).enumerate() {
@@ -379,34 +455,10 @@ pub fn read_open_region(
         }
     }
 
-    let strings_header = read_at(file, g.strings_offset, STRINGS_HEADER_SIZE)?;
-    let used_bytes = u64::from_le_bytes(strings_header[..8].try_into().expect("8 bytes")).min(g.strings_bytes);
-    let strings_data = read_at(file, g.strings_data_offset(), used_bytes as usize)?;
-    let strings = Strings::decode(&strings_header, &strings_data);
-
-    let mut events = Vec::new();
-    if opts.events_per_shard > 0 {
-        for (s, shard) in &shards {
-            let keep = (opts.events_per_shard as u64).min(g.ring_events as u64).min(shard.head);
-            for index in shard.head - keep..shard.head {
-                let rec = read_at(file, g.event_offset(*s, index), EVENT_SIZE)?;
-                if let Some(e) = decode::decode_event(&rec, index) {
-                    events.push(e);
-                }
-            }
-        }
-        events.sort_by_key(|e| e.ticks);
-    }
-
-    let liveness = liveness(&header, boot_id);
-    Ok(ProcessRegion {
-        path: path.to_owned(),
+    Ok(RegionCounters {
         header,
-        liveness,
         devices,
         shards,
-        strings,
-        events,
     })
 }
 

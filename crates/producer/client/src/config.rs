@@ -12,7 +12,7 @@ use crate::clock::ClockMode;
 pub const ENV_DISABLE: &str = "TTMEM_DISABLE";
 /// The region directory (default: [`ttmem_region::default_dir`]).
 pub const ENV_DIR: &str = "TTMEM_DIR";
-/// Events per thread ring, a power of two from 16 to 2^24 (default 4096).
+/// Events per thread ring, a power of two from 16 to 2^24 (default 16384).
 pub const ENV_RING_EVENTS: &str = "TTMEM_RING_EVENTS";
 /// Thread shards, 2 to 1024 (default 32); threads beyond share the last one.
 pub const ENV_SHARDS: &str = "TTMEM_SHARDS";

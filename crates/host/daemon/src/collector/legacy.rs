@@ -394,6 +394,8 @@ impl Collector {
             size,
             time_ns: now_ns,
             tag: 0,
+            // A connection's messages arrive in order.
+            stream: 0,
         });
     }
 
@@ -615,6 +617,7 @@ mod tests {
                 remove_dead_regions: false,
                 tt_metal_dir: None,
                 proc_root: "/proc".into(),
+                drain_interval: std::time::Duration::from_millis(50),
             },
             0,
         )

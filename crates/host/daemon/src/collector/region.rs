@@ -92,6 +92,53 @@ pub(super) struct RegionSource {
     dirty: bool,
     /// When the file was first seen removed while its process still ran (monotonic ns).
     unlinked_since: Option<u64>,
+    /// Events drained but not applied yet: later than what another shard may still hold.
+    carry: Vec<Event>,
+    /// How fast its busiest ring fills, and when to drain it next (see [`DrainPace`]).
+    pace: DrainPace,
+}
+
+/// When a region is drained next, from how fast its busiest ring fills: often enough that no
+/// ring gets more than a quarter full between drains at the rate seen lately, and no more
+/// often than that (an idle region costs nothing between ticks).
+#[derive(Copy, Clone, Debug, Default)]
+pub(super) struct DrainPace {
+    /// Events per second into the busiest shard: the latest drain's, or the decaying memory of
+    /// a faster one (bursts recur).
+    rate: f64,
+    /// Monotonic ns of the last drain.
+    last_ns: u64,
+    /// Monotonic ns of the next drain due (0: at the next tick).
+    next_ns: u64,
+}
+
+/// How long a burst's rate is remembered (its weight falls by e over this time).
+const RATE_MEMORY_NS: f64 = 2e9;
+/// The soonest a region is drained again, and the part of its ring it may fill in between.
+const MIN_DRAIN_GAP_NS: u64 = 1_000_000;
+const RING_FRACTION: f64 = 0.25;
+
+impl DrainPace {
+    /// Takes one drain's figures: the most events one shard yielded (`busiest`, lost ones
+    /// included) of a ring of `ring` events, at `now_ns`; the next drain falls due in at most
+    /// `max_gap_ns`.
+    fn update(&mut self, busiest: u64, lost: bool, ring: u64, now_ns: u64, max_gap_ns: u64) {
+        let dt = now_ns.saturating_sub(self.last_ns).max(1) as f64;
+        let mut sample = busiest as f64 * 1e9 / dt;
+        if lost {
+            // The ring overflowed: it filled in less than dt.
+            sample = sample.max(ring as f64 * 1e9 / dt);
+        }
+        let remembered = self.rate * (-dt / RATE_MEMORY_NS).exp();
+        self.rate = sample.max(remembered);
+        self.last_ns = now_ns;
+        let gap = if self.rate < 1.0 {
+            max_gap_ns
+        } else {
+            ((ring as f64 * RING_FRACTION / self.rate * 1e9) as u64).clamp(MIN_DRAIN_GAP_NS, max_gap_ns)
+        };
+        self.next_ns = now_ns.saturating_add(gap);
+    }
 }
 
 /// How long a removed region of a running process is still followed: a clean exit removes the
@@ -210,6 +257,7 @@ impl Collector {
 
     fn attach(&mut self, path: PathBuf, attached: Attached) {
         let h = attached.header().clone();
+        let missed = attached.missed_at_open();
         let liveness = ttmem_scan::liveness(&h, ttmem_scan::current_boot_id());
         let view = ProcessView {
             id: ProcessIdentity {
@@ -247,17 +295,40 @@ impl Collector {
             dirty: true,
             header: h.clone(),
             unlinked_since: None,
+            carry: Vec::new(),
+            pace: DrainPace::default(),
         };
         let pidfd = lifecycle::open_pidfd(h.pid, h.start_time);
         let key = self.add_process(view, Source::Region(Box::new(source)), pidfd);
+        if missed > 0 {
+            // Overwritten before this reader could read them: lost to it, though nothing it
+            // lists depends on them.
+            self.ledger.missed(key, missed);
+            self.stats.events_lost = self.stats.events_lost.saturating_add(missed);
+        }
         self.regions.by_path.insert(path, key);
     }
 
     /// Drains every attached region into the ledger and refreshes changed counters.
-    pub fn drain_all(&mut self) {
+    pub fn drain_all(&mut self, monotonic_ns: u64) {
         let keys: Vec<ProcKey> = self.procs.keys().copied().collect();
+        self.drain_each(keys, monotonic_ns);
+    }
+
+    /// Drains the regions whose pace says they are due (between ticks, see [`DrainPace`]).
+    pub fn drain_due(&mut self, monotonic_ns: u64) {
+        let due: Vec<ProcKey> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| matches!(&p.source, Source::Region(r) if r.attached.is_some() && r.pace.next_ns <= monotonic_ns))
+            .map(|(&k, _)| k)
+            .collect();
+        self.drain_each(due, monotonic_ns);
+    }
+
+    fn drain_each(&mut self, keys: Vec<ProcKey>, monotonic_ns: u64) {
         for key in keys {
-            if let Err(e) = self.drain_one(key) {
+            if let Err(e) = self.drain_one(key, monotonic_ns) {
                 tracing::warn!(process = key.0, "region became unreadable: {e}");
                 if let Some(Source::Region(r)) = self.procs.get_mut(&key).map(|p| &mut p.source) {
                     r.attached = None;
@@ -266,8 +337,19 @@ impl Collector {
         }
     }
 
+    /// Monotonic ns when the next region falls due for a drain (None: none is attached).
+    pub fn next_drain_ns(&self) -> Option<u64> {
+        self.procs
+            .values()
+            .filter_map(|p| match &p.source {
+                Source::Region(r) if r.attached.is_some() => Some(r.pace.next_ns),
+                _ => None,
+            })
+            .min()
+    }
+
     /// Drains one process's region (nothing for other sources).
-    pub(super) fn drain_one(&mut self, key: ProcKey) -> Result<(), RegionError> {
+    pub(super) fn drain_one(&mut self, key: ProcKey, monotonic_ns: u64) -> Result<(), RegionError> {
         let Some(p) = self.procs.get_mut(&key) else {
             return Ok(());
         };
@@ -297,15 +379,31 @@ impl Collector {
         // copying, conversion, ordering and the ledger, up to a bound per tick. Events are
         // converted as the region yields them: only alloc and free of a published device
         // reach the ledger.
+        //
+        // Shards are merged by time: a thread may free what another allocated, so a free must
+        // never reach the ledger before its allocation. A shard that filled its round may hold
+        // older events than another shard's latest, so only events up to the earliest such
+        // shard's last time (the frontier) are applied; later ones wait for the next round
+        // (or the next drain) in `carry`. Events of different threads within one clock tick
+        // cannot be ordered; the ledger resolves a free that comes before its allocation in
+        // the same tick.
         let mut s = ttmem_scan::attach::DrainStats::default();
         let mut drained = 0u64;
         let mut events: Vec<Event> = std::mem::take(&mut self.events);
+        events.clear();
+        events.append(&mut r.carry);
+        let mut per_shard: Vec<(u64, u64)> = Vec::new();
+        let mut busiest = vec![0u64; r.header.geometry.max_shards as usize];
         loop {
-            events.clear();
             let (devices, clock) = (&r.devices, r.clock);
-            let mut in_order = true;
-            let mut last_ns = 0u64;
-            let round = a.drain_with(ROUND_EVENTS_PER_SHARD, |_, e| {
+            per_shard.clear();
+            per_shard.resize(r.header.geometry.max_shards as usize, (0, 0));
+            let round = a.drain_with(ROUND_EVENTS_PER_SHARD, |shard, e| {
+                // Every event counts towards its shard's round, converted or not.
+                let time_ns = clock.to_ns(e.ticks);
+                if let Some(x) = per_shard.get_mut(shard as usize) {
+                    *x = (x.0 + 1, time_ns);
+                }
                 let kind = match e.kind {
                     ttmem_region::EventKind::Alloc => EventKind::Alloc,
                     ttmem_region::EventKind::Free => EventKind::Free,
@@ -314,9 +412,6 @@ impl Collector {
                 let Some(Some(device)) = devices.get(e.device as usize) else {
                     return;
                 };
-                let time_ns = clock.to_ns(e.ticks);
-                in_order &= time_ns >= last_ns;
-                last_ns = time_ns;
                 events.push(Event {
                     kind,
                     device: *device,
@@ -325,44 +420,77 @@ impl Collector {
                     size: e.size,
                     time_ns,
                     tag: e.tag,
+                    stream: shard as u16,
                 });
             });
             let round = match round {
                 Ok(r) => r,
                 Err(e) => {
-                    self.events = events;
+                    r.carry = events;
                     return Err(e);
                 }
             };
-            s.events += round.events;
-            s.lost = s.lost.saturating_add(round.lost);
-            s.anomalies = s.anomalies.saturating_add(round.anomalies);
-            // Merge the shards' events by time; a stable sort keeps each shard's own order (and
-            // is skipped when the round is already in order, as when one shard wrote it all).
-            if !in_order {
+            s.absorb(round);
+            for (total, (n, _)) in busiest.iter_mut().zip(&per_shard) {
+                *total += n;
+            }
+            drained += round.events + round.lost;
+            let more = round.events + round.lost > 0 && drained < MAX_EVENTS_PER_SHARD;
+            // A loss is reported before the events after it: every lost event was written
+            // before the first event its shard yielded after the gap (or before this drain),
+            // and the ledger drops every allocation made by then (it may have been freed by one
+            // of them).
+            if round.lost > 0 || round.gap_open {
+                let after_gap = round.resync_ticks.map(|t| clock.to_ns(t));
+                let until = if round.gap_open {
+                    after_gap.unwrap_or(0).max(monotonic_ns)
+                } else {
+                    after_gap.unwrap_or(monotonic_ns)
+                };
+                self.ledger.lost_until(key, round.lost, until);
+            }
+            // A stable sort keeps each shard's own order (skipped when one shard wrote it all).
+            if !events.is_sorted_by_key(|e| e.time_ns) {
                 events.sort_by_key(|e| e.time_ns);
             }
-            self.ledger.apply_batch(key, &events);
-            self.stats.events += events.len() as u64;
-            drained += round.events + round.lost;
-            if round.events + round.lost == 0 || drained >= MAX_EVENTS_PER_SHARD {
+            let frontier = per_shard
+                .iter()
+                .filter(|(n, _)| *n >= ROUND_EVENTS_PER_SHARD)
+                .map(|&(_, t)| t)
+                .min()
+                .unwrap_or(u64::MAX);
+            // Up to the frontier itself: a full shard may hold more events stamped with its
+            // last time, and the ledger keeps such ties open across batches.
+            let ready = events.partition_point(|e| e.time_ns <= frontier);
+            self.ledger.apply_batch(key, &events[..ready]);
+            self.stats.events += ready as u64;
+            r.carry.extend_from_slice(&events[ready..]);
+            events.clear();
+            if !more {
                 break;
             }
+            events.append(&mut r.carry);
         }
         self.events = events;
+        let ring = r.header.geometry.ring_events as u64;
+        let busiest = busiest.into_iter().max().unwrap_or(0);
+        r.pace.update(
+            busiest,
+            s.lost > 0,
+            ring,
+            monotonic_ns,
+            self.cfg.drain_interval.as_nanos() as u64,
+        );
         self.stats.events_lost = self.stats.events_lost.saturating_add(s.lost);
         self.stats.anomalies = self.stats.anomalies.saturating_add(s.anomalies);
-        if s.lost > 0 {
-            self.ledger.mark_lost(key, s.lost);
-        }
         // Counters change with every event, including the ones lost to overflow.
         if s.events > 0 || s.lost > 0 || s.anomalies > 0 || r.dirty {
-            let region = a.read()?;
+            let region = a.refresh()?;
             let v = &mut p.view;
             v.events.written = region.events_written();
             // Events the daemon itself lost (its rings overflowed between drains) count as
             // lost: the process's detail is incomplete, its totals (from the counters) are not.
-            let daemon_lost = self.ledger.completeness(key).map_or(0, |(lost, _)| lost);
+            let daemon_lost = self.ledger.completeness(key).map_or(0, |c| c.lost);
             v.events.lost = region.events_lost().max(daemon_lost);
             v.rejected = region.rejected();
             v.devices = region.devices;
