@@ -214,7 +214,11 @@ fn hostile_regions_are_refused_and_sigterm_stops_cleanly() {
     wait_until(|| d.process(pid(&h)).is_some());
     wait_until(|| !d.get("/api/v1/snapshot")["skipped"].as_array().unwrap().is_empty());
     let snap = d.get("/api/v1/snapshot");
-    assert_eq!(snap["skipped"][0]["reason"], "not a ttmem region (wrong magic)", "{}", snap["skipped"]);
+    assert_eq!(
+        snap["skipped"][0]["reason"], "not a ttmem region (wrong magic)",
+        "{}",
+        snap["skipped"]
+    );
     assert_eq!(d.get("/api/v1/health")["status"], "ok");
     // SAFETY: signalling our own child.
     unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
@@ -502,4 +506,105 @@ fn the_api_socket_path_never_costs_a_file() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("exists and is not a socket"));
     assert_eq!(std::fs::read(&precious).unwrap(), b"keep me");
+}
+
+#[test]
+fn idle_and_slow_clients_are_closed_and_connections_are_capped_per_listener_and_user() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::os::unix::net::UnixStream;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("ttmem.toml");
+    std::fs::write(
+        &config,
+        "api_header_timeout_s = 1\napi_max_connections = 4\napi_max_connections_per_user = 3\n",
+    )
+    .unwrap();
+    let (regions, socket) = (dir.path().join("regions"), dir.path().join("api.sock"));
+    let child = hermetic()
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .args(["--no-legacy-socket", "--http", &format!("127.0.0.1:{port}"), "--dir"])
+        .arg(&regions)
+        .arg("--api-socket")
+        .arg(&socket)
+        .arg("--db")
+        .arg(dir.path().join("db"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut d = Daemon {
+        child,
+        socket,
+        regions,
+        _dir: dir,
+    };
+    d.wait_ready();
+    let closed_within = |mut s: UnixStream, limit: Duration| {
+        s.set_read_timeout(Some(limit + Duration::from_secs(5))).unwrap();
+        let t0 = Instant::now();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap_or(0);
+        (n, t0.elapsed())
+    };
+    // A client that sends nothing, and one that trickles its headers (slowloris), are closed
+    // once the header timeout passes.
+    let idle = UnixStream::connect(&d.socket).unwrap();
+    let (n, took) = closed_within(idle, Duration::from_secs(1));
+    assert_eq!(n, 0, "closed without an answer");
+    assert!(took < Duration::from_secs(4), "an idle connection stayed {took:?}");
+    let mut slow = UnixStream::connect(&d.socket).unwrap();
+    let t0 = Instant::now();
+    let mut closed_after = None;
+    for b in b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-Slow: "
+        .iter()
+        .cycle()
+        .take(60)
+    {
+        if slow.write_all(&[*b]).is_err() {
+            closed_after = Some(t0.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let closed_after = closed_after.expect("a client trickling its headers for 6 s was kept");
+    assert!(closed_after < Duration::from_secs(4), "{closed_after:?}");
+
+    // TCP: four at once; the fifth is told why and closed; the Unix socket still answers.
+    let tcp_idle: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fifth = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    fifth.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = String::new();
+    let _ = fifth.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("application/json") && answer.contains("too many connections"),
+        "{answer}"
+    );
+    assert_eq!(
+        d.get("/api/v1/health")["status"],
+        "ok",
+        "the Unix socket is its own listener"
+    );
+    drop(tcp_idle);
+    // Places are given back when connections close.
+    wait_until(|| get_json::<Value>(&Endpoint::Tcp(format!("127.0.0.1:{port}")), "/api/v1/health").is_ok());
+
+    // The Unix socket: one user (this one) holds at most three at once.
+    let held: Vec<UnixStream> = (0..3).map(|_| UnixStream::connect(&d.socket).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, body) = ttmem_apiclient::get(&d.ep(), "/api/v1/health").unwrap();
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("from your user"));
+    drop(held);
+    wait_until(|| get_json::<Value>(&d.ep(), "/api/v1/health").is_ok());
 }

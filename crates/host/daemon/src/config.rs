@@ -33,6 +33,14 @@ pub const DEFAULT_LEGACY_SOCKET: &str = "/tmp/tt_allocation_server.sock";
 /// Default connection limit of the legacy socket.
 pub const DEFAULT_LEGACY_MAX_CONNECTIONS: usize = 256;
 
+/// Default cap on the API's connections at once, per listener.
+pub const DEFAULT_API_MAX_CONNECTIONS: usize = 512;
+/// Default cap on one user's connections to the API's Unix socket at once.
+pub const DEFAULT_API_MAX_CONNECTIONS_PER_USER: usize = 64;
+/// Default time a client has to send a request's headers, and the longest an idle kept-alive
+/// connection stays open.
+pub const DEFAULT_API_HEADER_TIMEOUT_S: u64 = 10;
+
 /// Default TCP address of the API: loopback only.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:9477";
 /// Default drain interval.
@@ -77,6 +85,14 @@ pub struct Config {
     pub tt_metal_dir: Option<PathBuf>,
     /// The proc root: the kernel driver's pid lists and the facts about their processes.
     pub proc_root: PathBuf,
+    /// The API's connections at once, per listener (the Unix socket's owner and root always
+    /// get theirs: see `docs/api.md`).
+    pub api_max_connections: usize,
+    /// One user's connections to the API's Unix socket at once.
+    pub api_max_connections_per_user: usize,
+    /// How long a client has to send a request's headers; also the longest an idle kept-alive
+    /// connection stays open.
+    pub api_header_timeout: Duration,
 }
 
 /// The keys a config file may hold (all optional; unknown keys are an error).
@@ -115,6 +131,12 @@ pub struct FileConfig {
     pub tt_metal_dir: Option<String>,
     /// See [`Config::proc_root`].
     pub proc_root: Option<PathBuf>,
+    /// See [`Config::api_max_connections`].
+    pub api_max_connections: Option<usize>,
+    /// See [`Config::api_max_connections_per_user`].
+    pub api_max_connections_per_user: Option<usize>,
+    /// Seconds; see [`Config::api_header_timeout`].
+    pub api_header_timeout_s: Option<u64>,
 }
 
 /// Values given as flags (None: not given).
@@ -218,6 +240,9 @@ impl Config {
             legacy_max_connections: DEFAULT_LEGACY_MAX_CONNECTIONS,
             tt_metal_dir: Some(PathBuf::from(ttmem_ttmetal::DEFAULT_DIR)),
             proc_root: PathBuf::from(ttmem_ttmetal::DEFAULT_PROC_ROOT),
+            api_max_connections: DEFAULT_API_MAX_CONNECTIONS,
+            api_max_connections_per_user: DEFAULT_API_MAX_CONNECTIONS_PER_USER,
+            api_header_timeout: Duration::from_secs(DEFAULT_API_HEADER_TIMEOUT_S),
         }
     }
 
@@ -360,6 +385,15 @@ impl Config {
         }
         if let Some(v) = f.legacy_max_connections {
             self.legacy_max_connections = v.clamp(1, 65536);
+        }
+        if let Some(v) = f.api_max_connections {
+            self.api_max_connections = v.clamp(1, 65536);
+        }
+        if let Some(v) = f.api_max_connections_per_user {
+            self.api_max_connections_per_user = v.clamp(1, 65536);
+        }
+        if let Some(v) = f.api_header_timeout_s {
+            self.api_header_timeout = Duration::from_secs(v.clamp(1, 3600));
         }
         Ok(())
     }
@@ -530,5 +564,11 @@ mod tests {
         assert_eq!(f.retention_s, Some(DEFAULT_RETENTION_S));
         assert_eq!(f.drain_interval_ms, Some(DEFAULT_DRAIN_MS));
         assert_eq!(f.http.as_deref(), Some(DEFAULT_HTTP));
+        assert_eq!(f.api_max_connections, Some(DEFAULT_API_MAX_CONNECTIONS));
+        assert_eq!(
+            f.api_max_connections_per_user,
+            Some(DEFAULT_API_MAX_CONNECTIONS_PER_USER)
+        );
+        assert_eq!(f.api_header_timeout_s, Some(DEFAULT_API_HEADER_TIMEOUT_S));
     }
 }

@@ -14,6 +14,7 @@
 pub mod api;
 pub mod collector;
 pub mod config;
+pub mod http_server;
 pub mod legacy_socket;
 
 use std::os::fd::AsRawFd;
@@ -181,17 +182,37 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
         };
         tracing::info!(socket = %config.api_socket.display(), http = ?config.http, regions = %config.region_dir.display(), "ttmem serve ready");
         let router = api::router(shared.clone());
+        let limits = http_server::Limits {
+            max_connections: config.api_max_connections,
+            max_per_user: config.api_max_connections_per_user,
+            header_timeout: config.api_header_timeout,
+        };
         let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
         let mut rx_unix = tx.subscribe();
         let mut rx_tcp = tx.subscribe();
-        let unix_server = axum::serve(unix, router.clone()).with_graceful_shutdown(async move {
-            let _ = rx_unix.recv().await;
-        });
+        let unix_server = http_server::serve(
+            || async {
+                let (stream, _) = unix.accept().await?;
+                // The peer's uid, from the kernel: the per-user cap counts by it.
+                let uid = stream.peer_cred().ok().map(|c| c.uid());
+                Ok((stream, uid))
+            },
+            router.clone(),
+            limits,
+            async move {
+                let _ = rx_unix.recv().await;
+            },
+        );
         let tcp_server = async move {
             if let Some(l) = tcp {
-                let _ = axum::serve(l, router).with_graceful_shutdown(async move {
-                    let _ = rx_tcp.recv().await;
-                })
+                http_server::serve(
+                    || async { l.accept().await.map(|(stream, _)| (stream, None)) },
+                    router,
+                    limits,
+                    async move {
+                        let _ = rx_tcp.recv().await;
+                    },
+                )
                 .await;
             }
         };
@@ -204,8 +225,8 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
             }
             let _ = tx.send(());
         };
-        let (r, _, _) = tokio::join!(unix_server, tcp_server, signals);
-        r.map_err(|source| DaemonError::Io { context: "API server failed".into(), source })
+        tokio::join!(unix_server, tcp_server, signals);
+        Ok(())
     });
     stop.store(true, Ordering::Relaxed);
     let _ = collector_thread.join();
