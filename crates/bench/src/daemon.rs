@@ -66,6 +66,7 @@ pub fn daemon(allocations: u64, samples: usize, progress: &mut dyn FnMut(&str)) 
             tt_metal_dir: None,
             proc_root: "/proc".into(),
             drain_interval: std::time::Duration::from_millis(50),
+            max_regions_per_user: 256,
         },
         ttmem_daemon::monotonic_ns(),
     );

@@ -173,3 +173,75 @@ fn a_copy_of_a_region_under_another_name_does_not_count_twice() {
     let ps: Value = serde_json::from_slice(&ps.stdout).unwrap();
     assert_eq!(ps["devices"][0]["categories"][0]["used"], dram);
 }
+
+/// The start time (in clock ticks since boot) of a running process.
+fn start_time_of(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat.rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_user_gets_at_most_its_cap_of_regions_followed() {
+    if !needs_root("a_user_gets_at_most_its_cap_of_regions_followed") {
+        return;
+    }
+    // Three processes of one user, each with a region that is truly its own (owner, header and
+    // process agree): the daemon follows two and says why not the third.
+    let src = tempfile::tempdir().unwrap();
+    let _held = hold(src.path(), "bursty", "n150", 0, 1);
+    let template = region_bytes(src.path());
+    let d = Daemon::start_with("max_regions_per_user = 2\n");
+    std::fs::set_permissions(&d.regions, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    use std::os::unix::process::CommandExt;
+    let mut sleepers: Vec<std::process::Child> = (0..3)
+        .map(|_| {
+            std::process::Command::new("sleep")
+                .arg("60")
+                .uid(NOBODY)
+                .gid(NOBODY)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut planted = Vec::new();
+    for s in &sleepers {
+        let mut bytes = template.clone();
+        put_u32(&mut bytes, offset_of!(RawHeader, uid), NOBODY);
+        put_u32(&mut bytes, offset_of!(RawHeader, pid), s.id());
+        put_u64(&mut bytes, offset_of!(RawHeader, start_time), start_time_of(s.id()));
+        planted.push(plant(&d.regions, &bytes, NOBODY));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    wait_until(|| d.get("/api/v1/stats")["collector"]["regions_refused"].as_u64() >= Some(1));
+    let followed = sleepers.iter().filter(|s| d.process(s.id() as u64).is_some()).count();
+    assert_eq!(followed, 2);
+    let snap = d.get("/api/v1/snapshot");
+    let refused: Vec<String> = planted
+        .iter()
+        .filter(|p| {
+            snap["skipped"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["path"] == p.display().to_string())
+        })
+        .map(|p| skipped_reason(&snap, p))
+        .collect();
+    assert_eq!(refused.len(), 1, "{snap:#}");
+    assert!(
+        refused[0].contains("its user (uid 65534) has 2 regions followed already"),
+        "{}",
+        refused[0]
+    );
+    for s in &mut sleepers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+}

@@ -437,6 +437,25 @@ pub fn event_seq(bytes: &[u8]) -> u64 {
     }
 }
 
+/// The entries of a string table's data from byte `base` on (`data` starts there): (id, text)
+/// pairs and the bytes they take. Stops at the first entry that is empty or runs off `data`,
+/// so a reader that follows a growing table reads each new part once.
+pub fn string_entries(data: &[u8], base: u64) -> (Vec<(u32, String)>, usize) {
+    let mut entries = Vec::new();
+    let mut off = 0usize;
+    while off < data.len() {
+        let len = data[off] as usize;
+        let end = off + 1 + len;
+        if len == 0 || end > data.len() {
+            break;
+        }
+        let id = (base + off as u64 + 1).min(u32::MAX as u64) as u32;
+        entries.push((id, get_str(&data[off + 1..end])));
+        off = end;
+    }
+    (entries, off)
+}
+
 /// Interned tags read from a region's string table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Strings {
@@ -452,16 +471,7 @@ impl Strings {
             return Strings { entries };
         }
         let used = u64_at(header, offset_of!(RawStrings, used)).min(data.len() as u64) as usize;
-        let mut off = 0usize;
-        while off < used {
-            let len = data[off] as usize;
-            let end = off + 1 + len;
-            if len == 0 || end > used {
-                break;
-            }
-            entries.push((off as u32 + 1, get_str(&data[off + 1..end])));
-            off = end;
-        }
+        entries = string_entries(&data[..used], 0).0;
         Strings { entries }
     }
 

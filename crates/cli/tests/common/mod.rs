@@ -140,10 +140,21 @@ impl Daemon {
 
     /// A daemon that reads TT-Metal's counter files in `tt_metal` (e.g. the host's /dev/shm).
     pub fn start_reading(dir: tempfile::TempDir, tt_metal: &Path) -> Daemon {
+        Daemon::start_configured(dir, tt_metal, "")
+    }
+
+    /// A daemon with these lines added to its config file.
+    pub fn start_with(config: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let tt_metal = dir.path().join("tt-metal");
+        Daemon::start_configured(dir, &tt_metal, config)
+    }
+
+    fn start_configured(dir: tempfile::TempDir, tt_metal: &Path, config: &str) -> Daemon {
         let regions = dir.path().join("regions");
         let socket = dir.path().join("api.sock");
         let mut d = Daemon {
-            child: spawn_serve(&regions, &socket, dir.path(), tt_metal),
+            child: spawn_serve_with(&regions, &socket, dir.path(), tt_metal, config),
             socket,
             regions,
             _dir: dir,
@@ -182,9 +193,14 @@ impl Drop for Daemon {
 }
 
 pub fn spawn_serve(regions: &Path, socket: &Path, dir: &Path, tt_metal: &Path) -> Child {
+    spawn_serve_with(regions, socket, dir, tt_metal, "")
+}
+
+/// [`spawn_serve`] with these lines added to its config file.
+pub fn spawn_serve_with(regions: &Path, socket: &Path, dir: &Path, tt_metal: &Path, extra: &str) -> Child {
     // Flush history every second.
     let config = dir.join("ttmem.toml");
-    std::fs::write(&config, "flush_interval_s = 1\n").unwrap();
+    std::fs::write(&config, format!("flush_interval_s = 1\n{extra}")).unwrap();
     Command::new(TTMEM)
         .arg("serve")
         .arg("--config")

@@ -73,6 +73,8 @@ pub struct CollectorConfig {
     pub proc_root: PathBuf,
     /// The longest a region waits between drains; a busy one is drained sooner, at its pace.
     pub drain_interval: Duration,
+    /// Regions followed at once per user other than root.
+    pub max_regions_per_user: usize,
 }
 
 /// See the module docs.
@@ -153,6 +155,15 @@ impl Collector {
     /// One round: discover, drain, check liveness, expire old records, and once per
     /// wall-clock second sample history.
     pub fn tick(&mut self, now: Now) {
+        self.tick_start(now);
+        self.drain_all(now.monotonic_ns);
+        self.tick_finish(now);
+    }
+
+    /// A tick's first part: discovery. The daemon drains the due regions one at a time after
+    /// it ([`Collector::due_regions`], [`Collector::drain_region`]), letting API readers in
+    /// between, then calls [`Collector::tick_finish`].
+    pub fn tick_start(&mut self, now: Now) {
         self.stats.ticks += 1;
         // The directory is listed when something in it changed (inotify) or, as a backstop,
         // every RESCAN_INTERVAL_NS: a directory of junk costs a listing now and then, not 20
@@ -166,7 +177,11 @@ impl Collector {
             self.last_rescan_ns = Some(now.monotonic_ns);
             self.discover();
         }
-        self.drain_all(now.monotonic_ns);
+    }
+
+    /// A tick's last part: liveness, removed regions, TT-Metal's files, retention, and once per
+    /// wall-clock second a history sample.
+    pub fn tick_finish(&mut self, now: Now) {
         self.check_liveness(now);
         self.let_go_of_unlinked(now.monotonic_ns);
         self.read_external(now.monotonic_ns);

@@ -41,6 +41,11 @@ pub const DEFAULT_API_MAX_CONNECTIONS_PER_USER: usize = 64;
 /// connection stays open.
 pub const DEFAULT_API_HEADER_TIMEOUT_S: u64 = 10;
 
+/// Default cap on the regions followed at once per user other than root: more than any user
+/// runs processes that report, few enough that a user forging regions for thousands of its own
+/// idle processes cannot make the daemon read thousands of files.
+pub const DEFAULT_MAX_REGIONS_PER_USER: usize = 256;
+
 /// Default TCP address of the API: loopback only.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:9477";
 /// Default drain interval.
@@ -93,6 +98,8 @@ pub struct Config {
     /// How long a client has to send a request's headers; also the longest an idle kept-alive
     /// connection stays open.
     pub api_header_timeout: Duration,
+    /// Regions followed at once per user other than root.
+    pub max_regions_per_user: usize,
 }
 
 /// The keys a config file may hold (all optional; unknown keys are an error).
@@ -137,6 +144,8 @@ pub struct FileConfig {
     pub api_max_connections_per_user: Option<usize>,
     /// Seconds; see [`Config::api_header_timeout`].
     pub api_header_timeout_s: Option<u64>,
+    /// See [`Config::max_regions_per_user`].
+    pub max_regions_per_user: Option<usize>,
 }
 
 /// Values given as flags (None: not given).
@@ -243,6 +252,7 @@ impl Config {
             api_max_connections: DEFAULT_API_MAX_CONNECTIONS,
             api_max_connections_per_user: DEFAULT_API_MAX_CONNECTIONS_PER_USER,
             api_header_timeout: Duration::from_secs(DEFAULT_API_HEADER_TIMEOUT_S),
+            max_regions_per_user: DEFAULT_MAX_REGIONS_PER_USER,
         }
     }
 
@@ -394,6 +404,9 @@ impl Config {
         }
         if let Some(v) = f.api_header_timeout_s {
             self.api_header_timeout = Duration::from_secs(v.clamp(1, 3600));
+        }
+        if let Some(v) = f.max_regions_per_user {
+            self.max_regions_per_user = v.clamp(1, 1 << 20);
         }
         Ok(())
     }
@@ -570,5 +583,6 @@ mod tests {
             Some(DEFAULT_API_MAX_CONNECTIONS_PER_USER)
         );
         assert_eq!(f.api_header_timeout_s, Some(DEFAULT_API_HEADER_TIMEOUT_S));
+        assert_eq!(f.max_regions_per_user, Some(DEFAULT_MAX_REGIONS_PER_USER));
     }
 }

@@ -126,6 +126,7 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
                 tt_metal_dir: config.tt_metal_dir.clone(),
                 proc_root: config.proc_root.clone(),
                 drain_interval: config.drain_interval,
+                max_regions_per_user: config.max_regions_per_user,
             },
             monotonic_ns(),
         )),
@@ -317,6 +318,16 @@ fn flush(
     *shared.store_error.lock() = error;
 }
 
+/// Drains the regions that are due, taking the collector's lock for one region at a time: API
+/// readers get in between, whatever one region costs.
+fn drain_due(shared: &api::Shared) {
+    let now = monotonic_ns();
+    let due = shared.collector.read().due_regions(now);
+    for key in due {
+        shared.collector.write().drain_region(key, now);
+    }
+}
+
 /// The collector thread: sleeps in poll() on inotify, the processes' pidfds and the legacy
 /// socket's descriptors. It ticks (discover, drain, liveness) when inotify or a pidfd wakes it
 /// or the drain interval passes, and serves legacy clients whenever their bytes arrive.
@@ -389,7 +400,7 @@ fn collect_loop(shared: &api::Shared, stop: &AtomicBool, config: &Config, mut le
         let woken = fds[..tick_fds].iter().any(|p| p.revents != 0);
         if !woken && last_tick.elapsed() < tick_every {
             if next_drain_ns.is_some_and(|t| t <= monotonic_ns()) {
-                shared.collector.write().drain_due(monotonic_ns());
+                drain_due(shared);
             }
             continue;
         }
@@ -404,12 +415,15 @@ fn collect_loop(shared: &api::Shared, stop: &AtomicBool, config: &Config, mut le
                 changed = true;
             }
         }
-        let mut c = shared.collector.write();
-        if changed {
-            c.request_rescan();
+        {
+            let mut c = shared.collector.write();
+            if changed {
+                c.request_rescan();
+            }
+            c.tick_start(collector::Now::system());
         }
-        c.tick(collector::Now::system());
-        drop(c);
+        drain_due(shared);
+        shared.collector.write().tick_finish(collector::Now::system());
         if last_flush.elapsed() >= config.flush_interval {
             last_flush = Instant::now();
             flush(shared, &mut unflushed, &mut records);

@@ -36,6 +36,7 @@ fn collector(dir: &Path, retention: Duration) -> Collector {
             tt_metal_dir: None,
             proc_root: "/proc".into(),
             drain_interval: std::time::Duration::from_millis(50),
+            max_regions_per_user: 256,
         },
         0,
     )
@@ -190,6 +191,7 @@ fn tt_metal_processes_join_the_snapshot_and_an_unchanged_reading_changes_nothing
             tt_metal_dir: Some(tt.clone()),
             proc_root: "/proc".into(),
             drain_interval: std::time::Duration::from_millis(50),
+            max_regions_per_user: 256,
         },
         0,
     );
@@ -434,4 +436,46 @@ fn a_free_on_another_thread_never_reaches_the_ledger_before_its_allocation() {
     assert_eq!(page.total, 0, "freed buffers listed: {:?}", &page.items);
     assert_eq!(c.ledger().stats().unmatched_frees, 0);
     assert!(c.ledger().completeness(key).unwrap().is_complete());
+}
+
+#[test]
+fn a_region_whose_counters_outgrow_what_a_reader_reads_is_refused_not_read() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let t = Tracker::new(Config {
+        dir: dir.path().into(),
+        max_devices: 1024,
+        max_shards: 1024,
+        ring_events: 16,
+        ..Config::default()
+    });
+    let chip = t.register_device(&spec(0x71, "n150")).unwrap();
+    t.alloc(chip, tt::DRAM, 0, 4096);
+    let path = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+    // The writer claims all 1024 devices and all 1024 shards: 1 GiB of counters per read.
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let geometry = ttmem_scan::attach::Attached::open(&path).unwrap().header().geometry;
+    let mut entry = vec![0u8; ttmem_region::DEVICE_ENTRY_SIZE];
+    file.read_exact_at(&mut entry, geometry.device_offset(0)).unwrap();
+    for i in 1..1024 {
+        file.write_all_at(&entry, geometry.device_offset(i)).unwrap();
+    }
+    file.write_all_at(&1024u32.to_le_bytes(), 176).unwrap();
+    file.write_all_at(&1024u32.to_le_bytes(), 180).unwrap();
+
+    let mut c = collector(dir.path(), Duration::from_secs(60));
+    c.tick(Now::system());
+    assert!(c.key_of_pid(std::process::id()).is_none(), "the region is not followed");
+    let snap = c.snapshot();
+    assert!(snap.processes.is_empty());
+    let skipped = &snap.skipped;
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(
+        skipped[0].reason.contains("more than the 16777216 a reader reads"),
+        "{}",
+        skipped[0].reason
+    );
+    // The one-shot reader refuses it the same way.
+    let err = ttmem_scan::read_region(&path, ttmem_scan::ScanOptions::default(), None).unwrap_err();
+    assert!(matches!(err, ttmem_scan::RegionError::TooLarge { .. }), "{err}");
 }

@@ -10,7 +10,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use ttmem_region::decode::{self, Event, Header, Strings};
+use ttmem_region::decode::{self, Event, Header};
 use ttmem_region::{EVENT_SIZE, SHARD_HEADER_SIZE, STRINGS_HEADER_SIZE};
 
 use crate::{DeviceCounters, RegionError, ScanOptions, read_at};
@@ -152,23 +152,16 @@ impl Attached {
         if used <= self.strings_seen {
             return Ok(Vec::new());
         }
-        let data = read_at(&self.file, g.strings_data_offset(), used as usize)?;
-        let strings = Strings::decode(&header, &data);
-        let mut out = Vec::new();
-        let mut off = self.strings_seen as usize;
-        while off < used as usize {
-            let len = data[off] as usize;
-            if len == 0 || off + 1 + len > used as usize {
-                break;
-            }
-            let id = off as u32 + 1;
-            if let Some(s) = strings.get(id) {
-                out.push((id, s.to_string()));
-            }
-            off += 1 + len;
-        }
-        self.strings_seen = off as u64;
-        Ok(out)
+        // Only the part not read yet: a writer adding a tag at a time costs its own bytes, not
+        // the whole table again.
+        let new = read_at(
+            &self.file,
+            g.strings_data_offset() + self.strings_seen,
+            (used - self.strings_seen) as usize,
+        )?;
+        let (entries, consumed) = decode::string_entries(&new, self.strings_seen);
+        self.strings_seen += consumed as u64;
+        Ok(entries)
     }
 
     /// The whole region as `ttmem ps` reads it (exact counters, shards, header), through the

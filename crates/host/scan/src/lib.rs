@@ -48,6 +48,16 @@ pub enum RegionError {
     /// Still being created by its writer.
     #[error("still being created")]
     Creating,
+    /// Its counters are more than a reader reads at once: threads in use times devices
+    /// published beyond any real process (the bound keeps one hostile region from costing
+    /// seconds of CPU per read).
+    #[error("its counters take {bytes} bytes to read, more than the {limit} a reader reads")]
+    TooLarge {
+        /// Bytes the counters of the shards in use and the devices published take.
+        bytes: u64,
+        /// The bound ([`MAX_COUNTER_BYTES`]).
+        limit: u64,
+    },
     /// The header's identity or geometry changed after a reader attached: a writer rewriting
     /// who it claims to be.
     #[error("its header's identity or geometry changed while attached")]
@@ -410,6 +420,10 @@ pub fn read_open_region(
     })
 }
 
+/// The most counter bytes one read of a region takes: 1024 threads with 16 devices, or 64
+/// threads with 256 (the defaults take 2 MiB at most: 32 shards and 64 devices).
+pub const MAX_COUNTER_BYTES: u64 = 16 << 20;
+
 /// The devices with their exact counters (summed over shards) and the shard control words:
 /// what changes while a region's writer runs.
 pub(crate) fn read_counters(file: &File, header: Header) -> Result<RegionCounters, RegionError> {
@@ -444,6 +458,13 @@ pub(crate) fn read_counters(file: &File, header: Header) -> Result<RegionCounter
         .collect();
     if let Some(max_index) = devices.iter().map(|d| d.index).max() {
         let span = (max_index as usize + 1) * MAX_CATEGORIES * COUNTER_CELL_SIZE;
+        let bytes = (span * used.len()) as u64;
+        if bytes > MAX_COUNTER_BYTES {
+            return Err(RegionError::TooLarge {
+                bytes,
+                limit: MAX_COUNTER_BYTES,
+            });
+        }
         for &s in &used {
             let cells = read_at(file, g.shard_counters_offset(s), span)?;
             for d in &mut devices {

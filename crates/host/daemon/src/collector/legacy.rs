@@ -618,6 +618,7 @@ mod tests {
                 tt_metal_dir: None,
                 proc_root: "/proc".into(),
                 drain_interval: std::time::Duration::from_millis(50),
+                max_regions_per_user: 256,
             },
             0,
         )

@@ -118,7 +118,18 @@ const RATE_MEMORY_NS: f64 = 2e9;
 const MIN_DRAIN_GAP_NS: u64 = 1_000_000;
 const RING_FRACTION: f64 = 0.25;
 
+/// The most of one core a region's drains may take: a region whose drains cost more (a hostile
+/// writer making its reader read garbage) is drained less often, and its own ring overflows.
+const MAX_DUTY: f64 = 0.2;
+
 impl DrainPace {
+    /// Charges a drain that took `spent_ns` from `now_ns`: the next one waits until the region
+    /// has used at most [`MAX_DUTY`] of a core.
+    fn charge(&mut self, spent_ns: u64, now_ns: u64) {
+        let earliest = now_ns.saturating_add((spent_ns as f64 / MAX_DUTY) as u64);
+        self.next_ns = self.next_ns.max(earliest);
+    }
+
     /// Takes one drain's figures: the most events one shard yielded (`busiest`, lost ones
     /// included) of a ring of `ring` events, at `now_ns`; the next drain falls due in at most
     /// `max_gap_ns`.
@@ -186,18 +197,13 @@ impl Collector {
             }
         }
         for key in gone {
-            if let Some(p) = self.procs.remove(&key) {
+            if let Some(p) = self.procs.get(&key) {
                 tracing::info!(
                     pid = p.view.id.pid,
                     "region file removed while its process runs; no longer followed"
                 );
-                if let Source::Region(r) = &p.source {
-                    self.regions.forget(r.path());
-                }
-                self.history.remove_process(p.view.id.pid, p.view.id.start_time);
             }
-            self.ledger.remove_process(key);
-            self.generation += 1;
+            self.forget_region_process(key);
         }
     }
 
@@ -209,6 +215,13 @@ impl Collector {
         };
         let mut not_permitted = 0;
         let mut present: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
+        // Regions followed per user: a user's processes are bounded, and so are its regions.
+        let mut per_user: HashMap<u32, usize> = HashMap::new();
+        for p in self.procs.values() {
+            if matches!(&p.source, Source::Region(r) if r.attached.is_some()) {
+                *per_user.entry(p.view.id.uid).or_default() += 1;
+            }
+        }
         for entry in entries.filter_map(Result::ok) {
             let path = entry.path();
             if path.extension().is_none_or(|x| x != ttmem_region::REGION_EXTENSION)
@@ -219,14 +232,32 @@ impl Collector {
             if self.regions.refused.contains_key(&path) {
                 present.insert(path.clone());
             }
-            let mtime = entry.metadata().ok().and_then(|m| mtime(&m));
+            let meta = entry.metadata().ok();
+            let mtime = meta.as_ref().and_then(mtime);
             if let Some((seen, _)) = self.regions.refused.get(&path)
                 && *seen == mtime
             {
                 continue; // refused before and unchanged since
             }
+            let owner = meta.as_ref().map_or(0, std::os::unix::fs::MetadataExt::uid);
+            let cap = self.cfg.max_regions_per_user;
+            if owner != 0 && per_user.get(&owner).copied().unwrap_or(0) >= cap {
+                if self.regions.may_warn() {
+                    tracing::warn!(path = %path.display(), uid = owner, "refusing region: its user has {cap} already");
+                }
+                self.stats.regions_refused += 1;
+                present.insert(path.clone());
+                let reason = format!("its user (uid {owner}) has {cap} regions followed already");
+                // No time stamp: looked at again at the next listing, when the user may have fewer.
+                self.regions.refused.insert(path, (None, reason));
+                self.generation += 1;
+                continue;
+            }
             match Attached::open(&path) {
-                Ok(a) => self.attach(path, a),
+                Ok(a) => {
+                    *per_user.entry(a.header().uid).or_default() += 1;
+                    self.attach(path, a)
+                }
                 Err(RegionError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(RegionError::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => not_permitted += 1,
                 // Still being created: look again at the next tick (creation raises no further
@@ -312,29 +343,65 @@ impl Collector {
     /// Drains every attached region into the ledger and refreshes changed counters.
     pub fn drain_all(&mut self, monotonic_ns: u64) {
         let keys: Vec<ProcKey> = self.procs.keys().copied().collect();
-        self.drain_each(keys, monotonic_ns);
+        for key in keys {
+            self.drain_region(key, monotonic_ns);
+        }
     }
 
-    /// Drains the regions whose pace says they are due (between ticks, see [`DrainPace`]).
-    pub fn drain_due(&mut self, monotonic_ns: u64) {
-        let due: Vec<ProcKey> = self
-            .procs
+    /// The regions due for a drain at `monotonic_ns` (see [`DrainPace`]).
+    pub fn due_regions(&self, monotonic_ns: u64) -> Vec<ProcKey> {
+        self.procs
             .iter()
             .filter(|(_, p)| matches!(&p.source, Source::Region(r) if r.attached.is_some() && r.pace.next_ns <= monotonic_ns))
             .map(|(&k, _)| k)
-            .collect();
-        self.drain_each(due, monotonic_ns);
+            .collect()
     }
 
-    fn drain_each(&mut self, keys: Vec<ProcKey>, monotonic_ns: u64) {
-        for key in keys {
-            if let Err(e) = self.drain_one(key, monotonic_ns) {
-                tracing::warn!(process = key.0, "region became unreadable: {e}");
+    /// Drains the regions whose pace says they are due.
+    pub fn drain_due(&mut self, monotonic_ns: u64) {
+        for key in self.due_regions(monotonic_ns) {
+            self.drain_region(key, monotonic_ns);
+        }
+    }
+
+    /// Drains one process's region, charging its pace with the time that took. A region that
+    /// can no longer be read (its writer broke it, or it outgrew what a reader reads) is let go
+    /// of and listed as refused, with the reason.
+    pub fn drain_region(&mut self, key: ProcKey, monotonic_ns: u64) {
+        let started = std::time::Instant::now();
+        let result = self.drain_one(key, monotonic_ns);
+        let spent_ns = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+        match result {
+            Ok(()) => {
                 if let Some(Source::Region(r)) = self.procs.get_mut(&key).map(|p| &mut p.source) {
-                    r.attached = None;
+                    r.pace.charge(spent_ns, monotonic_ns);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(process = key.0, "region became unreadable, no longer followed: {e}");
+                let path = match self.procs.get(&key).map(|p| &p.source) {
+                    Some(Source::Region(r)) => r.path.clone(),
+                    _ => return,
+                };
+                self.forget_region_process(key);
+                if let Ok(meta) = std::fs::metadata(&path) {
+                    self.stats.regions_refused += 1;
+                    self.regions.refused.insert(path, (mtime(&meta), e.to_string()));
                 }
             }
         }
+    }
+
+    /// Forgets a process whose region is no longer followed: its figures are no longer anyone's.
+    fn forget_region_process(&mut self, key: ProcKey) {
+        if let Some(p) = self.procs.remove(&key) {
+            if let Source::Region(r) = &p.source {
+                self.regions.forget(r.path());
+            }
+            self.history.remove_process(p.view.id.pid, p.view.id.start_time);
+        }
+        self.ledger.remove_process(key);
+        self.generation += 1;
     }
 
     /// Monotonic ns when the next region falls due for a drain (None: none is attached).
