@@ -64,6 +64,9 @@ pub enum Command {
     Watch(WatchArgs),
     /// Remove regions left by processes that no longer run.
     Gc(GcArgs),
+    /// One answer of the daemon's API, as JSON (`ttmem api processes/4242/allocations`): the
+    /// endpoint rules and the API token of every reader, without curl.
+    Api(ApiArgs),
     /// Simulated Tenstorrent chips and workloads.
     #[command(subcommand)]
     Sim(SimCommand),
@@ -145,6 +148,15 @@ pub struct PsArgs {
     /// With --csv: one row per device × category instead.
     #[arg(long, requires = "csv")]
     pub devices: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApiArgs {
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+    /// The path to GET: `/api/v1/...`, or the part after `/api/v1/` (see docs/api.md).
+    #[arg(value_name = "PATH")]
+    pub path: String,
 }
 
 #[derive(Debug, clap::Args)]

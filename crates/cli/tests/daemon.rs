@@ -398,7 +398,8 @@ fn ring_overflow_is_reported_while_totals_stay_exact() {
 }
 
 #[test]
-fn the_same_api_answers_over_tcp_and_lists_leak_suspects() {
+fn the_same_api_answers_over_tcp_which_shows_detail_only_with_the_token() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -407,14 +408,15 @@ fn the_same_api_answers_over_tcp_and_lists_leak_suspects() {
         .port();
     let regions = dir.path().join("regions");
     let socket = dir.path().join("api.sock");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "let-me-see\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = dir.path().join("ttmem.toml");
+    std::fs::write(&config, format!("api_token_file = {:?}\n", token.display().to_string())).unwrap();
     let child = hermetic()
-        .args([
-            "serve",
-            "--no-legacy-socket",
-            "--http",
-            &format!("127.0.0.1:{port}"),
-            "--dir",
-        ])
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--no-legacy-socket", "--http", &format!("127.0.0.1:{port}"), "--dir"])
         .arg(&regions)
         .arg("--api-socket")
         .arg(&socket)
@@ -435,18 +437,62 @@ fn the_same_api_answers_over_tcp_and_lists_leak_suspects() {
     wait_matches_model(&d, &h);
     let over_tcp: Value = get_json(&tcp, "/api/v1/devices").unwrap();
     assert_eq!(over_tcp, d.get("/api/v1/devices"), "one API, two transports");
+    // TCP names no peer: what every user sees, no detail.
     let leaks: Value = get_json(&tcp, "/api/v1/leaks?min_age_s=0&limit=5").unwrap();
+    assert_eq!(leaks["allocations"], serde_json::json!([]));
+    let (status, body) = ttmem_apiclient::get(&tcp, &format!("/api/v1/processes/{}/allocations", pid(&h))).unwrap();
+    let reason = String::from_utf8_lossy(&body);
+    assert_eq!(status, 403, "{reason}");
+    assert!(
+        reason.contains("shown only to its owner (root) and root") && reason.contains("API token"),
+        "{reason}"
+    );
+    let listed: Value = get_json(&tcp, "/api/v1/processes").unwrap();
+    assert_eq!(
+        listed["processes"][0]["pid"],
+        pid(&h),
+        "the process list is for everyone"
+    );
+    assert_eq!(listed["processes"][0]["cmdline"], "", "command lines are not");
+    // With the operator's token, everything.
+    let with_token = |path: &str| -> (u16, Value) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer let-me-see\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let (status, body) = ttmem_apiclient::parse_response(&raw).unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    };
+    let (status, leaks) = with_token("/api/v1/leaks?min_age_s=0&limit=5");
+    assert_eq!(status, 200);
     let items = leaks["allocations"].as_array().unwrap();
     assert_eq!(items.len(), 5);
     assert!(items.iter().all(|a| a["pid"] == pid(&h)));
-    let ps = hermetic()
-        .args(["ps", "--json", "--url"])
-        .arg(format!("http://127.0.0.1:{port}"))
-        .env("TTMEM_DIR", &d.regions)
-        .output()
-        .unwrap();
-    let ps: Value = serde_json::from_slice(&ps.stdout).unwrap();
-    assert_eq!(ps["source"], "daemon");
+    assert_eq!(with_token(&format!("/api/v1/processes/{}/allocations", pid(&h))).0, 200);
+    // Readers present $TTMEM_API_TOKEN.
+    let ps = |token: Option<&str>| -> Value {
+        let mut cmd = hermetic();
+        cmd.args(["ps", "--json", "--url"])
+            .arg(format!("http://127.0.0.1:{port}"))
+            .env("TTMEM_DIR", &d.regions);
+        if let Some(t) = token {
+            cmd.env("TTMEM_API_TOKEN", t);
+        }
+        serde_json::from_slice(&cmd.output().unwrap().stdout).unwrap()
+    };
+    let public = ps(None);
+    assert_eq!(public["source"], "daemon");
+    assert_eq!(public["processes"][0]["cmdline"], "");
+    let full = ps(Some("let-me-see"));
+    assert!(
+        full["processes"][0]["cmdline"].as_str().unwrap().contains("sim run"),
+        "{full}"
+    );
     d.child.kill().unwrap();
     let _ = d.child.wait();
 }

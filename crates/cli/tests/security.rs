@@ -245,3 +245,94 @@ fn a_user_gets_at_most_its_cap_of_regions_followed() {
         let _ = s.wait();
     }
 }
+
+#[test]
+fn each_user_sees_everyones_totals_and_only_their_own_processes_detail() {
+    if !needs_root("each_user_sees_everyones_totals_and_only_their_own_processes_detail") {
+        return;
+    }
+    // Two users without any privilege, each running a workload that reports to one daemon.
+    const ALICE: u32 = 64101;
+    const BOB: u32 = 64102;
+    let d = Daemon::start();
+    // The API socket's directory is reachable by everyone, like /run/ttmem.
+    std::fs::set_permissions(d._dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&d.regions, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let a = hold_as(ALICE, &d.regions, "llm-inference", "n150", 0, 2);
+    let b = hold_as(BOB, &d.regions, "training", "n150", 1, 3);
+    wait_until(|| d.process(pid(&a)).is_some() && d.process(pid(&b)).is_some());
+    let as_user = |uid: u32, args: &[&str]| {
+        use std::os::unix::process::CommandExt;
+        let out = hermetic()
+            .args(args)
+            .arg("--api-socket")
+            .arg(&d.socket)
+            .uid(uid)
+            .gid(uid)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    for (me, mine, theirs) in [(ALICE, &a, &b), (BOB, &b, &a)] {
+        // Everyone's totals and the process list, like nvidia-smi; only one's own command line.
+        let (code, stdout, stderr) = as_user(me, &["ps", "--json"]);
+        assert_eq!(code, Some(0), "{stderr}");
+        let snap: Value = serde_json::from_str(&stdout).unwrap();
+        let row = |h: &Held| {
+            snap["processes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["pid"] == pid(h))
+                .cloned()
+                .unwrap_or_else(|| panic!("{} is not listed to uid {me}", pid(h)))
+        };
+        assert!(row(mine)["cmdline"].as_str().unwrap().contains("sim run"));
+        assert_eq!(row(theirs)["cmdline"], "", "another user's command line");
+        assert!(
+            row(theirs)["totals"].as_array().is_some_and(|t| !t.is_empty()),
+            "their totals"
+        );
+        // One's own allocations and events; not the other's.
+        let (code, stdout, _) = as_user(me, &["api", &format!("processes/{}/allocations?limit=3", pid(mine))]);
+        assert_eq!(code, Some(0));
+        let page: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(page["items"].as_array().unwrap().len(), 3);
+        for what in ["allocations", "events"] {
+            let (code, _, stderr) = as_user(me, &["api", &format!("processes/{}/{what}", pid(theirs))]);
+            assert_eq!(code, Some(1), "{stderr}");
+            assert!(
+                stderr.contains("403")
+                    && stderr.contains(&format!(
+                        "the {what} of process {} are shown only to its owner",
+                        pid(theirs)
+                    )),
+                "{stderr}"
+            );
+        }
+        // Leak suspects: one's own only.
+        let (_, stdout, _) = as_user(me, &["api", "leaks?min_age_s=0&limit=10000"]);
+        let leaks: Value = serde_json::from_str(&stdout).unwrap();
+        let pids: std::collections::BTreeSet<u64> = leaks["allocations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["pid"].as_u64().unwrap())
+            .collect();
+        assert_eq!(pids, [pid(mine)].into_iter().collect());
+    }
+    // Root sees everything.
+    let page = d.get(&format!("/api/v1/processes/{}/allocations?limit=1", pid(&b)));
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    // The database is the daemon's only.
+    let mode = std::fs::metadata(d._dir.path().join("ttmem.db"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}

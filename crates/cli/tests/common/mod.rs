@@ -54,7 +54,18 @@ pub fn hold(dir: &Path, profile: &str, shape: &str, chip_offset: u32, steps: u32
 
 /// Starts a workload and waits until it holds still; `None` lets it claim the first free chips.
 pub fn hold_on(dir: &Path, profile: &str, shape: &str, chip_offset: Option<u32>, steps: u32) -> Held {
+    hold_with(ttmem(dir), profile, shape, chip_offset, steps)
+}
+
+/// [`hold`] as another user (the caller must be root).
+pub fn hold_as(uid: u32, dir: &Path, profile: &str, shape: &str, chip_offset: u32, steps: u32) -> Held {
+    use std::os::unix::process::CommandExt;
     let mut cmd = ttmem(dir);
+    cmd.uid(uid).gid(uid);
+    hold_with(cmd, profile, shape, Some(chip_offset), steps)
+}
+
+fn hold_with(mut cmd: Command, profile: &str, shape: &str, chip_offset: Option<u32>, steps: u32) -> Held {
     cmd.args(["sim", "run", "--profile", profile, "--shape", shape, "--step-ms", "1"])
         .args(["--hold-after", &steps.to_string()]);
     if let Some(offset) = chip_offset {

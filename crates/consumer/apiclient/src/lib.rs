@@ -184,9 +184,12 @@ pub fn get_conditional(
         Endpoint::Unix(_) => "localhost",
     };
     let condition = etag.map(|e| format!("If-None-Match: {e}\r\n")).unwrap_or_default();
+    let auth = token()
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n{condition}Connection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n{condition}{auth}Connection: close\r\n\r\n"
     )
     .map_err(io)?;
     let mut raw = Vec::new();
@@ -196,6 +199,18 @@ pub fn get_conditional(
         why,
     })?;
     Ok((status, header(&raw, "etag"), body))
+}
+
+/// The variable that holds the daemon's API token, which grants a TCP reader the detail the
+/// Unix socket gives each user for their own processes (see the daemon's `api_token_file`).
+pub const ENV_API_TOKEN: &str = "TTMEM_API_TOKEN";
+
+/// The API token to present, if one is set (a token with a line break is not sent).
+fn token() -> Option<String> {
+    std::env::var(ENV_API_TOKEN)
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty() && !t.contains(['\r', '\n']))
 }
 
 /// A header's value from a raw response (first match, any case).

@@ -169,10 +169,17 @@ impl Source {
                 d.total = page.total;
                 d.allocations = page.items;
                 if !page.complete {
-                    d.note = Some(format!(
-                        "{} events were lost: the list may be incomplete (totals are exact)",
-                        page.events_lost
-                    ));
+                    d.note = Some(match page.detail_since_unix_ns {
+                        Some(since) => format!(
+                            "{} events were lost: allocations older than {:.0} s are not listed (totals are exact)",
+                            page.events_lost,
+                            ttmem_model::now_ns().saturating_sub(since) as f64 / 1e9
+                        ),
+                        None => format!(
+                            "{} events were written before the daemon attached: the list may lack older allocations (totals are exact)",
+                            page.events_lost
+                        ),
+                    });
                 }
             }
             Err(e) => d.note = Some(e.to_string()),

@@ -17,7 +17,9 @@ use ttmem_model::api;
 
 use crate::collector::Collector;
 
+pub mod access;
 mod extract;
+pub use access::{Peer, TcpAccess, Viewer};
 use extract::{P, Q};
 
 /// What handlers share.
@@ -32,9 +34,13 @@ pub struct Shared {
     pub store: parking_lot::Mutex<Option<ttmem_store::Store>>,
     /// The last database error, for health.
     pub store_error: parking_lot::Mutex<Option<String>>,
-    /// Serialized snapshots by (generation, totals only): monitors polling ten times a second
-    /// cost one serialization per change, not one per request.
-    pub snapshot_cache: parking_lot::Mutex<Vec<(u64, bool, axum::body::Bytes)>>,
+    /// Serialized snapshots by (generation, totals only, viewer): monitors polling ten times a
+    /// second cost one serialization per change, not one per request.
+    pub snapshot_cache: parking_lot::Mutex<Vec<(u64, bool, Viewer, axum::body::Bytes)>>,
+    /// How TCP requests are granted detail (see [`access`]).
+    pub tcp_access: TcpAccess,
+    /// The daemon's own uid (it sees everything, like root).
+    pub daemon_uid: u32,
 }
 
 /// An error answer.
@@ -199,7 +205,11 @@ struct ProcessRecords {
 
 /// `GET /api/v1/process-records[?since_s=S]`: processes as the database remembers them (also
 /// across daemon restarts), with what each left behind.
-async fn process_records(State(s): State<Arc<Shared>>, Q(q): Q<RecordsQuery>) -> ApiResult<ProcessRecords> {
+async fn process_records(
+    State(s): State<Arc<Shared>>,
+    viewer: Viewer,
+    Q(q): Q<RecordsQuery>,
+) -> ApiResult<ProcessRecords> {
     let guard = s.store.lock();
     let store = guard.as_ref().ok_or_else(|| {
         ApiError(
@@ -207,9 +217,12 @@ async fn process_records(State(s): State<Arc<Shared>>, Q(q): Q<RecordsQuery>) ->
             "the database is not open; see /api/v1/health".into(),
         )
     })?;
-    let processes = store
+    let mut processes = store
         .processes(q.since_s.unwrap_or(0).saturating_mul(1_000_000_000))
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    for p in processes.iter_mut().filter(|p| !viewer.may_see(p.uid)) {
+        p.cmdline.clear();
+    }
     Ok(Json(ProcessRecords { processes }))
 }
 
@@ -237,8 +250,15 @@ async fn legacy(State(s): State<Arc<Shared>>) -> ApiResult<api::Legacy> {
     }))
 }
 
-/// `GET /api/v1/legacy/dumps`: the latest DUMP_REMAINING and DUMP_KERNELS answers.
-async fn legacy_dumps(State(s): State<Arc<Shared>>) -> ApiResult<api::LegacyDumps> {
+/// `GET /api/v1/legacy/dumps`: the latest DUMP_REMAINING and DUMP_KERNELS answers (every
+/// legacy client's buffers: root and the daemon's user only).
+async fn legacy_dumps(State(s): State<Arc<Shared>>, viewer: Viewer) -> ApiResult<api::LegacyDumps> {
+    if !viewer.sees_all() {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "legacy dumps list every legacy client's buffers: shown only to root and the daemon's user".into(),
+        ));
+    }
     Ok(Json(api::LegacyDumps {
         dumps: s.collector.read().legacy_dumps(),
     }))
@@ -255,6 +275,7 @@ struct SnapshotQuery {
 /// `If-None-Match` matches gets `304 Not Modified` with no body.
 async fn snapshot(
     State(s): State<Arc<Shared>>,
+    viewer: Viewer,
     Q(q): Q<SnapshotQuery>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -265,7 +286,7 @@ async fn snapshot(
     };
     let collector = s.collector.read();
     let generation = collector.generation();
-    let etag = format!("\"{generation}-{}\"", if totals { "t" } else { "f" });
+    let etag = format!("\"{generation}-{}-{}\"", if totals { "t" } else { "f" }, viewer.tag());
     if headers
         .get(axum::http::header::IF_NONE_MATCH)
         .is_some_and(|v| v.as_bytes() == etag.as_bytes())
@@ -276,12 +297,13 @@ async fn snapshot(
         .snapshot_cache
         .lock()
         .iter()
-        .find(|(g, t, _)| *g == generation && *t == totals)
-        .map(|(_, _, b)| b.clone());
+        .find(|(g, t, v, _)| *g == generation && *t == totals && *v == viewer)
+        .map(|(_, _, _, b)| b.clone());
     let body = match cached {
         Some(b) => b,
         None => {
             let mut snap = collector.snapshot();
+            redact(&mut snap.processes, viewer);
             if totals {
                 for p in &mut snap.processes {
                     p.devices.clear();
@@ -289,8 +311,12 @@ async fn snapshot(
             }
             let b = axum::body::Bytes::from(serde_json::to_vec(&snap).expect("snapshot serializes"));
             let mut cache = s.snapshot_cache.lock();
-            cache.retain(|(g, t, _)| *g == generation && *t != totals);
-            cache.push((generation, totals, b.clone()));
+            // This generation's answers only, and a bounded number of viewers.
+            cache.retain(|(g, t, v, _)| *g == generation && !(*t == totals && *v == viewer));
+            if cache.len() >= 32 {
+                cache.remove(0);
+            }
+            cache.push((generation, totals, viewer, b.clone()));
             b
         }
     };
@@ -311,10 +337,26 @@ async fn devices(State(s): State<Arc<Shared>>) -> ApiResult<api::Devices> {
     }))
 }
 
-async fn processes(State(s): State<Arc<Shared>>) -> ApiResult<api::Processes> {
-    Ok(Json(api::Processes {
-        processes: s.collector.read().snapshot().processes,
-    }))
+async fn processes(State(s): State<Arc<Shared>>, viewer: Viewer) -> ApiResult<api::Processes> {
+    let mut processes = s.collector.read().snapshot().processes;
+    redact(&mut processes, viewer);
+    Ok(Json(api::Processes { processes }))
+}
+
+/// Clears the command lines of the processes `viewer` may not see in detail.
+fn redact(processes: &mut [ttmem_model::ProcessRow], viewer: Viewer) {
+    for p in processes.iter_mut().filter(|p| !viewer.may_see(p.id.uid)) {
+        p.id.cmdline.clear();
+    }
+}
+
+/// The process of `pid`, if `viewer` may see its detail (`what` names the detail refused).
+fn detail_of(c: &Collector, viewer: Viewer, pid: u32, what: &str) -> Result<ttmem_ledger::ProcKey, ApiError> {
+    let key = key_of(c, pid)?;
+    match c.view(key) {
+        Some(v) if !viewer.may_see(v.id.uid) => Err(viewer.refusal(what, pid, &v.id.user)),
+        _ => Ok(key),
+    }
 }
 
 #[derive(Deserialize)]
@@ -331,6 +373,7 @@ fn key_of(c: &Collector, pid: u32) -> Result<ttmem_ledger::ProcKey, ApiError> {
 
 async fn allocations(
     State(s): State<Arc<Shared>>,
+    viewer: Viewer,
     P(pid): P<u32>,
     Q(q): Q<PageQuery>,
 ) -> ApiResult<api::AllocationPage> {
@@ -345,7 +388,7 @@ async fn allocations(
         return Err(bad("limit must be at most 10000"));
     }
     let c = s.collector.read();
-    let key = key_of(&c, pid)?;
+    let key = detail_of(&c, viewer, pid, "allocations")?;
     let page = c
         .ledger()
         .allocations(key, sort, q.offset.unwrap_or(0), limit, (s.now_ns)())
@@ -379,9 +422,9 @@ fn allocation(pid: u32, devices: &HashMap<DeviceKey, u32>, a: ttmem_ledger::Allo
     }
 }
 
-async fn events(State(s): State<Arc<Shared>>, P(pid): P<u32>) -> ApiResult<api::Events> {
+async fn events(State(s): State<Arc<Shared>>, viewer: Viewer, P(pid): P<u32>) -> ApiResult<api::Events> {
     let c = s.collector.read();
-    let key = key_of(&c, pid)?;
+    let key = detail_of(&c, viewer, pid, "events")?;
     let devices = c.device_ids();
     let events = c
         .ledger()
@@ -524,7 +567,7 @@ struct FitQuery {
     bytes: Option<u64>,
 }
 
-async fn fit(State(s): State<Arc<Shared>>, Q(q): Q<FitQuery>) -> ApiResult<api::Fit> {
+async fn fit(State(s): State<Arc<Shared>>, viewer: Viewer, Q(q): Q<FitQuery>) -> ApiResult<api::Fit> {
     let (Some(id), Some(category), Some(bytes)) = (q.device, q.category, q.bytes) else {
         return Err(bad(
             "fit needs device, category and bytes, e.g. /api/v1/fit?device=0&category=DRAM&bytes=1073741824",
@@ -536,8 +579,8 @@ async fn fit(State(s): State<Arc<Shared>>, Q(q): Q<FitQuery>) -> ApiResult<api::
     Ok(Json(api::Fit {
         device: id,
         category,
-        // Owners as pids, not internal keys.
-        fit: f.map_owners(|k| c.pid_of(k)),
+        // Owners as pids, not internal keys; none for processes the viewer may not see.
+        fit: f.map_owners(|k| c.view(k).filter(|v| viewer.may_see(v.id.uid)).map(|v| v.id.pid)),
         incomplete: incomplete(&s, &c, Some(id)),
     }))
 }
@@ -548,7 +591,7 @@ struct LeakQuery {
     limit: Option<usize>,
 }
 
-async fn leaks(State(s): State<Arc<Shared>>, Q(q): Q<LeakQuery>) -> ApiResult<api::Leaks> {
+async fn leaks(State(s): State<Arc<Shared>>, viewer: Viewer, Q(q): Q<LeakQuery>) -> ApiResult<api::Leaks> {
     let c = s.collector.read();
     let devices = c.device_ids();
     let min_age_s = q.min_age_s.unwrap_or(300);
@@ -556,7 +599,10 @@ async fn leaks(State(s): State<Arc<Shared>>, Q(q): Q<LeakQuery>) -> ApiResult<ap
         .ledger()
         .leak_suspects(min_age_s, q.limit.unwrap_or(100).min(10_000), (s.now_ns)())
         .into_iter()
-        .filter_map(|a| Some(allocation(c.pid_of(a.process)?, &devices, a)))
+        .filter_map(|a| {
+            let v = c.view(a.process).filter(|v| viewer.may_see(v.id.uid))?;
+            Some(allocation(v.id.pid, &devices, a))
+        })
         .collect();
     Ok(Json(api::Leaks {
         min_age_s,

@@ -100,6 +100,11 @@ pub struct Config {
     pub api_header_timeout: Duration,
     /// Regions followed at once per user other than root.
     pub max_regions_per_user: usize,
+    /// A file holding the API token: a TCP request that presents it (`Authorization: Bearer`)
+    /// sees everything (None: TCP shows only what every user sees).
+    pub api_token_file: Option<PathBuf>,
+    /// Every TCP request sees everything, without a token (a host whose loopback is trusted).
+    pub api_tcp_detail: bool,
 }
 
 /// The keys a config file may hold (all optional; unknown keys are an error).
@@ -146,6 +151,10 @@ pub struct FileConfig {
     pub api_header_timeout_s: Option<u64>,
     /// See [`Config::max_regions_per_user`].
     pub max_regions_per_user: Option<usize>,
+    /// See [`Config::api_token_file`] (empty: none).
+    pub api_token_file: Option<PathBuf>,
+    /// See [`Config::api_tcp_detail`].
+    pub api_tcp_detail: Option<bool>,
 }
 
 /// Values given as flags (None: not given).
@@ -253,6 +262,8 @@ impl Config {
             api_max_connections_per_user: DEFAULT_API_MAX_CONNECTIONS_PER_USER,
             api_header_timeout: Duration::from_secs(DEFAULT_API_HEADER_TIMEOUT_S),
             max_regions_per_user: DEFAULT_MAX_REGIONS_PER_USER,
+            api_token_file: None,
+            api_tcp_detail: false,
         }
     }
 
@@ -407,6 +418,12 @@ impl Config {
         }
         if let Some(v) = f.max_regions_per_user {
             self.max_regions_per_user = v.clamp(1, 1 << 20);
+        }
+        if let Some(v) = f.api_token_file {
+            self.api_token_file = Some(v).filter(|p| !p.as_os_str().is_empty());
+        }
+        if let Some(v) = f.api_tcp_detail {
+            self.api_tcp_detail = v;
         }
         Ok(())
     }
@@ -584,5 +601,6 @@ mod tests {
         );
         assert_eq!(f.api_header_timeout_s, Some(DEFAULT_API_HEADER_TIMEOUT_S));
         assert_eq!(f.max_regions_per_user, Some(DEFAULT_MAX_REGIONS_PER_USER));
+        assert!(f.api_token_file.is_some() && f.api_tcp_detail == Some(false));
     }
 }

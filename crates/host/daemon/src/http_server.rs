@@ -130,7 +130,8 @@ where
                 continue;
             }
         };
-        let service = TowerToHyperService::new(router.clone());
+        // Every request of the connection carries its peer: what it may see depends on it.
+        let service = TowerToHyperService::new(router.clone().layer(axum::Extension(crate::api::Peer { uid })));
         let timeout = limits.header_timeout;
         tokio::spawn(async move {
             let _slot = slot;

@@ -135,6 +135,14 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
         store: parking_lot::Mutex::new(None),
         store_error: parking_lot::Mutex::new(None),
         snapshot_cache: parking_lot::Mutex::new(Vec::new()),
+        tcp_access: api::TcpAccess {
+            token: match &config.api_token_file {
+                Some(path) => Some(read_token(path)?),
+                None => None,
+            },
+            open: config.api_tcp_detail,
+        },
+        daemon_uid: nix::unistd::geteuid().as_raw(),
     });
     open_store(&shared, &config);
     let legacy = match &config.legacy_socket {
@@ -236,6 +244,31 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
         let _ = std::fs::remove_file(p);
     }
     result
+}
+
+/// Reads the API token: the file's first line, which must not be empty, in a file no other
+/// user may read (a token others can read grants them everything).
+fn read_token(path: &Path) -> Result<String, DaemonError> {
+    let io = |source| DaemonError::Io {
+        context: format!("cannot read the API token file {}", path.display()),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "it may be read by other users (mode {:o}); chmod 600 it",
+                meta.permissions().mode() & 0o777
+            ),
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if token.is_empty() {
+        return Err(io(std::io::Error::new(std::io::ErrorKind::InvalidData, "it is empty")));
+    }
+    Ok(token)
 }
 
 fn ensure_region_dir(dir: &Path) -> Result<(), DaemonError> {

@@ -84,6 +84,14 @@ pub enum StoreError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The database file could not be created or made private.
+    #[error("cannot create or protect {path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
 }
 
 /// What is kept of a process after it exits.
@@ -130,12 +138,35 @@ fn key_cols(k: &SeriesKey) -> (u32, u64) {
 
 impl Store {
     /// Opens (creating if needed) and migrates the database.
+    /// The file is the daemon's user's only (mode 0600; SQLite gives its journal files the
+    /// same mode): it holds every process's command line and history.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
-                dir: dir.into(),
-                source,
-            })?;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| StoreError::Directory {
+                    dir: dir.into(),
+                    source,
+                })?;
+        }
+        let io = |source| StoreError::File {
+            path: path.into(),
+            source,
+        };
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            // A file from an earlier version, or created by hand: made private.
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700)).map_err(io)?;
+            tracing::info!(db = %path.display(), "made the database readable by its owner only (was {:o})", mode & 0o777);
         }
         let err = |source| StoreError::Sqlite {
             path: path.into(),
@@ -510,5 +541,26 @@ mod tests {
         );
         let e = Store::open(Path::new("/proc/ttmem/x.db")).err().unwrap();
         assert!(e.to_string().starts_with("cannot create /proc/ttmem"), "{e}");
+    }
+
+    #[test]
+    fn the_file_and_its_journal_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let path = dir.path().join("new/ttmem.db");
+        let mut s = Store::open(&path).unwrap();
+        s.write_samples(&[]).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        let wal = dir.path().join("new/ttmem.db-wal");
+        assert!(!wal.exists() || mode(&wal) == 0o600, "{:o}", mode(&wal));
+        drop(s);
+        // A file an earlier version left readable by all is made private.
+        let old = dir.path().join("old.db");
+        std::fs::write(&old, b"").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Store::open(&old).unwrap());
+        assert_eq!(mode(&old), 0o600);
     }
 }
