@@ -53,7 +53,7 @@ api() { curl -s --max-time 5 --unix-socket "$socket" "http://ttmem$1"; }
         fi
         sleep 0.5
     done
-) &
+) 2>/dev/null &
 spawner=$!
 
 hz=$(getconf CLK_TCK)
@@ -70,12 +70,17 @@ while [ $(( $(date +%s) - start )) -lt "$duration" ]; do
     last_ticks=$ticks
     last_t=$now
     rss=$(awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$daemon/status")
-    stats=$(api /api/v1/stats || echo '{}')
-    procs=$(api /api/v1/processes || echo '{}')
-    health=$(api /api/v1/health || echo '{}')
-    row=$(python3 - "$stats" "$procs" "$health" <<'EOF'
+    api /api/v1/stats >"$work/stats.json" || echo '{}' >"$work/stats.json"
+    api /api/v1/processes >"$work/processes.json" || echo '{}' >"$work/processes.json"
+    api /api/v1/health >"$work/health.json" || echo '{}' >"$work/health.json"
+    row=$(python3 - "$work/stats.json" "$work/processes.json" "$work/health.json" <<'EOF'
 import json, sys
-s, p, h = (json.loads(a or "{}") for a in sys.argv[1:4])
+def load(path):
+    try:
+        return json.load(open(path))
+    except ValueError:
+        return {}
+s, p, h = (load(a) for a in sys.argv[1:4])
 c = s.get("collector", {})
 ps = p.get("processes", [])
 print(",".join(str(x) for x in [

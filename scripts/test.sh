@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every check, as CI runs it: formatting, lints, all tests (unit, property, snapshot, the C ABI
 # program, end-to-end with real processes, the real TT-Metal runtime in mock-cluster mode), Miri
-# on the shared-memory writer and a short fuzz run of the legacy protocol where a nightly
-# toolchain can be had.
+# on the shared-memory writer and short fuzz runs (legacy protocol, region decoder, API
+# requests) where a nightly toolchain can be had.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,9 +37,10 @@ if ((miri_ok)); then
 else
     echo "miri: skipped (no nightly toolchain with Miri on this machine)"
 fi
-echo "== fuzz (legacy protocol framing and semantics)"
-# A short cargo-fuzz run of crates/host/legacy/fuzz where nightly can build it; the property
-# tests in crates/host/legacy/tests/props.rs cover the same body on stable either way.
+echo "== fuzz (legacy protocol, region decoder, API requests)"
+# Short cargo-fuzz runs where nightly can build them; on stable the property tests cover the
+# same bodies (crates/host/legacy/tests/props.rs, the region decoder's mutation tests,
+# crates/host/daemon/tests/api_requests.rs) either way.
 fuzz_ok=0
 if rustup toolchain list 2>/dev/null | grep -q nightly; then
     if command -v cargo-fuzz >/dev/null 2>&1 \
@@ -48,8 +49,14 @@ if rustup toolchain list 2>/dev/null | grep -q nightly; then
     fi
 fi
 if ((fuzz_ok)); then
+    seconds=${TTMEM_FUZZ_SECONDS:-20}
     (cd crates/host/legacy/fuzz \
-        && cargo +nightly fuzz run stream -- -max_total_time="${TTMEM_FUZZ_SECONDS:-20}" 2>&1 | tail -n 3)
+        && cargo +nightly fuzz run stream -- -max_total_time="$seconds" 2>&1 | tail -n 1)
+    (cd crates/region/fuzz \
+        && cargo +nightly fuzz run decode corpus/decode seeds -- -max_total_time="$seconds" -max_len=300000 2>&1 \
+            | tail -n 1)
+    (cd crates/host/daemon/fuzz \
+        && cargo +nightly fuzz run request -- -max_total_time="$seconds" 2>&1 | tail -n 1)
 else
     echo "fuzz: skipped (no nightly toolchain or cargo-fuzz on this machine)"
 fi

@@ -19,6 +19,8 @@ use crate::collector::Collector;
 
 pub mod access;
 mod extract;
+#[doc(hidden)]
+pub mod fuzzing;
 pub use access::{Peer, TcpAccess, Viewer};
 use extract::{P, Q};
 
@@ -41,6 +43,23 @@ pub struct Shared {
     pub tcp_access: TcpAccess,
     /// The daemon's own uid (it sees everything, like root).
     pub daemon_uid: u32,
+}
+
+impl Shared {
+    /// What the handlers of a daemon share: its collector, no database yet (see
+    /// `open_store`), and how TCP is granted detail.
+    pub fn new(collector: Collector, tcp_access: TcpAccess) -> Shared {
+        Shared {
+            collector: RwLock::new(collector),
+            started: Instant::now(),
+            now_ns: crate::monotonic_ns,
+            store: parking_lot::Mutex::new(None),
+            store_error: parking_lot::Mutex::new(None),
+            snapshot_cache: parking_lot::Mutex::new(Vec::new()),
+            tcp_access,
+            daemon_uid: nix::unistd::geteuid().as_raw(),
+        }
+    }
 }
 
 /// An error answer.

@@ -24,8 +24,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use parking_lot::RwLock;
-
 pub use config::Config;
 
 /// Why the daemon could not start or stopped.
@@ -117,8 +115,15 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
     tracing::debug!(open_files, "open-file limit");
     ensure_region_dir(&config.region_dir)?;
     claim_socket_path(&config.api_socket)?;
-    let shared = Arc::new(api::Shared {
-        collector: RwLock::new(collector::Collector::new(
+    let tcp_access = api::TcpAccess {
+        token: match &config.api_token_file {
+            Some(path) => Some(read_token(path)?),
+            None => None,
+        },
+        open: config.api_tcp_detail,
+    };
+    let shared = Arc::new(api::Shared::new(
+        collector::Collector::new(
             collector::CollectorConfig {
                 region_dir: config.region_dir.clone(),
                 retention: config.retention,
@@ -129,21 +134,9 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
                 max_regions_per_user: config.max_regions_per_user,
             },
             monotonic_ns(),
-        )),
-        started: Instant::now(),
-        now_ns: monotonic_ns,
-        store: parking_lot::Mutex::new(None),
-        store_error: parking_lot::Mutex::new(None),
-        snapshot_cache: parking_lot::Mutex::new(Vec::new()),
-        tcp_access: api::TcpAccess {
-            token: match &config.api_token_file {
-                Some(path) => Some(read_token(path)?),
-                None => None,
-            },
-            open: config.api_tcp_detail,
-        },
-        daemon_uid: nix::unistd::geteuid().as_raw(),
-    });
+        ),
+        tcp_access,
+    ));
     open_store(&shared, &config);
     let legacy = match &config.legacy_socket {
         Some(path) => {
