@@ -654,3 +654,47 @@ fn idle_and_slow_clients_are_closed_and_connections_are_capped_per_listener_and_
     drop(held);
     wait_until(|| get_json::<Value>(&d.ep(), "/api/v1/health").is_ok());
 }
+
+#[test]
+fn a_bursty_galaxy_workload_loses_no_event_with_the_default_ring() {
+    // Issue 11, item 6: bursts of some 12,800 allocations on 32 chips, once a second. The
+    // default ring holds a burst and the daemon drains at the ring's pace: nothing is lost, and
+    // the detail stays complete.
+    let d = Daemon::start();
+    let mut child = hermetic()
+        .args([
+            "sim",
+            "run",
+            "--profile",
+            "bursty",
+            "--shape",
+            "galaxy",
+            "--duration",
+            "4",
+        ])
+        .env("TTMEM_DIR", &d.regions)
+        .env_remove("TTMEM_RING_EVENTS")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = None;
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(30) {
+        if let Some(p) = d.get("/api/v1/processes")["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "sim:bursty")
+        {
+            seen = Some(p["pid"].as_u64().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(child.wait().unwrap().success());
+    let pid = seen.expect("the workload was listed while it ran");
+    let p = d.process(pid).unwrap();
+    assert!(p["events"]["written"].as_u64().unwrap() > 20_000, "{}", p["events"]);
+    assert_eq!(p["events"]["lost"], 0, "{}", p["events"]);
+    assert_eq!(p["events"]["ring_capacity"], 16384);
+    assert_eq!(d.get("/api/v1/stats")["collector"]["events_lost"], 0);
+}

@@ -1,6 +1,25 @@
 //! A hostile local user against the real daemon: a region accepted only when the file's owner,
 //! the header's uid and the live process's real uid agree and the file is named after that
-//! identity (issue 11, items 1 to 3). Each test fails on the code before the fix.
+//! identity (issue 11, items 1 to 3), a cap on regions per user (item 8), and who sees what
+//! (item 4, two unprivileged users). Each test fails on the code before the fix. CI runs them
+//! as root, which they need to act as other users (numeric uids, no account needed).
+//!
+//! The standing campaign of issue 11, probe by probe:
+//! 1. reporting as root, 2. speaking for another user's process, 3. copies and deleted files:
+//!    here, and `tests/collector.rs` (a removed region is let go of).
+//! 4. who sees what: here (`each_user_sees_...`), `tests/daemon.rs` (TCP and the token).
+//! 5. phantom allocations after a loss: `crates/host/daemon/tests/collector.rs`,
+//!    `crates/host/ledger` (property test), `tests/daemon.rs` (ring overflow).
+//! 6. loss under load: `tests/daemon.rs` (a bursty Galaxy workload loses nothing); the curve is
+//!    `ttmem bench load`.
+//! 7. descriptors, idle and slow clients: `tests/daemon.rs` (timeouts and caps), the open-file
+//!    limit in `crates/host/daemon/tests/collector.rs`.
+//! 8. junk files, huge and leaping regions, regions per user:
+//!    `crates/host/daemon/tests/collector.rs` and here.
+//! 9. refused names kept forever: `crates/host/daemon/tests/collector.rs`.
+//! 10. errors that are not JSON: `tests/daemon.rs`, `crates/host/daemon/tests/api_requests.rs`
+//!     and the `request` fuzz target.
+//! 11. the legacy monitor's DEVICE_INFO: `tests/legacy.rs`.
 
 mod common;
 use common::*;

@@ -479,3 +479,44 @@ fn a_region_whose_counters_outgrow_what_a_reader_reads_is_refused_not_read() {
     let err = ttmem_scan::read_region(&path, ttmem_scan::ScanOptions::default(), None).unwrap_err();
     assert!(matches!(err, ttmem_scan::RegionError::TooLarge { .. }), "{err}");
 }
+
+#[test]
+fn a_writer_that_leaps_its_ring_heads_costs_one_ring_per_drain_and_keeps_its_totals() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker_with_ring(dir.path(), 64);
+    let chip = t.register_device(&spec(0x81, "n150")).unwrap();
+    for i in 0..5u64 {
+        t.alloc(chip, tt::DRAM, i << 20, 1 << 20);
+    }
+    let mut c = collector(dir.path(), Duration::from_secs(60));
+    c.tick(Now::system());
+    let key = c.key_of_pid(std::process::id()).unwrap();
+    let path = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let g = ttmem_scan::attach::Attached::open(&path).unwrap().header().geometry;
+    // A hostile writer leaps shard 0's head by 2^40 before every drain, and once sets it back.
+    let head_at = g.shard_offset(0) + 8;
+    let mut head = [0u8; 8];
+    for round in 0..6u64 {
+        file.read_exact_at(&mut head, head_at).unwrap();
+        let leapt = if round == 3 {
+            1
+        } else {
+            u64::from_le_bytes(head).wrapping_add(1 << 40)
+        };
+        file.write_all_at(&leapt.to_le_bytes(), head_at).unwrap();
+        c.tick(Now::system());
+    }
+    let stats = c.stats();
+    assert!(stats.events_lost >= 5 << 40, "{stats:?}");
+    assert!(stats.anomalies >= 1, "the head went back once: {stats:?}");
+    // Each drain read one ring at most, and the counters (which the writer keeps) stay exact.
+    assert!(stats.events < 6 * 64 + 5, "{stats:?}");
+    assert!(c.ledger().completeness(key).is_some_and(|x| !x.is_complete()));
+    let snap = c.snapshot();
+    let dram = snap.devices[0].categories.iter().find(|x| x.name == "DRAM").unwrap();
+    assert_eq!(dram.used, 5 << 20);
+    // And its listing holds no allocation that the loss may have freed.
+    assert_eq!(c.ledger().allocations(key, SortBy::Address, 0, 10, 0).unwrap().total, 0);
+}
