@@ -75,6 +75,8 @@ pub struct CollectorConfig {
     pub drain_interval: Duration,
     /// Regions followed at once per user other than root.
     pub max_regions_per_user: usize,
+    /// Exited processes kept at most (the oldest go first, before their retention ends).
+    pub max_exited: usize,
 }
 
 /// See the module docs.
@@ -321,17 +323,25 @@ impl Collector {
         self.push_record(key, Some(now.unix_ns));
     }
 
-    /// Forgets exited processes older than the retention period.
+    /// Forgets exited processes older than the retention period, and the oldest beyond
+    /// `max_exited` (their records stay in the database): churn cannot grow the daemon
+    /// without bound within the retention period.
     pub fn expire(&mut self, monotonic_ns: u64) {
         let retention = self.cfg.retention.as_nanos() as u64;
-        let old: Vec<ProcKey> = self
+        let mut exited: Vec<(u64, ProcKey)> = self
             .procs
             .iter()
-            .filter(|(_, p)| {
-                p.exited_at_ns
-                    .is_some_and(|t| monotonic_ns.saturating_sub(t) >= retention)
-            })
-            .map(|(&k, _)| k)
+            .filter_map(|(&k, p)| p.exited_at_ns.map(|t| (t, k)))
+            .collect();
+        let beyond_cap = exited.len().saturating_sub(self.cfg.max_exited);
+        if beyond_cap > 0 {
+            exited.sort_unstable();
+        }
+        let old: Vec<ProcKey> = exited
+            .iter()
+            .enumerate()
+            .filter(|&(i, &(t, _))| i < beyond_cap || monotonic_ns.saturating_sub(t) >= retention)
+            .map(|(_, &(_, k))| k)
             .collect();
         for k in old {
             self.generation += 1;

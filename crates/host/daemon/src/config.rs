@@ -46,6 +46,10 @@ pub const DEFAULT_API_HEADER_TIMEOUT_S: u64 = 10;
 /// idle processes cannot make the daemon read thousands of files.
 pub const DEFAULT_MAX_REGIONS_PER_USER: usize = 256;
 
+/// Default cap on exited processes kept with what they left behind: a day of churn at one
+/// process a minute, while a burst of short processes cannot grow the daemon without bound.
+pub const DEFAULT_MAX_EXITED_PROCESSES: usize = 2048;
+
 /// Default TCP address of the API: loopback only.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:9477";
 /// Default drain interval.
@@ -100,6 +104,9 @@ pub struct Config {
     pub api_header_timeout: Duration,
     /// Regions followed at once per user other than root.
     pub max_regions_per_user: usize,
+    /// Exited processes kept at most, with what they left behind (the oldest go first; their
+    /// records stay in the database).
+    pub max_exited_processes: usize,
     /// A file holding the API token: a TCP request that presents it (`Authorization: Bearer`)
     /// sees everything (None: TCP shows only what every user sees).
     pub api_token_file: Option<PathBuf>,
@@ -151,6 +158,8 @@ pub struct FileConfig {
     pub api_header_timeout_s: Option<u64>,
     /// See [`Config::max_regions_per_user`].
     pub max_regions_per_user: Option<usize>,
+    /// See [`Config::max_exited_processes`].
+    pub max_exited_processes: Option<usize>,
     /// See [`Config::api_token_file`] (empty: none).
     pub api_token_file: Option<PathBuf>,
     /// See [`Config::api_tcp_detail`].
@@ -262,6 +271,7 @@ impl Config {
             api_max_connections_per_user: DEFAULT_API_MAX_CONNECTIONS_PER_USER,
             api_header_timeout: Duration::from_secs(DEFAULT_API_HEADER_TIMEOUT_S),
             max_regions_per_user: DEFAULT_MAX_REGIONS_PER_USER,
+            max_exited_processes: DEFAULT_MAX_EXITED_PROCESSES,
             api_token_file: None,
             api_tcp_detail: false,
         }
@@ -418,6 +428,9 @@ impl Config {
         }
         if let Some(v) = f.max_regions_per_user {
             self.max_regions_per_user = v.clamp(1, 1 << 20);
+        }
+        if let Some(v) = f.max_exited_processes {
+            self.max_exited_processes = v.clamp(1, 1 << 20);
         }
         if let Some(v) = f.api_token_file {
             self.api_token_file = Some(v).filter(|p| !p.as_os_str().is_empty());
@@ -601,6 +614,7 @@ mod tests {
         );
         assert_eq!(f.api_header_timeout_s, Some(DEFAULT_API_HEADER_TIMEOUT_S));
         assert_eq!(f.max_regions_per_user, Some(DEFAULT_MAX_REGIONS_PER_USER));
+        assert_eq!(f.max_exited_processes, Some(DEFAULT_MAX_EXITED_PROCESSES));
         assert!(f.api_token_file.is_some() && f.api_tcp_detail == Some(false));
     }
 }

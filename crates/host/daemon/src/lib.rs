@@ -132,6 +132,7 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
                 proc_root: config.proc_root.clone(),
                 drain_interval: config.drain_interval,
                 max_regions_per_user: config.max_regions_per_user,
+                max_exited: config.max_exited_processes,
             },
             monotonic_ns(),
         ),

@@ -27,19 +27,21 @@ fn spec(hw: u64, name: &str) -> DeviceSpec {
     ChipModel::new(Arch::WormholeB0, name, false, hw, 0, Policy::FirstFit).device_spec()
 }
 
+fn collector_config(dir: &Path, retention: Duration) -> CollectorConfig {
+    CollectorConfig {
+        region_dir: dir.into(),
+        retention,
+        remove_dead_regions: true,
+        tt_metal_dir: None,
+        proc_root: "/proc".into(),
+        drain_interval: std::time::Duration::from_millis(50),
+        max_regions_per_user: 256,
+        max_exited: 2048,
+    }
+}
+
 fn collector(dir: &Path, retention: Duration) -> Collector {
-    Collector::new(
-        CollectorConfig {
-            region_dir: dir.into(),
-            retention,
-            remove_dead_regions: true,
-            tt_metal_dir: None,
-            proc_root: "/proc".into(),
-            drain_interval: std::time::Duration::from_millis(50),
-            max_regions_per_user: 256,
-        },
-        0,
-    )
+    Collector::new(collector_config(dir, retention), 0)
 }
 
 /// Clocks at `s` seconds: monotonic from 0, wall clock from a fixed second.
@@ -192,6 +194,7 @@ fn tt_metal_processes_join_the_snapshot_and_an_unchanged_reading_changes_nothing
             proc_root: "/proc".into(),
             drain_interval: std::time::Duration::from_millis(50),
             max_regions_per_user: 256,
+            max_exited: 2048,
         },
         0,
     );
@@ -519,4 +522,47 @@ fn a_writer_that_leaps_its_ring_heads_costs_one_ring_per_drain_and_keeps_its_tot
     assert_eq!(dram.used, 5 << 20);
     // And its listing holds no allocation that the loss may have freed.
     assert_eq!(c.ledger().allocations(key, SortBy::Address, 0, 10, 0).unwrap().total, 0);
+}
+
+#[test]
+fn exited_processes_beyond_the_cap_go_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(dir.path());
+    let d = t.register_device(&spec(0x78, "n150")).unwrap();
+    t.alloc(d, tt::DRAM, 0x1000, 1 << 20);
+    let template = std::fs::read(t.region_path().unwrap()).unwrap();
+    let mut c = Collector::new(
+        CollectorConfig {
+            max_exited: 2,
+            ..collector_config(dir.path(), Duration::from_secs(3600))
+        },
+        0,
+    );
+    // Four writers that died holding memory, found one second apart.
+    for (i, pid) in (0x3FFF_FF00u32..0x3FFF_FF04).enumerate() {
+        let mut bytes = template.clone();
+        bytes[32..36].copy_from_slice(&pid.to_le_bytes());
+        let h = ttmem_region::decode::decode_header(&bytes, bytes.len() as u64).unwrap();
+        std::fs::write(
+            dir.path()
+                .join(ttmem_region::region_file_name(h.uid, h.pid, h.start_time)),
+            &bytes,
+        )
+        .unwrap();
+        c.request_rescan();
+        c.tick(at(i as f64));
+    }
+    let kept: Vec<u32> = c
+        .snapshot()
+        .processes
+        .iter()
+        .filter(|p| p.state == ProcState::Exited)
+        .map(|p| p.id.pid)
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:x?}");
+    assert!(kept.contains(&0x3FFF_FF02) && kept.contains(&0x3FFF_FF03), "{kept:x?}");
+    assert!(
+        c.key_of_pid(std::process::id()).is_some(),
+        "running processes are never capped"
+    );
 }

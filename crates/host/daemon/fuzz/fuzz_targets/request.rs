@@ -57,6 +57,7 @@ fn state() -> &'static State {
                 proc_root: "/proc".into(),
                 drain_interval: Duration::from_millis(50),
                 max_regions_per_user: 256,
+                max_exited: 2048,
             },
             0,
         );

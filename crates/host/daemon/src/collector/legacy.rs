@@ -619,6 +619,7 @@ mod tests {
                 proc_root: "/proc".into(),
                 drain_interval: std::time::Duration::from_millis(50),
                 max_regions_per_user: 256,
+                max_exited: 2048,
             },
             0,
         )
