@@ -68,6 +68,7 @@ pub fn daemon(allocations: u64, samples: usize, progress: &mut dyn FnMut(&str)) 
             drain_interval: std::time::Duration::from_millis(50),
             max_regions_per_user: 256,
             max_exited: 2048,
+            max_exited_allocations: 1 << 20,
         },
         ttmem_daemon::monotonic_ns(),
     );

@@ -77,6 +77,9 @@ pub struct CollectorConfig {
     pub max_regions_per_user: usize,
     /// Exited processes kept at most (the oldest go first, before their retention ends).
     pub max_exited: usize,
+    /// Allocations that exited processes left behind kept at most, in all (the oldest processes
+    /// go first).
+    pub max_exited_allocations: u64,
 }
 
 /// See the module docs.
@@ -333,9 +336,17 @@ impl Collector {
             .iter()
             .filter_map(|(&k, p)| p.exited_at_ns.map(|t| (t, k)))
             .collect();
-        let beyond_cap = exited.len().saturating_sub(self.cfg.max_exited);
-        if beyond_cap > 0 {
-            exited.sort_unstable();
+        exited.sort_unstable();
+        // The oldest beyond the cap on processes go, then more of the oldest while the rest
+        // hold more allocations than the cap on what exited processes left behind.
+        let mut beyond_cap = exited.len().saturating_sub(self.cfg.max_exited);
+        let mut held: u64 = exited[beyond_cap..]
+            .iter()
+            .map(|&(_, k)| self.ledger.live_count(k))
+            .sum();
+        while beyond_cap < exited.len() && held > self.cfg.max_exited_allocations {
+            held = held.saturating_sub(self.ledger.live_count(exited[beyond_cap].1));
+            beyond_cap += 1;
         }
         let old: Vec<ProcKey> = exited
             .iter()

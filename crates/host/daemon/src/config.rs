@@ -50,6 +50,9 @@ pub const DEFAULT_MAX_REGIONS_PER_USER: usize = 256;
 /// process a minute, while a burst of short processes cannot grow the daemon without bound.
 pub const DEFAULT_MAX_EXITED_PROCESSES: usize = 2048;
 
+/// Default cap on the allocations exited processes left behind, in all: some 64 MiB of ledger.
+pub const DEFAULT_MAX_EXITED_ALLOCATIONS: u64 = 1 << 20;
+
 /// Default TCP address of the API: loopback only.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:9477";
 /// Default drain interval.
@@ -107,6 +110,9 @@ pub struct Config {
     /// Exited processes kept at most, with what they left behind (the oldest go first; their
     /// records stay in the database).
     pub max_exited_processes: usize,
+    /// Allocations that exited processes left behind, kept at most in all (the oldest processes
+    /// go first): about 64 bytes each.
+    pub max_exited_allocations: u64,
     /// A file holding the API token: a TCP request that presents it (`Authorization: Bearer`)
     /// sees everything (None: TCP shows only what every user sees).
     pub api_token_file: Option<PathBuf>,
@@ -160,6 +166,8 @@ pub struct FileConfig {
     pub max_regions_per_user: Option<usize>,
     /// See [`Config::max_exited_processes`].
     pub max_exited_processes: Option<usize>,
+    /// See [`Config::max_exited_allocations`].
+    pub max_exited_allocations: Option<u64>,
     /// See [`Config::api_token_file`] (empty: none).
     pub api_token_file: Option<PathBuf>,
     /// See [`Config::api_tcp_detail`].
@@ -272,6 +280,7 @@ impl Config {
             api_header_timeout: Duration::from_secs(DEFAULT_API_HEADER_TIMEOUT_S),
             max_regions_per_user: DEFAULT_MAX_REGIONS_PER_USER,
             max_exited_processes: DEFAULT_MAX_EXITED_PROCESSES,
+            max_exited_allocations: DEFAULT_MAX_EXITED_ALLOCATIONS,
             api_token_file: None,
             api_tcp_detail: false,
         }
@@ -431,6 +440,9 @@ impl Config {
         }
         if let Some(v) = f.max_exited_processes {
             self.max_exited_processes = v.clamp(1, 1 << 20);
+        }
+        if let Some(v) = f.max_exited_allocations {
+            self.max_exited_allocations = v.max(1);
         }
         if let Some(v) = f.api_token_file {
             self.api_token_file = Some(v).filter(|p| !p.as_os_str().is_empty());
@@ -615,6 +627,7 @@ mod tests {
         assert_eq!(f.api_header_timeout_s, Some(DEFAULT_API_HEADER_TIMEOUT_S));
         assert_eq!(f.max_regions_per_user, Some(DEFAULT_MAX_REGIONS_PER_USER));
         assert_eq!(f.max_exited_processes, Some(DEFAULT_MAX_EXITED_PROCESSES));
+        assert_eq!(f.max_exited_allocations, Some(DEFAULT_MAX_EXITED_ALLOCATIONS));
         assert!(f.api_token_file.is_some() && f.api_tcp_detail == Some(false));
     }
 }

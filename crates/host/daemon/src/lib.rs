@@ -133,6 +133,7 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
                 drain_interval: config.drain_interval,
                 max_regions_per_user: config.max_regions_per_user,
                 max_exited: config.max_exited_processes,
+                max_exited_allocations: config.max_exited_allocations,
             },
             monotonic_ns(),
         ),

@@ -37,6 +37,7 @@ fn collector_config(dir: &Path, retention: Duration) -> CollectorConfig {
         drain_interval: std::time::Duration::from_millis(50),
         max_regions_per_user: 256,
         max_exited: 2048,
+        max_exited_allocations: 1 << 20,
     }
 }
 
@@ -195,6 +196,7 @@ fn tt_metal_processes_join_the_snapshot_and_an_unchanged_reading_changes_nothing
             drain_interval: std::time::Duration::from_millis(50),
             max_regions_per_user: 256,
             max_exited: 2048,
+            max_exited_allocations: 1 << 20,
         },
         0,
     );
@@ -565,4 +567,47 @@ fn exited_processes_beyond_the_cap_go_oldest_first() {
         c.key_of_pid(std::process::id()).is_some(),
         "running processes are never capped"
     );
+}
+
+#[test]
+fn what_exited_processes_left_behind_is_capped_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(dir.path());
+    let d = t.register_device(&spec(0x79, "n150")).unwrap();
+    // Each dead copy holds ten allocations.
+    for i in 0..10u64 {
+        t.alloc(d, tt::DRAM, i << 20, 1 << 20);
+    }
+    let template = std::fs::read(t.region_path().unwrap()).unwrap();
+    let mut c = Collector::new(
+        CollectorConfig {
+            max_exited_allocations: 25,
+            ..collector_config(dir.path(), Duration::from_secs(3600))
+        },
+        0,
+    );
+    for (i, pid) in (0x3FFF_FE00u32..0x3FFF_FE04).enumerate() {
+        let mut bytes = template.clone();
+        bytes[32..36].copy_from_slice(&pid.to_le_bytes());
+        let h = ttmem_region::decode::decode_header(&bytes, bytes.len() as u64).unwrap();
+        std::fs::write(
+            dir.path()
+                .join(ttmem_region::region_file_name(h.uid, h.pid, h.start_time)),
+            &bytes,
+        )
+        .unwrap();
+        c.request_rescan();
+        c.tick(at(i as f64));
+    }
+    // Forty left behind, at most 25 kept: the two newest dead processes stay.
+    let kept: Vec<u32> = c
+        .snapshot()
+        .processes
+        .iter()
+        .filter(|p| p.state == ProcState::Exited)
+        .map(|p| p.id.pid)
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:x?}");
+    assert!(kept.contains(&0x3FFF_FE02) && kept.contains(&0x3FFF_FE03), "{kept:x?}");
+    assert!(c.key_of_pid(std::process::id()).is_some());
 }

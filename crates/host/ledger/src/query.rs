@@ -90,6 +90,13 @@ impl Ledger {
         v
     }
 
+    /// Live allocations a process has in the ledger (what it left behind, once it exited).
+    pub fn live_count(&self, proc: ProcKey) -> u64 {
+        self.procs
+            .get(&proc)
+            .map_or(0, |p| p.buckets.values().map(|b| b.live.len() as u64).sum())
+    }
+
     /// How far a process's detail can be trusted: events lost, frees that matched nothing, and
     /// since when the detail holds (after a loss).
     pub fn completeness(&self, proc: ProcKey) -> Option<Completeness> {

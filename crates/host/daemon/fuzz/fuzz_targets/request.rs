@@ -58,6 +58,7 @@ fn state() -> &'static State {
                 drain_interval: Duration::from_millis(50),
                 max_regions_per_user: 256,
                 max_exited: 2048,
+                max_exited_allocations: 1 << 20,
             },
             0,
         );

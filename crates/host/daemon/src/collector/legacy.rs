@@ -620,6 +620,7 @@ mod tests {
                 drain_interval: std::time::Duration::from_millis(50),
                 max_regions_per_user: 256,
                 max_exited: 2048,
+                max_exited_allocations: 1 << 20,
             },
             0,
         )
