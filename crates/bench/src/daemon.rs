@@ -60,15 +60,9 @@ pub fn daemon(allocations: u64, samples: usize, progress: &mut dyn FnMut(&str)) 
         .map_err(|e| BenchError::Setup(e.to_string()))?;
     let mut c = Collector::new(
         CollectorConfig {
-            region_dir: dir.path().into(),
             retention: std::time::Duration::from_secs(3600),
             remove_dead_regions: false,
-            tt_metal_dir: None,
-            proc_root: "/proc".into(),
-            drain_interval: std::time::Duration::from_millis(50),
-            max_regions_per_user: 256,
-            max_exited: 2048,
-            max_exited_allocations: 1 << 20,
+            ..CollectorConfig::new(dir.path().into())
         },
         ttmem_daemon::monotonic_ns(),
     );

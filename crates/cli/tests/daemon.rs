@@ -397,25 +397,21 @@ fn ring_overflow_is_reported_while_totals_stay_exact() {
     assert!(d.get("/api/v1/stats")["collector"]["events_lost"].as_u64().unwrap() > 0);
 }
 
-#[test]
-fn the_same_api_answers_over_tcp_which_shows_detail_only_with_the_token() {
-    use std::os::unix::fs::PermissionsExt;
+/// A daemon serving TCP on a free loopback port besides its Unix socket, with `config` as its
+/// config file.
+fn serve_tcp(config: &str) -> (Daemon, u16) {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let regions = dir.path().join("regions");
-    let socket = dir.path().join("api.sock");
-    let token = dir.path().join("token");
-    std::fs::write(&token, "let-me-see\n").unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let config = dir.path().join("ttmem.toml");
-    std::fs::write(&config, format!("api_token_file = {:?}\n", token.display().to_string())).unwrap();
+    let config_file = dir.path().join("ttmem.toml");
+    std::fs::write(&config_file, config).unwrap();
+    let (regions, socket) = (dir.path().join("regions"), dir.path().join("api.sock"));
     let child = hermetic()
         .args(["serve", "--config"])
-        .arg(&config)
+        .arg(&config_file)
         .args(["--no-legacy-socket", "--http", &format!("127.0.0.1:{port}"), "--dir"])
         .arg(&regions)
         .arg("--api-socket")
@@ -432,6 +428,17 @@ fn the_same_api_answers_over_tcp_which_shows_detail_only_with_the_token() {
         _dir: dir,
     };
     d.wait_ready();
+    (d, port)
+}
+
+#[test]
+fn the_same_api_answers_over_tcp_which_shows_detail_only_with_the_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let token_dir = tempfile::tempdir().unwrap();
+    let token = token_dir.path().join("token");
+    std::fs::write(&token, "let-me-see\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (mut d, port) = serve_tcp(&format!("api_token_file = {:?}\n", token.display().to_string()));
     let tcp = Endpoint::Tcp(format!("127.0.0.1:{port}"));
     let h = hold(&d.regions, "llm-inference", "n150", 0, 2);
     wait_matches_model(&d, &h);
@@ -559,39 +566,7 @@ fn idle_and_slow_clients_are_closed_and_connections_are_capped_per_listener_and_
     use std::io::{Read, Write};
     use std::net::TcpStream;
     use std::os::unix::net::UnixStream;
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.path().join("ttmem.toml");
-    std::fs::write(
-        &config,
-        "api_header_timeout_s = 1\napi_max_connections = 4\napi_max_connections_per_user = 3\n",
-    )
-    .unwrap();
-    let (regions, socket) = (dir.path().join("regions"), dir.path().join("api.sock"));
-    let child = hermetic()
-        .arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .args(["--no-legacy-socket", "--http", &format!("127.0.0.1:{port}"), "--dir"])
-        .arg(&regions)
-        .arg("--api-socket")
-        .arg(&socket)
-        .arg("--db")
-        .arg(dir.path().join("db"))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut d = Daemon {
-        child,
-        socket,
-        regions,
-        _dir: dir,
-    };
-    d.wait_ready();
+    let (d, port) = serve_tcp("api_header_timeout_s = 1\napi_max_connections = 4\napi_max_connections_per_user = 3\n");
     let closed_within = |mut s: UnixStream, limit: Duration| {
         s.set_read_timeout(Some(limit + Duration::from_secs(5))).unwrap();
         let t0 = Instant::now();

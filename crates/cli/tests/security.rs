@@ -120,17 +120,7 @@ fn a_user_cannot_speak_for_another_users_process() {
     // SAFETY: getuid has no preconditions.
     let me = unsafe { libc::getuid() };
     let forger = if is_root() { NOBODY } else { me };
-    let init_start: u64 = {
-        let stat = std::fs::read_to_string("/proc/1/stat").unwrap();
-        stat.rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .nth(19)
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
+    let init_start = start_time_of(1);
     let init_uid: u32 = std::fs::read_to_string("/proc/1/status")
         .unwrap()
         .lines()

@@ -82,6 +82,24 @@ pub struct CollectorConfig {
     pub max_exited_allocations: u64,
 }
 
+impl CollectorConfig {
+    /// The daemon's defaults for regions in `region_dir` (no TT-Metal files, the real `/proc`).
+    pub fn new(region_dir: PathBuf) -> CollectorConfig {
+        use crate::config as c;
+        CollectorConfig {
+            region_dir,
+            retention: Duration::from_secs(c::DEFAULT_RETENTION_S),
+            remove_dead_regions: true,
+            tt_metal_dir: None,
+            proc_root: PathBuf::from(ttmem_ttmetal::DEFAULT_PROC_ROOT),
+            drain_interval: Duration::from_millis(c::DEFAULT_DRAIN_MS),
+            max_regions_per_user: c::DEFAULT_MAX_REGIONS_PER_USER,
+            max_exited: c::DEFAULT_MAX_EXITED_PROCESSES,
+            max_exited_allocations: c::DEFAULT_MAX_EXITED_ALLOCATIONS,
+        }
+    }
+}
+
 /// See the module docs.
 pub struct Collector {
     cfg: CollectorConfig,

@@ -29,15 +29,8 @@ fn spec(hw: u64, name: &str) -> DeviceSpec {
 
 fn collector_config(dir: &Path, retention: Duration) -> CollectorConfig {
     CollectorConfig {
-        region_dir: dir.into(),
         retention,
-        remove_dead_regions: true,
-        tt_metal_dir: None,
-        proc_root: "/proc".into(),
-        drain_interval: std::time::Duration::from_millis(50),
-        max_regions_per_user: 256,
-        max_exited: 2048,
-        max_exited_allocations: 1 << 20,
+        ..CollectorConfig::new(dir.into())
     }
 }
 
@@ -188,15 +181,9 @@ fn tt_metal_processes_join_the_snapshot_and_an_unchanged_reading_changes_nothing
     std::fs::write(tt.join("tt_device_2748_memory"), build(3, &spec)).unwrap();
     let mut c = Collector::new(
         CollectorConfig {
-            region_dir: dir.path().join("regions"),
             retention: Duration::from_secs(60),
-            remove_dead_regions: true,
             tt_metal_dir: Some(tt.clone()),
-            proc_root: "/proc".into(),
-            drain_interval: std::time::Duration::from_millis(50),
-            max_regions_per_user: 256,
-            max_exited: 2048,
-            max_exited_allocations: 1 << 20,
+            ..CollectorConfig::new(dir.path().join("regions"))
         },
         0,
     );
@@ -526,6 +513,33 @@ fn a_writer_that_leaps_its_ring_heads_costs_one_ring_per_drain_and_keeps_its_tot
     assert_eq!(c.ledger().allocations(key, SortBy::Address, 0, 10, 0).unwrap().total, 0);
 }
 
+/// The pids of the exited processes the collector keeps.
+fn exited_pids(c: &Collector) -> Vec<u32> {
+    c.snapshot()
+        .processes
+        .iter()
+        .filter(|p| p.state == ProcState::Exited)
+        .map(|p| p.id.pid)
+        .collect()
+}
+
+/// Copies of a region under pids that cannot exist (writers that died holding what the copy
+/// holds), found one a second by the collector.
+fn plant_dead_copies(c: &mut Collector, dir: &Path, template: &[u8], pids: std::ops::Range<u32>) {
+    for (i, pid) in pids.enumerate() {
+        let mut bytes = template.to_vec();
+        bytes[32..36].copy_from_slice(&pid.to_le_bytes());
+        let h = ttmem_region::decode::decode_header(&bytes, bytes.len() as u64).unwrap();
+        std::fs::write(
+            dir.join(ttmem_region::region_file_name(h.uid, h.pid, h.start_time)),
+            &bytes,
+        )
+        .unwrap();
+        c.request_rescan();
+        c.tick(at(i as f64));
+    }
+}
+
 #[test]
 fn exited_processes_beyond_the_cap_go_oldest_first() {
     let dir = tempfile::tempdir().unwrap();
@@ -541,26 +555,8 @@ fn exited_processes_beyond_the_cap_go_oldest_first() {
         0,
     );
     // Four writers that died holding memory, found one second apart.
-    for (i, pid) in (0x3FFF_FF00u32..0x3FFF_FF04).enumerate() {
-        let mut bytes = template.clone();
-        bytes[32..36].copy_from_slice(&pid.to_le_bytes());
-        let h = ttmem_region::decode::decode_header(&bytes, bytes.len() as u64).unwrap();
-        std::fs::write(
-            dir.path()
-                .join(ttmem_region::region_file_name(h.uid, h.pid, h.start_time)),
-            &bytes,
-        )
-        .unwrap();
-        c.request_rescan();
-        c.tick(at(i as f64));
-    }
-    let kept: Vec<u32> = c
-        .snapshot()
-        .processes
-        .iter()
-        .filter(|p| p.state == ProcState::Exited)
-        .map(|p| p.id.pid)
-        .collect();
+    plant_dead_copies(&mut c, dir.path(), &template, 0x3FFF_FF00..0x3FFF_FF04);
+    let kept = exited_pids(&c);
     assert_eq!(kept.len(), 2, "{kept:x?}");
     assert!(kept.contains(&0x3FFF_FF02) && kept.contains(&0x3FFF_FF03), "{kept:x?}");
     assert!(
@@ -586,27 +582,9 @@ fn what_exited_processes_left_behind_is_capped_oldest_first() {
         },
         0,
     );
-    for (i, pid) in (0x3FFF_FE00u32..0x3FFF_FE04).enumerate() {
-        let mut bytes = template.clone();
-        bytes[32..36].copy_from_slice(&pid.to_le_bytes());
-        let h = ttmem_region::decode::decode_header(&bytes, bytes.len() as u64).unwrap();
-        std::fs::write(
-            dir.path()
-                .join(ttmem_region::region_file_name(h.uid, h.pid, h.start_time)),
-            &bytes,
-        )
-        .unwrap();
-        c.request_rescan();
-        c.tick(at(i as f64));
-    }
+    plant_dead_copies(&mut c, dir.path(), &template, 0x3FFF_FE00..0x3FFF_FE04);
     // Forty left behind, at most 25 kept: the two newest dead processes stay.
-    let kept: Vec<u32> = c
-        .snapshot()
-        .processes
-        .iter()
-        .filter(|p| p.state == ProcState::Exited)
-        .map(|p| p.id.pid)
-        .collect();
+    let kept = exited_pids(&c);
     assert_eq!(kept.len(), 2, "{kept:x?}");
     assert!(kept.contains(&0x3FFF_FE02) && kept.contains(&0x3FFF_FE03), "{kept:x?}");
     assert!(c.key_of_pid(std::process::id()).is_some());

@@ -83,6 +83,15 @@ impl Transients {
     }
 }
 
+/// Whether another stream left a tie of this kind open on `e`'s address in `e`'s clock tick.
+#[inline]
+fn open_tie(ties: &HashMap<(DeviceKey, u8, u64), (u64, u16, Tie)>, e: &Event, kind: Tie) -> bool {
+    !ties.is_empty()
+        && ties
+            .get(&(e.device, e.category, e.address))
+            .is_some_and(|&(t, stream, tie)| tie == kind && t == e.time_ns && stream != e.stream)
+}
+
 impl Ledger {
     /// Starts tracking a process (idempotent).
     pub fn add_process(&mut self, proc: ProcKey) {
@@ -230,14 +239,7 @@ impl Ledger {
                 EventKind::Alloc if stale(e) => true,
                 // Another stream (thread) freed it within the same clock tick, and that free came
                 // first.
-                EventKind::Alloc
-                    if !p.ties.is_empty()
-                        && p.ties
-                            .get(&(e.device, e.category, e.address))
-                            .is_some_and(|&(t, stream, tie)| {
-                                tie == Tie::EarlyFree && t == e.time_ns && stream != e.stream
-                            }) =>
-                {
+                EventKind::Alloc if open_tie(&p.ties, e, Tie::EarlyFree) => {
                     p.ties.remove(&(e.device, e.category, e.address));
                     if partner[i] != NO_PARTNER {
                         unpaired[partner[i] as usize] = true;
@@ -296,14 +298,7 @@ impl Ledger {
                 }
                 // Another stream allocated at this address in the same tick, taking the place of
                 // what this frees: the free came first.
-                EventKind::Free
-                    if !p.ties.is_empty()
-                        && p.ties
-                            .get(&(e.device, e.category, e.address))
-                            .is_some_and(|&(t, stream, tie)| {
-                                tie == Tie::Replaced && t == e.time_ns && stream != e.stream
-                            }) =>
-                {
+                EventKind::Free if open_tie(&p.ties, e, Tie::Replaced) => {
                     p.ties.remove(&(e.device, e.category, e.address));
                     stats.replaced = stats.replaced.saturating_sub(1);
                     true

@@ -50,15 +50,9 @@ fn state() -> &'static State {
         }
         let mut c = Collector::new(
             CollectorConfig {
-                region_dir: dir.path().into(),
                 retention: Duration::from_secs(60),
                 remove_dead_regions: false,
-                tt_metal_dir: None,
-                proc_root: "/proc".into(),
-                drain_interval: Duration::from_millis(50),
-                max_regions_per_user: 256,
-                max_exited: 2048,
-                max_exited_allocations: 1 << 20,
+                ..CollectorConfig::new(dir.path().into())
             },
             0,
         );

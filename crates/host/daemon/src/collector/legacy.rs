@@ -612,15 +612,9 @@ mod tests {
     fn collector(dir: &std::path::Path) -> Collector {
         Collector::new(
             CollectorConfig {
-                region_dir: dir.into(),
                 retention: std::time::Duration::from_secs(60),
                 remove_dead_regions: false,
-                tt_metal_dir: None,
-                proc_root: "/proc".into(),
-                drain_interval: std::time::Duration::from_millis(50),
-                max_regions_per_user: 256,
-                max_exited: 2048,
-                max_exited_allocations: 1 << 20,
+                ..CollectorConfig::new(dir.into())
             },
             0,
         )
