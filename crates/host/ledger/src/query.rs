@@ -62,9 +62,10 @@ pub struct Completeness {
 }
 
 impl Completeness {
-    /// Whether every live allocation of the process is listed.
+    /// Whether every live allocation of the process is listed (no event was lost, and no
+    /// misbehaving writer made the reader drop its detail).
     pub fn is_complete(&self) -> bool {
-        self.lost == 0
+        self.lost == 0 && self.detail_since_ns.is_none()
     }
 }
 
