@@ -52,7 +52,7 @@ if ((fuzz_ok)); then
     seconds=${TTMEM_FUZZ_SECONDS:-20}
     (cd crates/host/legacy/fuzz \
         && cargo +nightly fuzz run stream -- -max_total_time="$seconds" 2>&1 | tail -n 1)
-    (cd crates/region/fuzz \
+    (cd crates/region/fuzz && mkdir -p corpus/decode \
         && cargo +nightly fuzz run decode corpus/decode seeds -- -max_total_time="$seconds" -max_len=300000 2>&1 \
             | tail -n 1)
     (cd crates/host/daemon/fuzz \
