@@ -263,7 +263,14 @@ fn run(ttmem: &Path, daemon_bin: &Path, processes: u32, rate: u64, seconds: f64)
         let out = w
             .wait_with_output()
             .map_err(|e| BenchError::Setup(format!("writer: {e}")))?;
-        written += String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().unwrap_or(0);
+        let text = String::from_utf8_lossy(&out.stdout);
+        written += text.trim().parse::<u64>().map_err(|_| {
+            BenchError::Setup(format!(
+                "a writer ended with {} and printed {:?} instead of its count",
+                out.status,
+                text.trim()
+            ))
+        })?;
     }
     let elapsed = t0.elapsed().as_secs_f64();
     // Let the daemon read what is left, then take its figures.
