@@ -59,6 +59,9 @@ pub struct LoadRun {
     pub visible_p99_ms: f64,
     /// Probes taken.
     pub probes: usize,
+    /// One `GET /metrics` at the end of the run, under the same state: median of 10, in ms
+    /// (the request over the Unix socket included).
+    pub metrics_scrape_ms: f64,
 }
 
 /// The whole report (`--json` prints it).
@@ -287,6 +290,14 @@ fn run(ttmem: &Path, daemon_bin: &Path, processes: u32, rate: u64, seconds: f64)
         std::thread::sleep(Duration::from_millis(50));
     }
     let cpu = cpu_seconds(daemon_pid) - cpu0;
+    let mut scrapes: Vec<f64> = (0..10)
+        .map(|_| {
+            let t = Instant::now();
+            let ok = ttmem_apiclient::get(&endpoint, "/metrics").is_ok_and(|(status, _)| status == 200);
+            if ok { t.elapsed().as_secs_f64() * 1e3 } else { f64::NAN }
+        })
+        .collect();
+    scrapes.sort_by(|a, b| a.total_cmp(b));
     let (rss, peak) = rss_mib(daemon_pid);
     let lost = stats.map_or(0, |s| s.collector.events_lost);
     latencies.sort_by(|a, b| a.total_cmp(b));
@@ -308,6 +319,7 @@ fn run(ttmem: &Path, daemon_bin: &Path, processes: u32, rate: u64, seconds: f64)
         visible_p50_ms: percentile(&latencies, 0.5),
         visible_p99_ms: percentile(&latencies, 0.99),
         probes: latencies.len(),
+        metrics_scrape_ms: percentile(&scrapes, 0.5),
     })
 }
 
@@ -347,12 +359,22 @@ pub fn render(report: &LoadReport) -> String {
         report.cpus, report.ring_events
     );
     out += &format!(
-        "{:>5} {:>10} {:>12} {:>11} {:>9} {:>7} {:>8} {:>8} {:>9} {:>9}\n",
-        "procs", "ev/s each", "offered ev/s", "written", "lost", "lost %", "cpu %", "rss MiB", "p50 ms", "p99 ms"
+        "{:>5} {:>10} {:>12} {:>11} {:>9} {:>7} {:>8} {:>8} {:>9} {:>9} {:>10}\n",
+        "procs",
+        "ev/s each",
+        "offered ev/s",
+        "written",
+        "lost",
+        "lost %",
+        "cpu %",
+        "rss MiB",
+        "p50 ms",
+        "p99 ms",
+        "metrics ms"
     );
     for r in &report.runs {
         out += &format!(
-            "{:>5} {:>10} {:>12.0} {:>11} {:>9} {:>7.2} {:>8.1} {:>8.1} {:>9.2} {:>9.2}\n",
+            "{:>5} {:>10} {:>12.0} {:>11} {:>9} {:>7.2} {:>8.1} {:>8.1} {:>9.2} {:>9.2} {:>10.2}\n",
             r.processes,
             r.rate_per_process,
             r.offered_per_s,
@@ -362,9 +384,11 @@ pub fn render(report: &LoadReport) -> String {
             r.daemon_cpu_pct,
             r.daemon_rss_mib,
             r.visible_p50_ms,
-            r.visible_p99_ms
+            r.visible_p99_ms,
+            r.metrics_scrape_ms
         );
     }
     out += "\np50/p99: from alloc() until the API lists the allocation (probes every 20 ms).\n";
+    out += "metrics: one GET /metrics with every writer's chip and process known, median of 10.\n";
     out
 }

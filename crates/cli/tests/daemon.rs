@@ -674,3 +674,75 @@ fn a_bursty_workload_loses_no_event_with_the_default_ring() {
     assert_eq!(p["events"]["ring_capacity"], 16384);
     assert_eq!(d.get("/api/v1/stats")["collector"]["events_lost"], 0);
 }
+
+#[test]
+fn metrics_match_the_api_in_both_text_formats() {
+    let d = Daemon::start();
+    let h = hold(&d.regions, "llm-inference", "n300", 0, 3);
+    wait_matches_model(&d, &h);
+    let (status, body) = ttmem_apiclient::get(&d.ep(), "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body).unwrap();
+    // One sample's value, by metric name and labels it must carry.
+    let sample = |name: &str, labels: &[(&str, String)]| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .find(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+            .and_then(|l| l.rsplit_once(' ')?.1.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} with {labels:?} in:\n{text}"))
+    };
+    let devices = d.get("/api/v1/devices");
+    for dev in devices["devices"].as_array().unwrap() {
+        for cat in dev["categories"].as_array().unwrap() {
+            let labels = [
+                ("chip", dev["id"].to_string()),
+                ("hw_id", dev["hw_id"].as_str().unwrap().to_string()),
+                ("category", cat["name"].as_str().unwrap().to_string()),
+            ];
+            assert_eq!(
+                sample("ttmem_device_memory_used_bytes", &labels),
+                cat["used"].as_f64().unwrap()
+            );
+            assert_eq!(
+                sample("ttmem_device_memory_capacity_bytes", &labels),
+                cat["total"].as_f64().unwrap()
+            );
+        }
+    }
+    let p = d.process(pid(&h)).unwrap();
+    let dram = p["devices"][0]["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "DRAM")
+        .unwrap()["bytes"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(
+        sample(
+            "ttmem_process_memory_bytes",
+            &[
+                ("pid", pid(&h).to_string()),
+                ("comm", p["name"].as_str().unwrap().to_string()),
+                ("chip", "0".into()),
+                ("category", "DRAM".into())
+            ]
+        ),
+        dram
+    );
+    // The classic format names a counter by its sample and has no EOF; OpenMetrics on request.
+    assert!(text.contains("# TYPE ttmem_events_drained_total counter"), "{text}");
+    assert!(sample("ttmem_events_drained_total", &[]) > 0.0);
+    assert!(!text.contains("# EOF") && !text.contains("# UNIT"));
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text;version=1.0.0\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    assert!(
+        raw.contains("content-type: application/openmetrics-text; version=1.0.0"),
+        "{raw}"
+    );
+    assert!(raw.contains("# UNIT ttmem_device_memory_used_bytes bytes") && raw.trim_end().ends_with("# EOF"));
+}

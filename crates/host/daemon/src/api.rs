@@ -23,6 +23,7 @@ mod space;
 use space::{fit, fragmentation, incomplete, map, maps};
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod metrics;
 pub use access::{Peer, TcpAccess, Viewer};
 use extract::{P, Q};
 
@@ -86,6 +87,7 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 /// The router.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/metrics", get(metrics::metrics))
         .route("/api/v1/health", get(health))
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/snapshot", get(snapshot))

@@ -61,6 +61,7 @@ const ENDPOINTS: &[&str] = &[
     "/api/v1/legacy",
     "/api/v1/legacy/dumps",
     "/api/v1/nope",
+    "/metrics",
     "/",
 ];
 

@@ -40,6 +40,16 @@ pub async fn check(shared: &Arc<Shared>, target: &[u8], uid: Option<u32>) -> Res
     let body = axum::body::to_bytes(response.into_body(), 64 << 20)
         .await
         .map_err(|e| format!("{uri}: body: {e}"))?;
+    if uri.path() == "/metrics" {
+        // The Prometheus text format, whatever the query.
+        return match std::str::from_utf8(&body) {
+            Ok(text) if status.is_success() && text.contains("# TYPE ttmem_") => Ok(()),
+            _ => Err(format!(
+                "{uri}: {status}, not metrics: {}",
+                String::from_utf8_lossy(&body)
+            )),
+        };
+    }
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| format!("{uri}: not JSON ({e}): {}", String::from_utf8_lossy(&body)))?;
     if !status.is_success() && value["error"].as_str().is_none_or(str::is_empty) {
