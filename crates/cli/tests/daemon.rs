@@ -733,6 +733,8 @@ fn metrics_match_the_api_in_both_text_formats() {
     // The classic format names a counter by its sample and has no EOF; OpenMetrics on request.
     assert!(text.contains("# TYPE ttmem_events_drained_total counter"), "{text}");
     assert!(sample("ttmem_events_drained_total", &[]) > 0.0);
+    assert_eq!(sample("ttmem_process_sources", &[("source", "region".into())]), 1.0);
+    assert_eq!(sample("ttmem_processes", &[("state", "running".into())]), 1.0);
     assert!(!text.contains("# EOF") && !text.contains("# UNIT"));
     use std::io::{Read, Write};
     let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();

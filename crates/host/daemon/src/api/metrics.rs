@@ -58,6 +58,12 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    hostname: String,
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HostLabels {
     hostname: String,
 }
@@ -87,6 +93,7 @@ pub(super) async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) ->
     let process_bytes = Family::<ProcessLabels, BytesGauge>::default();
     let left_behind = Family::<ChipLabels, BytesGauge>::default();
     let processes = Family::<StateLabels, Gauge>::default();
+    let sources = Family::<SourceLabels, Gauge>::default();
     let drained = Family::<HostLabels, Counter>::default();
     let lost = Family::<HostLabels, Counter>::default();
     let anomalies = Family::<HostLabels, Counter>::default();
@@ -123,6 +130,11 @@ pub(super) async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) ->
         left_behind.clone(),
     );
     registry.register("processes", "Processes the daemon knows, by state", processes.clone());
+    registry.register(
+        "process_sources",
+        "Processes by where their figures come from (region, legacy-socket, tt-metal-shm, kmd)",
+        sources.clone(),
+    );
     registry.register(
         "events_drained",
         "Allocation events read from the processes' rings into the ledger",
@@ -230,6 +242,20 @@ pub(super) async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) ->
                 .get_or_create(&StateLabels {
                     hostname: host.clone(),
                     state: state.into(),
+                })
+                .set(n);
+        }
+        for kind in [
+            ttmem_model::SourceKind::Region,
+            ttmem_model::SourceKind::LegacySocket,
+            ttmem_model::SourceKind::TtMetalShm,
+            ttmem_model::SourceKind::Kmd,
+        ] {
+            let n = snap.processes.iter().filter(|p| p.source == kind).count() as i64;
+            sources
+                .get_or_create(&SourceLabels {
+                    hostname: host.clone(),
+                    source: kind.as_str().into(),
                 })
                 .set(n);
         }
