@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Installs what building and testing ttmem needs on a fresh Debian machine with a Rust
-# toolchain: a C compiler (the C ABI test), tmux (the TUI test), rustfmt and clippy. Safe to
-# run again.
+# toolchain: a C compiler (the C ABI test), tmux (the TUI test), Prometheus and promtool (the
+# /metrics test), rustfmt and clippy. Safe to run again.
 set -euo pipefail
 
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 command -v tmux >/dev/null 2>&1 || need_apt+=(tmux) # the ttmem top end-to-end test
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus) # a real Prometheus scrapes /metrics
 if ((${#need_apt[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
     else
         echo "setup: please install ${need_apt[*]} (needs root)" >&2
         exit 1
