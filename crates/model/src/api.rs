@@ -205,6 +205,42 @@ pub struct Leaks {
     pub incomplete: Vec<IncompleteDetail>,
 }
 
+/// One chip and buffer type's trend in `GET /api/v1/forecast`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CategoryForecast {
+    /// The `ps` device id.
+    pub device: u32,
+    /// The chip's hardware id.
+    pub hw_id: String,
+    /// Category name.
+    pub category: String,
+    /// Bytes used now.
+    pub used: u64,
+    /// Capacity.
+    pub capacity: u64,
+    /// Growth over the window, bytes per second (None: too little history).
+    pub slope_bytes_per_s: Option<f64>,
+    /// How well a line fits the window, 0 to 1 (None: too little history).
+    pub r2: Option<f64>,
+    /// Samples the fit used.
+    pub samples: usize,
+    /// Seconds until the category is full at this trend: only for a growing series with a good
+    /// fit (`r2` at least `min_r2`); 0 when it is full.
+    pub time_to_full_s: Option<f64>,
+}
+
+/// `GET /api/v1/forecast`: when each chip's buffer types fill up, from a line fitted to the
+/// last `window_s` seconds of history (like Prometheus' `predict_linear`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Forecast {
+    /// The window the lines are fitted over.
+    pub window_s: u64,
+    /// The least fit quality a forecast needs.
+    pub min_r2: f64,
+    /// Per chip and category with a capacity, in device order.
+    pub forecasts: Vec<CategoryForecast>,
+}
+
 /// `GET /api/v1/history`: a step series of the peak per bucket.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct History {

@@ -20,7 +20,7 @@ use crate::collector::Collector;
 pub mod access;
 mod extract;
 mod space;
-use space::{fit, fragmentation, incomplete, map, maps};
+use space::{fit, forecast, fragmentation, incomplete, map, maps};
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;
@@ -99,6 +99,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/processes/{pid}/allocations", get(allocations))
         .route("/api/v1/processes/{pid}/events", get(events))
         .route("/api/v1/fit", get(fit))
+        .route("/api/v1/forecast", get(forecast))
         .route("/api/v1/leaks", get(leaks))
         .route("/api/v1/history", get(history))
         .route("/api/v1/stream", get(stream))

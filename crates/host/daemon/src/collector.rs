@@ -243,6 +243,33 @@ impl Collector {
         self.history.prune(wall_s);
     }
 
+    /// Each chip's buffer types with a capacity, with a line fitted to the last `window_s`
+    /// seconds of their 1 s history up to `now_s` (wall clock), and when they fill up.
+    pub fn forecasts(&self, now_s: u64, window_s: u64) -> Vec<ttmem_model::api::CategoryForecast> {
+        let table = self.device_table();
+        let from_s = now_s.saturating_sub(window_s);
+        let mut out = Vec::new();
+        for d in table.rows() {
+            for cat in d.categories.iter().filter(|c| c.total > 0) {
+                let trend = series_key(&table, d.id, &cat.name, None)
+                    .map(|key| self.history.query(&key, 0, from_s, now_s))
+                    .and_then(|points| ttmem_history::forecast::trend(&points, from_s, now_s, 1));
+                out.push(ttmem_model::api::CategoryForecast {
+                    device: d.id,
+                    hw_id: d.hw_id.clone(),
+                    category: cat.name.clone(),
+                    used: cat.used,
+                    capacity: cat.total,
+                    slope_bytes_per_s: trend.map(|t| t.slope_per_s),
+                    r2: trend.map(|t| t.r2),
+                    samples: trend.map_or(0, |t| t.samples),
+                    time_to_full_s: trend.and_then(|t| t.time_to_full(cat.used, cat.total)),
+                });
+            }
+        }
+        out
+    }
+
     /// The history.
     pub fn history(&self) -> &History {
         &self.history

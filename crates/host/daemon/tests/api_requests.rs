@@ -55,6 +55,7 @@ const ENDPOINTS: &[&str] = &[
     "/api/v1/processes/{}/allocations",
     "/api/v1/processes/{}/events",
     "/api/v1/fit",
+    "/api/v1/forecast",
     "/api/v1/leaks",
     "/api/v1/history",
     "/api/v1/process-records",

@@ -589,3 +589,28 @@ fn what_exited_processes_left_behind_is_capped_oldest_first() {
     assert!(kept.contains(&0x3FFF_FE02) && kept.contains(&0x3FFF_FE03), "{kept:x?}");
     assert!(c.key_of_pid(std::process::id()).is_some());
 }
+
+#[test]
+fn a_steady_climb_is_forecast_to_fill_and_flat_categories_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(dir.path());
+    let d = t.register_device(&spec(0x7A, "n150")).unwrap();
+    let mut c = collector(dir.path(), Duration::from_secs(60));
+    // One more MiB of DRAM every second for a minute, sampled each second.
+    for s in 0..60u64 {
+        t.alloc(d, tt::DRAM, s << 20, 1 << 20);
+        c.tick(at(s as f64));
+    }
+    let now_s = at(59.0).unix_ns / S;
+    let forecasts = c.forecasts(now_s, 60);
+    let dram = forecasts.iter().find(|f| f.category == "DRAM").unwrap();
+    assert_eq!(dram.used, 60 << 20);
+    let slope = dram.slope_bytes_per_s.unwrap();
+    assert!((slope - (1u64 << 20) as f64).abs() < 1024.0, "{dram:?}");
+    assert!(dram.r2.unwrap() > 0.99);
+    let expected = (dram.capacity - dram.used) as f64 / slope;
+    assert!((dram.time_to_full_s.unwrap() - expected).abs() < 1.0, "{dram:?}");
+    // A category nothing uses has no trend to fill at.
+    let l1 = forecasts.iter().find(|f| f.category == "L1").unwrap();
+    assert_eq!((l1.used, l1.time_to_full_s), (0, None));
+}

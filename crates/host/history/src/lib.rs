@@ -12,6 +12,8 @@
 
 use std::collections::VecDeque;
 
+pub mod forecast;
+
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 

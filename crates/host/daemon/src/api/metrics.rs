@@ -92,6 +92,8 @@ pub(super) async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) ->
     let largest_free = Family::<ChipLabels, BytesGauge>::default();
     let process_bytes = Family::<ProcessLabels, BytesGauge>::default();
     let left_behind = Family::<ChipLabels, BytesGauge>::default();
+    let time_to_full = Family::<ChipLabels, Gauge<f64, AtomicU64>>::default();
+    let fit_r2 = Family::<ChipLabels, Gauge<f64, AtomicU64>>::default();
     let processes = Family::<StateLabels, Gauge>::default();
     let sources = Family::<SourceLabels, Gauge>::default();
     let drained = Family::<HostLabels, Counter>::default();
@@ -128,6 +130,17 @@ pub(super) async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) ->
         "Bytes that processes which exited still held, per chip and buffer type",
         Unit::Bytes,
         left_behind.clone(),
+    );
+    registry.register_with_unit(
+        "device_memory_time_to_full",
+        "Seconds until a buffer type fills at the trend of the last 10 minutes (only where the series grows and a line fits it well)",
+        Unit::Seconds,
+        time_to_full.clone(),
+    );
+    registry.register(
+        "device_memory_forecast_fit_r2",
+        "How well a line fits the last 10 minutes of a buffer type's use, 0 to 1",
+        fit_r2.clone(),
     );
     registry.register("processes", "Processes the daemon knows, by state", processes.clone());
     registry.register(
@@ -196,6 +209,16 @@ pub(super) async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) ->
                 if let Some(f) = ledger_device.and_then(|dk| c.ledger().fragmentation(dk, &cat.name).ok()) {
                     largest_free.get_or_create(&labels).set(f.largest_free_per_bank as f64);
                 }
+            }
+        }
+        let now_s = ttmem_model::now_ns() / 1_000_000_000;
+        for f in c.forecasts(now_s, super::space::DEFAULT_FORECAST_WINDOW_S) {
+            let labels = chip_labels(f.device, &f.category);
+            if let Some(r2) = f.r2 {
+                fit_r2.get_or_create(&labels).set(r2);
+            }
+            if let Some(t) = f.time_to_full_s {
+                time_to_full.get_or_create(&labels).set(t);
             }
         }
         // The largest running processes by their total bytes, then the rest summed.

@@ -140,3 +140,26 @@ pub(super) async fn fit(State(s): State<Arc<Shared>>, viewer: Viewer, Q(q): Q<Fi
         incomplete: incomplete(&s, &c, Some(id)),
     }))
 }
+
+#[derive(Deserialize)]
+pub(super) struct ForecastQuery {
+    window_s: Option<u64>,
+}
+
+/// The window a forecast fits its line over, by default.
+pub(super) const DEFAULT_FORECAST_WINDOW_S: u64 = 600;
+
+/// `GET /api/v1/forecast[?window_s=S]`: when each chip's buffer types fill up at the trend of
+/// the last S seconds (10 to 3600, default 600), with the fit's quality.
+pub(super) async fn forecast(State(s): State<Arc<Shared>>, Q(q): Q<ForecastQuery>) -> ApiResult<api::Forecast> {
+    let window_s = q.window_s.unwrap_or(DEFAULT_FORECAST_WINDOW_S);
+    if !(10..=3600).contains(&window_s) {
+        return Err(bad("window_s must be 10 to 3600 (seconds of 1 s history)"));
+    }
+    let now_s = ttmem_model::now_ns() / 1_000_000_000;
+    Ok(Json(api::Forecast {
+        window_s,
+        min_r2: ttmem_history::forecast::MIN_R2,
+        forecasts: s.collector.read().forecasts(now_s, window_s),
+    }))
+}
