@@ -614,3 +614,71 @@ fn a_steady_climb_is_forecast_to_fill_and_flat_categories_are_not() {
     let l1 = forecasts.iter().find(|f| f.category == "L1").unwrap();
     assert_eq!((l1.used, l1.time_to_full_s), (0, None));
 }
+
+/// A simulated workload stepped `steps_per_s` times per second of fake time, sampled every
+/// second, until its allocator runs out or `max_s` passes: the DRAM forecast of chip 0 at every
+/// second, and the second it ran out (if it did).
+fn forecast_run(
+    profile: ttmem_sim::workload::Profile,
+    steps_per_s: u32,
+    max_s: u64,
+) -> (Vec<Option<f64>>, Option<u64>) {
+    use ttmem_sim::workload::{RunOptions, Workload};
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(dir.path());
+    let mut w = Workload::new(
+        &t,
+        RunOptions {
+            profile,
+            shape: ttmem_sim::chip::Shape::N150,
+            ..RunOptions::default()
+        },
+    )
+    .unwrap();
+    w.setup();
+    let mut c = collector(dir.path(), Duration::from_secs(60));
+    let mut forecasts = Vec::new();
+    for s in 0..max_s {
+        for _ in 0..steps_per_s {
+            w.step();
+        }
+        c.tick(at(s as f64));
+        if w.summary().oom > 0 {
+            return (forecasts, Some(s));
+        }
+        let now_s = at(s as f64).unix_ns / S;
+        let dram = c
+            .forecasts(now_s, 600)
+            .into_iter()
+            .find(|f| f.device == 0 && f.category == "DRAM");
+        forecasts.push(dram.and_then(|f| f.time_to_full_s));
+    }
+    (forecasts, None)
+}
+
+#[test]
+fn the_forecast_of_a_leak_is_within_a_fifth_from_halfway_and_a_bursty_workload_gets_none() {
+    use ttmem_sim::workload::Profile;
+    let (forecasts, ran_out) = forecast_run(Profile::Leaky, 20, 1000);
+    let out_at = ran_out.expect("the leaky workload runs out of DRAM") as f64;
+    let mut errors = Vec::new();
+    for share in [0.25, 0.5, 0.75] {
+        let s = (out_at * share) as usize;
+        let predicted = forecasts[s].unwrap_or_else(|| panic!("no forecast at {share}: {:?}", &forecasts[..=s]));
+        let actual = out_at - s as f64;
+        errors.push((share, (predicted - actual) / actual));
+    }
+    eprintln!("leaky: ran out at {out_at} s; forecast error at 25/50/75 %: {errors:?}");
+    for (share, e) in errors {
+        if share >= 0.5 {
+            assert!(e.abs() <= 0.2, "at {share}: {e}");
+        }
+    }
+    // Workloads whose use goes up and down but does not climb get no forecast: a bursty one
+    // (bursts every 2.5 s, freed 0.5 s later) and an inference loop.
+    for profile in [Profile::Bursty, Profile::LlmInference] {
+        let (forecasts, _) = forecast_run(profile, 20, 100);
+        assert!(forecasts.len() >= 90, "{}", profile.name());
+        assert!(forecasts.iter().all(Option::is_none), "{}: {forecasts:?}", profile.name());
+    }
+}

@@ -241,8 +241,9 @@ impl<'t> Workload<'t> {
         self.buffers.iter().filter(|b| b.life == life && b.chip == chip).count()
     }
 
-    /// Allocations made once at start.
-    fn setup(&mut self) {
+    /// Allocations made once at start. [`run`] calls it; a driver that steps at its own pace
+    /// (a test's fake clock, a bench) calls it once, then [`Workload::step`].
+    pub fn setup(&mut self) {
         let chips = self.chips.len();
         match self.opts.profile {
             Profile::LlmInference | Profile::Crash => {
@@ -306,8 +307,8 @@ impl<'t> Workload<'t> {
         }
     }
 
-    /// One step of the profile.
-    fn step(&mut self) {
+    /// One step of the profile, without the pause [`run`] takes between steps.
+    pub fn step(&mut self) {
         let chips = self.chips.len();
         let n = self.steps;
         match self.opts.profile {
