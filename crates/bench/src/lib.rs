@@ -10,6 +10,7 @@
 
 pub mod baselines;
 pub mod daemon;
+pub mod forecast;
 pub mod legacy;
 pub mod load;
 pub mod ttmetal;

@@ -362,6 +362,26 @@ pub enum BenchCommand {
     /// One writer of `bench load` (started by it).
     #[command(hide = true)]
     LoadWorker(BenchLoadWorkerArgs),
+    /// How right the out-of-memory forecast is: simulated workloads on a fake clock, the leaky
+    /// one until its allocator fails (error at 25, 50 and 75 % of the way), the others for a
+    /// while (a forecast there is a false alarm).
+    Forecast(BenchForecastArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchForecastArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Board shapes (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = ["n150".to_string(), "n300".to_string(), "t3000".to_string()])]
+    pub shapes: Vec<String>,
+    /// Simulator steps per fake second.
+    #[arg(long, default_value_t = 20)]
+    pub steps_per_s: u32,
+    /// Fake seconds for the workloads that do not run out.
+    #[arg(long, default_value_t = 600)]
+    pub quiet_s: u64,
 }
 
 #[derive(Debug, clap::Args)]

@@ -13,6 +13,7 @@ pub fn bench(b: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Ttmetal(a) => a.json,
         BenchCommand::Load(a) => a.json,
         BenchCommand::LoadWorker(_) => true,
+        BenchCommand::Forecast(a) => a.json,
     };
     // Progress goes to stderr, and not at all when the output is JSON for a script.
     let mut progress = |step: &str| {
@@ -38,6 +39,23 @@ pub fn bench(b: BenchCommand) -> anyhow::Result<ExitCode> {
             },
             &mut progress,
         )?,
+        BenchCommand::Forecast(a) => {
+            let mut shapes = Vec::new();
+            for name in &a.shapes {
+                shapes.push(
+                    ttmem_sim::chip::Shape::parse(name)
+                        .ok_or_else(|| anyhow::anyhow!("unknown shape {name:?} (n150, n300, p150, t3000, galaxy)"))?,
+                );
+            }
+            let report =
+                ttmem_bench::forecast::forecast(&shapes, a.steps_per_s.max(1), a.quiet_s.max(20), &mut progress)?;
+            if json {
+                out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
+            } else {
+                out(&ttmem_bench::forecast::render(&report))?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         BenchCommand::LoadWorker(a) => {
             let written = ttmem_bench::load::worker(a.rate, a.seconds.max(0.0), a.index)?;
             out(&format!("{written}\n"))?;
