@@ -110,6 +110,8 @@ pub struct Collector {
     regions: region::Discovery,
     /// One drain round's events, converted for the ledger (kept to reuse its allocation).
     events: Vec<ttmem_ledger::Event>,
+    /// One drain's per-shard counts (kept, like `events`, to reuse its allocation).
+    shard_scratch: Vec<(u64, u64, u64)>,
     next_key: ProcKey,
     stats: CollectorStats,
     history: History,
@@ -135,6 +137,7 @@ impl Collector {
             identities: HashMap::new(),
             regions: region::Discovery::default(),
             events: Vec::new(),
+            shard_scratch: Vec::new(),
             next_key: ProcKey(1),
             stats: CollectorStats::default(),
             history: History::new(),

@@ -459,17 +459,20 @@ impl Collector {
         let mut events: Vec<Event> = std::mem::take(&mut self.events);
         events.clear();
         events.append(&mut r.carry);
-        let mut per_shard: Vec<(u64, u64)> = Vec::new();
-        let mut busiest = vec![0u64; r.header.geometry.max_shards as usize];
+        // Per shard: (events this round, the last one's time, events this drain).
+        let mut per_shard = std::mem::take(&mut self.shard_scratch);
+        per_shard.clear();
+        per_shard.resize(r.header.geometry.max_shards as usize, (0, 0, 0));
         loop {
             let (devices, clock) = (&r.devices, r.clock);
-            per_shard.clear();
-            per_shard.resize(r.header.geometry.max_shards as usize, (0, 0));
+            for x in per_shard.iter_mut() {
+                x.0 = 0;
+            }
             let round = a.drain_with(ROUND_EVENTS_PER_SHARD, |shard, e| {
                 // Every event counts towards its shard's round, converted or not.
                 let time_ns = clock.to_ns(e.ticks);
                 if let Some(x) = per_shard.get_mut(shard as usize) {
-                    *x = (x.0 + 1, time_ns);
+                    *x = (x.0 + 1, time_ns, x.2 + 1);
                 }
                 let kind = match e.kind {
                     ttmem_region::EventKind::Alloc => EventKind::Alloc,
@@ -494,13 +497,11 @@ impl Collector {
                 Ok(r) => r,
                 Err(e) => {
                     r.carry = events;
+                    self.shard_scratch = per_shard;
                     return Err(e);
                 }
             };
             s.absorb(round);
-            for (total, (n, _)) in busiest.iter_mut().zip(&per_shard) {
-                *total += n;
-            }
             drained += round.events + round.lost;
             let more = round.events + round.lost > 0 && drained < MAX_EVENTS_PER_SHARD;
             // A loss is reported before the events after it: every lost event was written
@@ -522,8 +523,8 @@ impl Collector {
             }
             let frontier = per_shard
                 .iter()
-                .filter(|(n, _)| *n >= ROUND_EVENTS_PER_SHARD)
-                .map(|&(_, t)| t)
+                .filter(|(n, _, _)| *n >= ROUND_EVENTS_PER_SHARD)
+                .map(|&(_, t, _)| t)
                 .min()
                 .unwrap_or(u64::MAX);
             // Up to the frontier itself: a full shard may hold more events stamped with its
@@ -540,7 +541,8 @@ impl Collector {
         }
         self.events = events;
         let ring = r.header.geometry.ring_events as u64;
-        let busiest = busiest.into_iter().max().unwrap_or(0);
+        let busiest = per_shard.iter().map(|x| x.2).max().unwrap_or(0);
+        self.shard_scratch = per_shard;
         r.pace.update(
             busiest,
             s.lost > 0,
