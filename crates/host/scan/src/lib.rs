@@ -207,9 +207,11 @@ pub const CREATION_GRACE: std::time::Duration = std::time::Duration::from_secs(2
 
 impl RegionError {
     /// Whether the file looks like a region its writer is still creating: the writer creates
-    /// it empty, sizes it (zero-filled) and only then writes the header, and inotify may wake a
-    /// reader in between. True for a file modified within [`CREATION_GRACE`] that is empty, has
-    /// an all-zero magic, or is marked as being created. Any other defect is reported at once.
+    /// it empty, sizes it (zero-filled), writes the header and only then publishes it
+    /// (state = live), and inotify may wake a reader anywhere in between. True for a file
+    /// modified within [`CREATION_GRACE`] whose header fails to decode and that, read again now,
+    /// is empty, has an all-zero magic, is still marked as being created, or decodes (the first
+    /// read caught the writer mid-header). Any other defect is reported at once.
     pub fn is_transient(&self, path: &Path) -> bool {
         let young = |m: &fs::Metadata| {
             m.modified()
@@ -223,16 +225,27 @@ impl RegionError {
         }
         match self {
             RegionError::Creating => true,
-            RegionError::Decode(DecodeError::Truncated { .. } | DecodeError::BadMagic) => {
-                let mut magic = [0u8; 8];
-                meta.len() == 0
-                    || open_region(path)
-                        .ok()
-                        .is_some_and(|f| f.read_exact_at(&mut magic, 0).is_ok() && magic == [0; 8])
+            RegionError::Decode(_) => {
+                meta.len() == 0 || open_region(path).is_ok_and(|f| header_in_creation(&f, meta.len()))
             }
             _ => false,
         }
     }
+}
+
+/// Whether the header read now is one its writer has not finished: all-zero magic, state still
+/// "creating", or a header that decodes although an earlier read of it did not.
+fn header_in_creation(file: &File, len: u64) -> bool {
+    let mut head = vec![0u8; ttmem_region::HEADER_SIZE.min(len as usize)];
+    if file.read_exact_at(&mut head, 0).is_err() {
+        return false;
+    }
+    let state_at = std::mem::offset_of!(ttmem_region::raw::RawHeader, state);
+    let zero_magic = head.len() >= 8 && head[..8] == [0; 8];
+    let creating = head
+        .get(state_at..state_at + 4)
+        .is_some_and(|b| b == RegionState::Creating.code().to_le_bytes());
+    zero_magic || creating || decode::decode_header(&head, len).is_ok()
 }
 
 /// Reads every `*.ttmem` region in `dir`. A missing directory is an empty scan, not an error;

@@ -138,6 +138,32 @@ fn a_region_being_created_is_retried_not_reported() {
 }
 
 #[test]
+fn a_header_caught_mid_write_is_retried_not_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let (_t, path) = populated(src.path());
+    let good = fs::read(&path).unwrap();
+    // The writer has stored the magic and nothing else of the header yet (state: creating).
+    let mut half = vec![0u8; good.len()];
+    half[..8].copy_from_slice(&good[..8]);
+    let half_path = dir.path().join("half.ttmem");
+    fs::write(&half_path, &half).unwrap();
+    let err = read_region(&half_path, ScanOptions::default(), None).unwrap_err();
+    assert!(err.is_transient(&half_path), "{err}");
+    // A first read saw zeros, the writer then finished: the error is stale, so look again.
+    let done_path = dir.path().join("done.ttmem");
+    fs::write(&done_path, &good).unwrap();
+    assert!(RegionError::Decode(DecodeError::BadMagic).is_transient(&done_path));
+    age(&half_path);
+    age(&done_path);
+    assert!(
+        !err.is_transient(&half_path),
+        "a header stuck half-written is reported once old"
+    );
+    assert!(!RegionError::Decode(DecodeError::BadMagic).is_transient(&done_path));
+}
+
+#[test]
 fn bad_regions_are_skipped_with_clear_reasons() {
     let dir = tempfile::tempdir().unwrap();
     let good_dir = tempfile::tempdir().unwrap();
