@@ -64,6 +64,9 @@ pub enum Command {
     Watch(WatchArgs),
     /// Remove regions left by processes that no longer run.
     Gc(GcArgs),
+    /// The daemon's alerts: firing, pending and resolved lately, with the rules; exits 1 while
+    /// one fires.
+    Alerts(AlertsArgs),
     /// One answer of the daemon's API, as JSON (`ttmem api processes/4242/allocations`): the
     /// endpoint rules and the API token of every reader, without curl.
     Api(ApiArgs),
@@ -133,6 +136,10 @@ pub struct ServeArgs {
     /// detecting it per connection.
     #[arg(long, value_name = "VERSION")]
     pub legacy_version: Option<String>,
+    /// Check the configuration (file, environment, flags), print what is in force, and exit:
+    /// 0 when it is valid, 2 with the reason otherwise.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -148,6 +155,18 @@ pub struct PsArgs {
     /// With --csv: one row per device × category instead.
     #[arg(long, requires = "csv")]
     pub devices: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AlertsArgs {
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+    /// Print JSON (the API's `/api/v1/alerts` answer, docs/api.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Resolved alerts listed at most.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub resolved: usize,
 }
 
 #[derive(Debug, clap::Args)]

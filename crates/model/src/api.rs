@@ -427,3 +427,110 @@ pub struct ErrorAnswer {
     /// What went wrong, in words a user can act on.
     pub error: String,
 }
+
+/// Where an alert stands: pending while its condition holds for less than the rule's `for_s`,
+/// then firing, and resolved once the condition cleared (or its subject is gone).
+#[derive(Copy, Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    /// The condition holds, not yet for the rule's duration.
+    Pending,
+    /// The condition held for the rule's duration.
+    Firing,
+    /// It fired, and the condition cleared.
+    Resolved,
+}
+
+impl AlertState {
+    /// The word the API and the database use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Pending => "pending",
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        }
+    }
+
+    /// The state for its word.
+    pub fn parse(s: &str) -> Option<AlertState> {
+        match s {
+            "pending" => Some(AlertState::Pending),
+            "firing" => Some(AlertState::Firing),
+            "resolved" => Some(AlertState::Resolved),
+            _ => None,
+        }
+    }
+}
+
+/// One alert: a rule's condition on one subject (a chip's buffer type, or a process).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Alert {
+    /// The rule's name (Alertmanager's `alertname`).
+    pub rule: String,
+    /// The rule's kind (`threshold`, `forecast`, `fragmentation`, `left_behind`,
+    /// `leak_suspect`, `event_loss`).
+    pub kind: String,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+    /// Where it stands.
+    pub state: AlertState,
+    /// What it is about: `device`, `hw_id` and `category` for a chip; `pid`, `start_time`,
+    /// `comm` and `user` for a process (and `device`, `category` when it concerns one).
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// A sentence a person reads, with the figures.
+    pub summary: String,
+    /// The figure the rule compares (a percentage, seconds, bytes or events; None when there
+    /// is none, like a forecast that no longer sees the chip filling).
+    pub value: Option<f64>,
+    /// When the condition began to hold, ns since the epoch.
+    pub active_since_unix_ns: u64,
+    /// When it began to fire.
+    pub firing_since_unix_ns: Option<u64>,
+    /// When it was resolved.
+    pub resolved_unix_ns: Option<u64>,
+}
+
+impl Alert {
+    /// The identity of the alert: its rule and labels (Alertmanager's fingerprint, in words).
+    pub fn fingerprint(&self) -> String {
+        alert_fingerprint(&self.rule, &self.labels)
+    }
+}
+
+/// The identity of an alert of `rule` on the subject `labels`.
+pub fn alert_fingerprint(rule: &str, labels: &std::collections::BTreeMap<String, String>) -> String {
+    let mut s = rule.to_string();
+    for (k, v) in labels {
+        s.push_str(&format!(",{k}={v}"));
+    }
+    s
+}
+
+/// One configured rule, as `GET /api/v1/alerts` lists it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AlertRuleInfo {
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its severity.
+    pub severity: String,
+    /// How long the condition must hold before the alert fires.
+    pub for_s: u64,
+    /// The condition, in words.
+    pub condition: String,
+}
+
+/// `GET /api/v1/alerts`: alerts pending and firing now, then those resolved lately (newest
+/// first), and the rules that raise them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Alerts {
+    /// Pending and firing, firing first, then by start.
+    pub active: Vec<Alert>,
+    /// Resolved lately (at most the last 256 kept in memory; the database keeps every one).
+    pub resolved: Vec<Alert>,
+    /// The rules in force.
+    pub rules: Vec<AlertRuleInfo>,
+    /// Notifications given up on (every retry failed, or a notifier's queue was full).
+    pub notifications_failed: u64,
+}

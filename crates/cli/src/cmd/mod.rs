@@ -1,5 +1,6 @@
 //! One module per subcommand; each turns parsed flags into one library call and prints.
 
+mod alerts;
 mod api;
 mod bench;
 mod check;
@@ -75,6 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Top(a) => top::top(&dir, &a),
         Command::Watch(a) => watch::watch(&a),
         Command::Gc(a) => gc::gc(&dir, &a),
+        Command::Alerts(a) => alerts::alerts(&a),
         Command::Api(a) => api::api(&a),
         Command::Sim(SimCommand::Run(a)) => sim::run(&dir, &a),
         Command::Sim(SimCommand::List(a)) => sim::list(&a),

@@ -22,6 +22,10 @@ pub fn serve(dir: &Paths, a: &ServeArgs) -> anyhow::Result<ExitCode> {
         proc_root: dir.proc_root_named.clone(),
     };
     let config = ttmem_daemon::Config::load(&flags, &|k| std::env::var(k).ok())?;
+    if a.check_config {
+        super::out(&ttmem_daemon::config::describe(&config))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     ttmem_daemon::serve(config)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,7 @@
 
 #![deny(missing_docs)]
 
+pub mod alerts;
 pub mod check;
 pub mod clock;
 
@@ -11,23 +12,7 @@ use std::fmt::Write as _;
 
 use ttmem_model::{DeviceRow, ProcessDevice, Snapshot};
 
-/// Bytes in short binary units (`512B`, `1.5K`, `10.5G`).
-pub fn short_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "K", "M", "G", "T", "P"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes}B")
-    } else if v >= 100.0 {
-        format!("{v:.0}{}", UNITS[u])
-    } else {
-        format!("{v:.1}{}", UNITS[u])
-    }
-}
+pub use ttmem_model::short_bytes;
 
 fn pad(s: &str, w: usize) -> String {
     format!("{s:<w$}")

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ttmem_apiclient::{ApiError, Conditional, Endpoint, get_json, get_json_if_changed};
 use ttmem_model::Snapshot;
-use ttmem_model::api::{Allocation, AllocationPage, Events, Maps, RecentEvent};
+use ttmem_model::api::{Alerts, Allocation, AllocationPage, Events, Maps, RecentEvent};
 use ttmem_model::sources::Local;
 
 /// One host's data source.
@@ -43,6 +43,8 @@ pub struct HostData {
     pub maps: BTreeMap<u32, (Vec<f32>, u64)>,
     /// Why the host could not be read.
     pub error: Option<String>,
+    /// What fires on the daemon, in a line (None: nothing, or no daemon).
+    pub alert: Option<String>,
 }
 
 /// The drill-down of one process.
@@ -99,6 +101,10 @@ impl Source {
                                 maps.insert(m.device, (m.cells, m.largest_free_per_bank));
                             }
                         }
+                        let alert = get_json::<Alerts>(endpoint, "/api/v1/alerts")
+                            .ok()
+                            .and_then(|a| ttmem_report::alerts::alerts_line(&a));
+                        let changed = changed || previous.is_none_or(|p| p.alert != alert);
                         HostData {
                             label: label.clone(),
                             source: format!("daemon {endpoint}"),
@@ -107,6 +113,7 @@ impl Source {
                             changed,
                             maps,
                             error: None,
+                            alert,
                         }
                     }
                     Err(e) => match (fallback, &e) {

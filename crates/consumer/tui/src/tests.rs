@@ -160,6 +160,7 @@ fn host(devices: Vec<DeviceRow>, processes: Vec<ProcessRow>, with_maps: bool) ->
         error: None,
         etag: None,
         changed: true,
+        alert: None,
     }
 }
 
@@ -194,6 +195,26 @@ fn one_chip() {
         true,
     )]);
     insta::assert_snapshot!(draw(&a, 120, 30));
+}
+
+#[test]
+fn a_firing_alert_gets_a_line_under_the_header() {
+    let mut h = host(
+        vec![device(0, "n150", false, 10 * GIB, 28 * MIB)],
+        vec![process(4242, "sim:llm-inference", "running", &[0], 10 * GIB)],
+        true,
+    );
+    h.alert = Some("ALERT TtmemDramHigh: DRAM of chip 0 (0x5157000000000000) is 95.2% used".into());
+    let screen = draw(&app(vec![h]), 120, 30);
+    let lines: Vec<&str> = screen.lines().collect();
+    assert!(lines[2].contains("ALERT TtmemDramHigh: DRAM of chip 0"), "{screen}");
+    assert!(lines[3].contains("n150") || screen.contains("n150"), "{screen}");
+    let quiet = draw(
+        &app(vec![host(vec![device(0, "n150", false, GIB, MIB)], vec![], true)]),
+        120,
+        30,
+    );
+    assert!(!quiet.contains("ALERT"));
 }
 
 #[test]

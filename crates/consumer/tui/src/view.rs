@@ -36,8 +36,17 @@ impl App {
 /// Draws the whole screen.
 pub fn render(f: &mut Frame, app: &App) {
     let area = f.area();
-    let [header, body, footer] =
-        Layout::vertical([Constraint::Length(2), Constraint::Min(3), Constraint::Length(1)]).areas(area);
+    let header_lines = if app.hosts.iter().any(|h| h.alert.is_some()) {
+        3
+    } else {
+        2
+    };
+    let [header, body, footer] = Layout::vertical([
+        Constraint::Length(header_lines),
+        Constraint::Min(3),
+        Constraint::Length(1),
+    ])
+    .areas(area);
     render_header(f, app, header);
     match &app.screen {
         Screen::Detail { host, pid } => render_detail(f, app, body, *host, *pid),
@@ -115,13 +124,32 @@ fn render_header(f: &mut Frame, app: &App, area: Rect) {
             app.style(Style::default().fg(Color::Cyan)),
         ));
     }
-    let text = vec![
+    let mut text = vec![
         Line::from(Span::styled(
             title,
             app.style(Style::default().add_modifier(Modifier::BOLD)),
         )),
         Line::from(second),
     ];
+    let alerts: Vec<String> = app
+        .hosts
+        .iter()
+        .filter_map(|h| {
+            h.alert.as_ref().map(|a| {
+                if app.hosts.len() > 1 {
+                    format!("{}: {a}", h.label)
+                } else {
+                    a.clone()
+                }
+            })
+        })
+        .collect();
+    if !alerts.is_empty() {
+        text.push(Line::from(Span::styled(
+            alerts.join("  |  "),
+            app.style(Style::default().fg(Color::Red).add_modifier(Modifier::BOLD)),
+        )));
+    }
     f.render_widget(Paragraph::new(text), area);
 }
 

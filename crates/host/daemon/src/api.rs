@@ -46,6 +46,8 @@ pub struct Shared {
     pub tcp_access: TcpAccess,
     /// The daemon's own uid (it sees everything, like root).
     pub daemon_uid: u32,
+    /// Where alert transitions go (none until `serve` starts them).
+    pub notifiers: crate::alerting::Notifiers,
 }
 
 impl Shared {
@@ -61,6 +63,7 @@ impl Shared {
             snapshot_cache: parking_lot::Mutex::new(Vec::new()),
             tcp_access,
             daemon_uid: nix::unistd::geteuid().as_raw(),
+            notifiers: crate::alerting::Notifiers::start(&[], ""),
         }
     }
 }
@@ -100,6 +103,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/processes/{pid}/events", get(events))
         .route("/api/v1/fit", get(fit))
         .route("/api/v1/forecast", get(forecast))
+        .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/leaks", get(leaks))
         .route("/api/v1/history", get(history))
         .route("/api/v1/stream", get(stream))
@@ -533,20 +537,29 @@ fn stream_state(c: &Collector) -> (Vec<api::StreamDevice>, ProcStates) {
 
 /// `GET /api/v1/stream`: Server-Sent Events. The first `update` carries the whole state; later
 /// ones come when something changed (checked twice a second): device totals, and processes
-/// that started or exited.
+/// that started or exited. An `alert` event carries each alert that changed state (the first
+/// ones: every alert pending or firing when the stream began).
 async fn stream(
     State(s): State<Arc<Shared>>,
 ) -> axum::response::sse::Sse<
     impl tokio_stream::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
 > {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    use tokio_stream::StreamExt;
+    use futures_util::StreamExt as _;
     let mut last_devices: Option<Vec<api::StreamDevice>> = None;
     let mut last_procs = ProcStates::new();
+    let mut alert_seq: Option<u64> = None;
     let ticks =
         tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(std::time::Duration::from_millis(500)));
-    let updates = ticks.filter_map(move |_| {
-        let (devices, procs) = stream_state(&s.collector.read());
+    let updates = ticks.flat_map(move |_| {
+        let mut events = Vec::new();
+        let c = s.collector.read();
+        let alerts = match alert_seq {
+            None => (c.alerts().seq(), c.alerts().active()),
+            Some(seq) => c.alerts().changes_since(seq),
+        };
+        let (devices, procs) = stream_state(&c);
+        drop(c);
         let change = |k: &(u32, u64), name: &str, state| api::ProcessChange {
             pid: k.0,
             start_time: k.1,
@@ -568,18 +581,35 @@ async fn stream(
                 changes.push(change(k, name, api::ProcessChangeState::Forgotten));
             }
         }
-        if last_devices.as_ref() == Some(&devices) && changes.is_empty() {
-            return None;
+        if last_devices.as_ref() != Some(&devices) || !changes.is_empty() {
+            last_devices = Some(devices.clone());
+            last_procs = procs;
+            let update = api::StreamUpdate {
+                timestamp_ns: ttmem_model::now_ns(),
+                devices,
+                process_changes: changes,
+            };
+            let data = serde_json::to_string(&update).expect("an update serializes");
+            events.push(Ok(Event::default().event("update").data(data)));
         }
-        last_devices = Some(devices.clone());
-        last_procs = procs;
-        let update = api::StreamUpdate {
-            timestamp_ns: ttmem_model::now_ns(),
-            devices,
-            process_changes: changes,
-        };
-        let data = serde_json::to_string(&update).expect("an update serializes");
-        Some(Ok(Event::default().event("update").data(data)))
+        alert_seq = Some(alerts.0);
+        for a in alerts.1 {
+            let data = serde_json::to_string(&a).expect("an alert serializes");
+            events.push(Ok(Event::default().event("alert").data(data)));
+        }
+        futures_util::stream::iter(events)
     });
     Sse::new(updates).keep_alive(KeepAlive::default())
+}
+
+/// `GET /api/v1/alerts`: alerts pending and firing, those resolved lately, and the rules.
+async fn alerts(State(s): State<Arc<Shared>>) -> ApiResult<api::Alerts> {
+    let c = s.collector.read();
+    let engine = c.alerts();
+    Ok(Json(api::Alerts {
+        active: engine.active(),
+        resolved: engine.resolved(),
+        rules: engine.rules().iter().map(|r| r.info()).collect(),
+        notifications_failed: s.notifiers.failed(),
+    }))
 }

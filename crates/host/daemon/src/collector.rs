@@ -17,6 +17,7 @@ use ttmem_model::{DeviceIdentity, DeviceTable, ProcState, ProcessView, SkippedRe
 use ttmem_store::ProcessRecord;
 
 mod external;
+mod facts;
 mod legacy;
 mod lifecycle;
 mod region;
@@ -80,6 +81,10 @@ pub struct CollectorConfig {
     /// Allocations that exited processes left behind kept at most, in all (the oldest processes
     /// go first).
     pub max_exited_allocations: u64,
+    /// The alert rules.
+    pub alert_rules: Vec<ttmem_alerts::Rule>,
+    /// Seconds between evaluations of the rules.
+    pub alert_interval_s: u64,
 }
 
 impl CollectorConfig {
@@ -96,6 +101,8 @@ impl CollectorConfig {
             max_regions_per_user: c::DEFAULT_MAX_REGIONS_PER_USER,
             max_exited: c::DEFAULT_MAX_EXITED_PROCESSES,
             max_exited_allocations: c::DEFAULT_MAX_EXITED_ALLOCATIONS,
+            alert_rules: ttmem_alerts::default_rules(),
+            alert_interval_s: crate::alerting::DEFAULT_INTERVAL_S,
         }
     }
 }
@@ -122,6 +129,8 @@ pub struct Collector {
     external: external::External,
     rescan_requested: bool,
     last_rescan_ns: Option<u64>,
+    alerts: ttmem_alerts::Engine,
+    last_alert_s: u64,
 }
 
 /// How often the region directory is listed without inotify having seen a change.
@@ -130,6 +139,7 @@ pub const RESCAN_INTERVAL_NS: u64 = 2_000_000_000;
 impl Collector {
     /// A collector with an empty ledger whose ages count from `monotonic_ns`.
     pub fn new(cfg: CollectorConfig, monotonic_ns: u64) -> Self {
+        let alerts = ttmem_alerts::Engine::new(cfg.alert_rules.clone());
         Collector {
             cfg,
             ledger: Ledger::new(monotonic_ns),
@@ -148,6 +158,8 @@ impl Collector {
             external: external::External::default(),
             rescan_requested: true,
             last_rescan_ns: None,
+            alerts,
+            last_alert_s: 0,
         }
     }
 
@@ -218,7 +230,28 @@ impl Collector {
             // Ages in a snapshot move with time: a cached snapshot lives at most a second.
             self.generation += 1;
             self.sample(wall_s);
+            if wall_s >= self.last_alert_s.saturating_add(self.cfg.alert_interval_s.max(1)) {
+                self.last_alert_s = wall_s;
+                self.evaluate_alerts(now.unix_ns);
+            }
         }
+    }
+
+    /// Evaluates the alert rules over what the collector sees at `unix_ns`.
+    pub fn evaluate_alerts(&mut self, unix_ns: u64) {
+        let mut engine = std::mem::replace(&mut self.alerts, ttmem_alerts::Engine::new(Vec::new()));
+        engine.evaluate(&facts::CollectorFacts::new(self, unix_ns), unix_ns);
+        self.alerts = engine;
+    }
+
+    /// The alerts: their states, transitions and rules.
+    pub fn alerts(&self) -> &ttmem_alerts::Engine {
+        &self.alerts
+    }
+
+    /// The alerts, to take their transitions or restore them from the database.
+    pub fn alerts_mut(&mut self) -> &mut ttmem_alerts::Engine {
+        &mut self.alerts
     }
 
     /// Records one history sample of every device category and of every running process's

@@ -63,7 +63,7 @@ pub const DEFAULT_FLUSH_S: u64 = 10;
 pub const DEFAULT_RETENTION_S: u64 = 24 * 3600;
 
 /// The daemon's settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// Where regions are.
     pub region_dir: PathBuf,
@@ -118,10 +118,12 @@ pub struct Config {
     pub api_token_file: Option<PathBuf>,
     /// Every TCP request sees everything, without a token (a host whose loopback is trusted).
     pub api_tcp_detail: bool,
+    /// Alert rules, how often they are evaluated, and where transitions go.
+    pub alerts: crate::alerting::AlertsConfig,
 }
 
 /// The keys a config file may hold (all optional; unknown keys are an error).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// See [`Config::region_dir`].
@@ -172,6 +174,8 @@ pub struct FileConfig {
     pub api_token_file: Option<PathBuf>,
     /// See [`Config::api_tcp_detail`].
     pub api_tcp_detail: Option<bool>,
+    /// The `[alerts]` section.
+    pub alerts: Option<crate::alerting::AlertsSection>,
 }
 
 /// Values given as flags (None: not given).
@@ -222,6 +226,9 @@ pub enum ConfigError {
         /// What is wrong, with its place.
         message: String,
     },
+    /// The `[alerts]` section is unusable as a whole.
+    #[error("invalid [alerts] section: {0}")]
+    Alerts(String),
     /// A value is malformed.
     #[error("invalid {what} {value:?}: {why}")]
     Value {
@@ -283,6 +290,7 @@ impl Config {
             max_exited_allocations: DEFAULT_MAX_EXITED_ALLOCATIONS,
             api_token_file: None,
             api_tcp_detail: false,
+            alerts: crate::alerting::AlertsConfig::default(),
         }
     }
 
@@ -450,8 +458,53 @@ impl Config {
         if let Some(v) = f.api_tcp_detail {
             self.api_tcp_detail = v;
         }
+        if let Some(v) = f.alerts {
+            self.alerts = crate::alerting::AlertsConfig::from_section(v).map_err(ConfigError::Alerts)?;
+        }
         Ok(())
     }
+}
+
+/// What `ttmem serve --check-config` prints: the settings in force, one per line.
+pub fn describe(c: &Config) -> String {
+    let path = |p: &Option<PathBuf>| p.as_ref().map_or("off".to_string(), |p| p.display().to_string());
+    let mut out = format!(
+        "configuration is valid\nregion_dir = {}\napi_socket = {} (mode {:o})\nhttp = {}\ndb = {}\nlegacy_socket = {}\ntt_metal_dir = {}\nretention_s = {}\n",
+        c.region_dir.display(),
+        c.api_socket.display(),
+        c.api_socket_mode,
+        c.http.map_or("off".to_string(), |a| a.to_string()),
+        c.db.display(),
+        path(&c.legacy_socket),
+        path(&c.tt_metal_dir),
+        c.retention.as_secs(),
+    );
+    out.push_str(&format!(
+        "alerts: every {} s, {} rules\n",
+        c.alerts.interval.as_secs(),
+        c.alerts.rules.len()
+    ));
+    for r in &c.alerts.rules {
+        out.push_str(&format!(
+            "  {} ({}, {}, for {} s): {}\n",
+            r.name,
+            r.condition.kind(),
+            r.severity.as_str(),
+            r.for_s,
+            r.condition.describe()
+        ));
+    }
+    for n in &c.alerts.notify {
+        out.push_str(&format!(
+            "  notify {:?} {}\n",
+            n.kind,
+            n.url
+                .clone()
+                .or_else(|| n.command.as_ref().map(|c| c.join(" ")))
+                .unwrap_or_default()
+        ));
+    }
+    out
 }
 
 fn default_config_file(get: &dyn Fn(&str) -> Option<String>) -> PathBuf {

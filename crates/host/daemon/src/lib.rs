@@ -11,6 +11,7 @@
 
 #![deny(missing_docs)]
 
+pub mod alerting;
 pub mod api;
 pub mod collector;
 pub mod config;
@@ -48,6 +49,13 @@ pub enum DaemonError {
         /// Cause.
         source: std::io::Error,
     },
+}
+
+/// This host's name, as TT's telemetry exporter labels it (metrics, alerts).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds (the clock events are stamped with).
@@ -122,7 +130,7 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
         },
         open: config.api_tcp_detail,
     };
-    let shared = Arc::new(api::Shared::new(
+    let mut shared = api::Shared::new(
         collector::Collector::new(
             collector::CollectorConfig {
                 region_dir: config.region_dir.clone(),
@@ -134,11 +142,15 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
                 max_regions_per_user: config.max_regions_per_user,
                 max_exited: config.max_exited_processes,
                 max_exited_allocations: config.max_exited_allocations,
+                alert_rules: config.alerts.rules.clone(),
+                alert_interval_s: config.alerts.interval.as_secs(),
             },
             monotonic_ns(),
         ),
         tcp_access,
-    ));
+    );
+    shared.notifiers = alerting::Notifiers::start(&config.alerts.notify, &hostname());
+    let shared = Arc::new(shared);
     open_store(&shared, &config);
     let legacy = match &config.legacy_socket {
         Some(path) => {
@@ -294,6 +306,18 @@ fn open_store(shared: &api::Shared, config: &Config) {
                 }
                 Err(e) => tracing::warn!("cannot load history: {e}"),
             }
+            let states = [
+                ttmem_model::api::AlertState::Pending,
+                ttmem_model::api::AlertState::Firing,
+            ];
+            match store.alerts(&states, 100_000) {
+                Ok(alerts) => shared
+                    .collector
+                    .write()
+                    .alerts_mut()
+                    .restore(alerts, ttmem_model::now_ns()),
+                Err(e) => tracing::warn!("cannot load alerts: {e}"),
+            }
             *shared.store.lock() = Some(store);
         }
         Err(e) => {
@@ -303,25 +327,30 @@ fn open_store(shared: &api::Shared, config: &Config) {
     }
 }
 
+/// Process records and alert transitions waiting for the next flush.
+#[derive(Default)]
+struct Pending {
+    records: Vec<ttmem_store::ProcessRecord>,
+    alerts: Vec<ttmem_model::api::Alert>,
+}
+
 /// Most pending history points kept for a retry while the database refuses writes.
 const MAX_UNFLUSHED: usize = 1 << 20;
 
 /// Writes pending history and process records. Points a failed write could not store are
 /// kept (up to [`MAX_UNFLUSHED`]) and retried at the next flush.
-fn flush(
-    shared: &api::Shared,
-    unflushed: &mut Vec<ttmem_history::Pending>,
-    records: &mut Vec<ttmem_store::ProcessRecord>,
-) {
+fn flush(shared: &api::Shared, unflushed: &mut Vec<ttmem_history::Pending>, pending: &mut Pending) {
     {
         let mut c = shared.collector.write();
         unflushed.extend(c.history_mut().take_pending());
-        records.extend(c.take_records());
+        pending.records.extend(c.take_records());
     }
+    let records = &mut pending.records;
     let mut guard = shared.store.lock();
     let Some(store) = guard.as_mut() else {
         unflushed.clear();
         records.clear();
+        pending.alerts.clear();
         return;
     };
     let mut error = None;
@@ -336,6 +365,14 @@ fn flush(
             true
         }
     });
+    match store.record_alerts(&pending.alerts) {
+        Ok(()) => pending.alerts.clear(),
+        Err(e) => error = Some(e.to_string()),
+    }
+    if pending.alerts.len() > MAX_UNFLUSHED {
+        let drop = pending.alerts.len() - MAX_UNFLUSHED;
+        pending.alerts.drain(..drop);
+    }
     if unflushed.len() > MAX_UNFLUSHED {
         let drop = unflushed.len() - MAX_UNFLUSHED;
         unflushed.drain(..drop);
@@ -375,7 +412,7 @@ fn collect_loop(shared: &api::Shared, stop: &AtomicBool, config: &Config, mut le
     }
     let mut buf = [0u8; 4096];
     let timeout_ms = config.drain_interval.as_millis().clamp(1, 1000) as i32;
-    let (mut unflushed, mut records) = (Vec::new(), Vec::new());
+    let (mut unflushed, mut pending) = (Vec::new(), Pending::default());
     let mut last_flush = Instant::now();
     let mut last_prune = Instant::now();
     let mut last_tick = Instant::now();
@@ -451,10 +488,31 @@ fn collect_loop(shared: &api::Shared, stop: &AtomicBool, config: &Config, mut le
             c.tick_start(collector::Now::system());
         }
         drain_due(shared);
-        shared.collector.write().tick_finish(collector::Now::system());
+        let (changes, firing) = {
+            let mut c = shared.collector.write();
+            c.tick_finish(collector::Now::system());
+            let changes = c.alerts_mut().take_changes();
+            let firing: Vec<ttmem_model::api::Alert> = if changes.is_empty() {
+                Vec::new()
+            } else {
+                c.alerts()
+                    .active()
+                    .into_iter()
+                    .filter(|a| a.state == ttmem_model::api::AlertState::Firing)
+                    .collect()
+            };
+            (changes, firing)
+        };
+        if !changes.is_empty() {
+            for a in &changes {
+                tracing::info!(rule = %a.rule, state = a.state.as_str(), "alert: {}", a.summary);
+            }
+            shared.notifiers.notify(&changes, &firing);
+            pending.alerts.extend(changes);
+        }
         if last_flush.elapsed() >= config.flush_interval {
             last_flush = Instant::now();
-            flush(shared, &mut unflushed, &mut records);
+            flush(shared, &mut unflushed, &mut pending);
         }
         if last_prune.elapsed() >= std::time::Duration::from_secs(3600) {
             last_prune = Instant::now();
@@ -470,5 +528,5 @@ fn collect_loop(shared: &api::Shared, stop: &AtomicBool, config: &Config, mut le
         }
     }
     // Shutting down: whatever is pending goes to disk.
-    flush(shared, &mut unflushed, &mut records);
+    flush(shared, &mut unflushed, &mut pending);
 }

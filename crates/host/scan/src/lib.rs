@@ -233,19 +233,22 @@ impl RegionError {
     }
 }
 
-/// Whether the header read now is one its writer has not finished: all-zero magic, state still
-/// "creating", or a header that decodes although an earlier read of it did not.
+/// Whether the header read now is one its writer has not finished: an all-zero magic, no
+/// layout version yet, this reader's layout still marked "creating", or a header that decodes
+/// although an earlier read of it did not. (A header of another layout version is not one
+/// being created: that is reported.)
 fn header_in_creation(file: &File, len: u64) -> bool {
     let mut head = vec![0u8; ttmem_region::HEADER_SIZE.min(len as usize)];
     if file.read_exact_at(&mut head, 0).is_err() {
         return false;
     }
-    let state_at = std::mem::offset_of!(ttmem_region::raw::RawHeader, state);
+    let word = |at: usize| head.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+    let version = word(std::mem::offset_of!(ttmem_region::raw::RawHeader, layout_version));
+    let state = word(std::mem::offset_of!(ttmem_region::raw::RawHeader, state));
     let zero_magic = head.len() >= 8 && head[..8] == [0; 8];
-    let creating = head
-        .get(state_at..state_at + 4)
-        .is_some_and(|b| b == RegionState::Creating.code().to_le_bytes());
-    zero_magic || creating || decode::decode_header(&head, len).is_ok()
+    let unversioned = version == Some(0);
+    let creating = version == Some(ttmem_region::LAYOUT_VERSION) && state == Some(RegionState::Creating.code());
+    zero_magic || unversioned || creating || decode::decode_header(&head, len).is_ok()
 }
 
 /// Reads every `*.ttmem` region in `dir`. A missing directory is an empty scan, not an error;

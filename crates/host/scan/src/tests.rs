@@ -154,6 +154,13 @@ fn a_header_caught_mid_write_is_retried_not_reported() {
     let done_path = dir.path().join("done.ttmem");
     fs::write(&done_path, &good).unwrap();
     assert!(RegionError::Decode(DecodeError::BadMagic).is_transient(&done_path));
+    // A header of another layout version is not one being created, however young.
+    let mut future = half.clone();
+    future[8..12].copy_from_slice(&9u32.to_le_bytes());
+    let future_path = dir.path().join("future.ttmem");
+    fs::write(&future_path, &future).unwrap();
+    let err_future = read_region(&future_path, ScanOptions::default(), None).unwrap_err();
+    assert!(!err_future.is_transient(&future_path), "{err_future}");
     age(&half_path);
     age(&done_path);
     assert!(

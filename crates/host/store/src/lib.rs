@@ -13,6 +13,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use ttmem_history::{Pending, SeriesKey, TIERS};
 
+mod alerts;
+
 /// Schema migrations, in order; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
     // 1: history and process records.
@@ -50,6 +52,23 @@ const MIGRATIONS: &[&str] = &[
         subject TEXT NOT NULL,
         message TEXT NOT NULL
     );",
+    // 2: alerts with their states (the first table was never written).
+    "DROP TABLE alerts;
+    CREATE TABLE alerts (
+        fingerprint TEXT NOT NULL,       -- the rule and the subject's labels
+        active_since_unix_ns INTEGER NOT NULL,
+        rule TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        state TEXT NOT NULL,             -- pending, firing or resolved
+        labels TEXT NOT NULL,            -- JSON object
+        summary TEXT NOT NULL,
+        value REAL,
+        firing_since_unix_ns INTEGER,
+        resolved_unix_ns INTEGER,
+        PRIMARY KEY (fingerprint, active_since_unix_ns)
+    );
+    CREATE INDEX alerts_by_state ON alerts (state);",
 ];
 
 /// The schema version this build writes.
@@ -407,8 +426,8 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
-    /// Deletes samples older than each tier's window and process records that exited before
-    /// `keep_processes_since_unix_ns`.
+    /// Deletes samples older than each tier's window, and process records and alerts that ended
+    /// before `keep_processes_since_unix_ns`.
     pub fn prune(&mut self, now_s: u64, keep_processes_since_unix_ns: u64) -> Result<(), StoreError> {
         for (i, t) in TIERS.iter().enumerate() {
             self.conn
@@ -421,6 +440,12 @@ impl Store {
         self.conn
             .execute(
                 "DELETE FROM processes WHERE exited_unix_ns IS NOT NULL AND exited_unix_ns < ?1",
+                params![sql(keep_processes_since_unix_ns)],
+            )
+            .map_err(self.err())?;
+        self.conn
+            .execute(
+                "DELETE FROM alerts WHERE resolved_unix_ns IS NOT NULL AND resolved_unix_ns < ?1",
                 params![sql(keep_processes_since_unix_ns)],
             )
             .map_err(self.err())?;
@@ -529,7 +554,8 @@ mod tests {
         drop(c);
         let e = Store::open(&path).err().unwrap();
         assert!(
-            e.to_string().contains("schema version 99, newer than this ttmem's 1"),
+            e.to_string()
+                .contains(&format!("schema version 99, newer than this ttmem's {SCHEMA_VERSION}")),
             "{e}"
         );
         let junk = dir.path().join("junk");

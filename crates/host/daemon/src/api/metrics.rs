@@ -70,13 +70,6 @@ struct HostLabels {
 
 type BytesGauge = Gauge<f64, AtomicU64>;
 
-/// This host's name, as TT's exporter labels it.
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
-}
-
 /// `GET /metrics`.
 pub(super) async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Result<Response, ApiError> {
     let started = Instant::now();
@@ -84,7 +77,7 @@ pub(super) async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) ->
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/openmetrics-text"));
-    let host = hostname();
+    let host = crate::hostname();
     let mut registry = Registry::with_prefix("ttmem");
 
     let used = Family::<ChipLabels, BytesGauge>::default();
