@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs what building and testing ttmem needs on a fresh Debian machine with a Rust
 # toolchain: a C compiler (the C ABI test), tmux (the TUI test), Prometheus and promtool (the
-# /metrics test), rustfmt and clippy. Safe to run again.
+# /metrics test), Alertmanager (the alerting test), systemd-analyze (the unit's check), rustfmt
+# and clippy. Safe to run again.
 set -euo pipefail
 
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 command -v tmux >/dev/null 2>&1 || need_apt+=(tmux) # the ttmem top end-to-end test
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus) # a real Prometheus scrapes /metrics
+command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager) # receives ttmem's alerts
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd) # verifies deploy/systemd/ttmem.service
 if ((${#need_apt[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         apt-get update -qq

@@ -307,3 +307,33 @@ fn the_daemon_shows_a_tt_metal_process_within_a_second_and_its_death_within_a_se
         "{snap:#}"
     );
 }
+
+#[test]
+fn alerts_fire_on_what_tt_metals_own_counter_files_report() {
+    let d = Daemon::start_with(
+        "[alerts]\ninterval_s = 1\ndefault_rules = false\n\n[[alerts.rules]]\nname = \"DramUsed\"\nkind = \"threshold\"\ncategory = \"DRAM\"\nabove_bytes = 33554432\n\n[[alerts.rules]]\nname = \"LeftBehind\"\nkind = \"left_behind\"\n",
+    );
+    let tt = d._dir.path().join("tt-metal");
+    let mut live = Sleeper::start();
+    write_counters(
+        &tt,
+        CHIP,
+        vec![(0, live.pid(), vec![64 * MIB, 0, 0, 0, 0], now_ns(), "python")],
+    );
+    let active = |d: &Daemon| d.get("/api/v1/alerts")["active"].as_array().unwrap().clone();
+    wait_until(|| {
+        active(&d)
+            .iter()
+            .any(|a| a["rule"] == "DramUsed" && a["state"] == "firing")
+    });
+    let a = active(&d).into_iter().find(|a| a["rule"] == "DramUsed").unwrap();
+    assert_eq!(a["labels"]["hw_id"], format!("{CHIP:#x}"), "{a}");
+    // Killed holding 64 MiB: TT-Metal keeps the slot; ttmem says what it left behind.
+    live.0.kill().unwrap();
+    live.0.wait().unwrap();
+    wait_until(|| active(&d).iter().any(|a| a["rule"] == "LeftBehind"));
+    let left = active(&d).into_iter().find(|a| a["rule"] == "LeftBehind").unwrap();
+    assert_eq!(left["labels"]["pid"], live.pid().to_string());
+    assert_eq!(left["value"].as_f64(), Some((64 * MIB) as f64), "{left}");
+    wait_until(|| active(&d).iter().all(|a| a["rule"] != "DramUsed"));
+}

@@ -7,7 +7,7 @@ use ttmem_history::forecast::{MIN_SAMPLES, Trend};
 use ttmem_model::api::{Alert, AlertState, alert_fingerprint};
 use ttmem_model::short_bytes;
 
-use crate::rules::{Condition, Rule};
+use crate::rules::{Condition, Level, Rule};
 
 /// A chip's buffer type, as the collector sees it now.
 #[derive(Clone, Debug, PartialEq)]
@@ -307,27 +307,41 @@ impl Engine {
         match &rule.condition {
             Condition::Threshold {
                 category,
-                above_percent,
-                clear_below_percent,
+                above,
+                clear_below,
             } => {
-                for c in chips.iter().filter(|c| watched(c, category)) {
-                    let pct = c.used as f64 * 100.0 / c.capacity as f64;
+                let bytes = matches!(above, Level::Bytes(_));
+                // A share needs a capacity; bytes apply to every chip, even one no source gives
+                // a capacity for.
+                let applies = |c: &ChipCategory| {
+                    category
+                        .as_ref()
+                        .is_none_or(|want| want.eq_ignore_ascii_case(&c.category))
+                        && (bytes || c.capacity > 0)
+                };
+                for c in chips.iter().filter(|c| applies(c)) {
+                    let pct = c.used as f64 * 100.0 / c.capacity.max(1) as f64;
                     let labels = chip_labels(c);
-                    let line = if is_active(&labels) {
-                        *clear_below_percent
-                    } else {
-                        *above_percent
+                    let line = if is_active(&labels) { *clear_below } else { *above };
+                    let holds = match line {
+                        Level::Percent(p) => pct >= p,
+                        Level::Bytes(b) => c.used >= b,
                     };
-                    out.push(Verdict {
-                        holds: pct >= line,
-                        value: Some(pct),
-                        summary: format!(
-                            "{} of chip {} ({}) is {pct:.1}% used ({} of {}); the rule fires at {above_percent}%",
-                            c.category,
-                            c.device,
-                            c.hw_id,
+                    let used = if c.capacity > 0 {
+                        format!(
+                            "{pct:.1}% used ({} of {})",
                             short_bytes(c.used),
                             short_bytes(c.capacity)
+                        )
+                    } else {
+                        format!("{} used", short_bytes(c.used))
+                    };
+                    out.push(Verdict {
+                        holds,
+                        value: Some(if bytes { c.used as f64 } else { pct }),
+                        summary: format!(
+                            "{} of chip {} ({}) is {used}; the rule fires at {above}",
+                            c.category, c.device, c.hw_id
                         ),
                         labels,
                     });

@@ -9,7 +9,7 @@ pub mod engine;
 pub mod rules;
 
 pub use engine::{ChipCategory, Engine, Facts, FreeSpace, ProcessFacts};
-pub use rules::{Condition, Rule, Severity, check_rules, default_rules};
+pub use rules::{Condition, Level, Rule, Severity, check_rules, default_rules};
 
 #[cfg(test)]
 mod tests;

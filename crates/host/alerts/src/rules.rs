@@ -28,18 +28,37 @@ impl Severity {
     }
 }
 
+/// A line of use: a share of the capacity, or bytes (for chips whose capacity no source gives,
+/// like those only TT-Metal's counter files describe).
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub enum Level {
+    /// Percent of the capacity.
+    Percent(f64),
+    /// Bytes.
+    Bytes(u64),
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Level::Percent(p) => write!(f, "{p}%"),
+            Level::Bytes(b) => write!(f, "{}", ttmem_model::short_bytes(*b)),
+        }
+    }
+}
+
 /// What a rule watches.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Condition {
-    /// A chip's buffer type is at least `above_percent` full; it clears below
-    /// `clear_below_percent` (hysteresis: a chip hovering at the line does not flap).
+    /// A chip's buffer type is used at least `above`; it clears below `clear_below`
+    /// (hysteresis: a chip hovering at the line does not flap).
     Threshold {
-        /// One buffer type, or every one with a capacity.
+        /// One buffer type, or every one.
         category: Option<String>,
-        /// Fires at or above this share of the capacity.
-        above_percent: f64,
-        /// Clears below this share.
-        clear_below_percent: f64,
+        /// Fires at or above this.
+        above: Level,
+        /// Clears below this.
+        clear_below: Level,
     },
     /// A chip's buffer type fills within `within_s` at the trend of the last `window_s`
     /// seconds, with a fit at least `min_r2` good (a flat or noisy series makes no forecast).
@@ -105,10 +124,10 @@ impl Condition {
         match self {
             Condition::Threshold {
                 category,
-                above_percent,
-                clear_below_percent,
+                above,
+                clear_below,
             } => format!(
-                "{} of a chip at least {above_percent}% used (clears below {clear_below_percent}%)",
+                "{} of a chip at least {above} used (clears below {clear_below})",
                 of(category)
             ),
             Condition::Forecast {
@@ -188,8 +207,8 @@ pub fn default_rules() -> Vec<Rule> {
             60,
             Condition::Threshold {
                 category: Some("DRAM".into()),
-                above_percent: 90.0,
-                clear_below_percent: 85.0,
+                above: Level::Percent(90.0),
+                clear_below: Level::Percent(85.0),
             },
         ),
         rule(
@@ -261,6 +280,8 @@ struct RawRule {
     category: Option<String>,
     above_percent: Option<f64>,
     clear_below_percent: Option<f64>,
+    above_bytes: Option<u64>,
+    clear_below_bytes: Option<u64>,
     within_s: Option<u64>,
     window_s: Option<u64>,
     min_r2: Option<f64>,
@@ -310,17 +331,43 @@ impl TryFrom<RawRule> for Rule {
         let category = r.category.clone().filter(|c| !c.trim().is_empty());
         let condition = match r.kind.as_str() {
             "threshold" => {
-                let above_percent = percent("above_percent", r.above_percent, None)?;
-                let clear_below_percent = percent("clear_below_percent", r.clear_below_percent, Some(above_percent))?;
-                if clear_below_percent > above_percent {
-                    return Err(ctx(format!(
-                        "clear_below_percent ({clear_below_percent}) must not be above above_percent ({above_percent})"
-                    )));
-                }
+                let (above, clear_below) = match (r.above_percent, r.above_bytes) {
+                    (Some(_), Some(_)) => return Err(ctx("give above_percent or above_bytes, not both".into())),
+                    (None, None) => return Err(ctx("needs above_percent (or above_bytes)".into())),
+                    (Some(_), None) => {
+                        if r.clear_below_bytes.is_some() {
+                            return Err(ctx(
+                                "clear_below_bytes goes with above_bytes; use clear_below_percent".into()
+                            ));
+                        }
+                        let above = percent("above_percent", r.above_percent, None)?;
+                        let clear = percent("clear_below_percent", r.clear_below_percent, Some(above))?;
+                        if clear > above {
+                            return Err(ctx(format!(
+                                "clear_below_percent ({clear}) must not be above above_percent ({above})"
+                            )));
+                        }
+                        (Level::Percent(above), Level::Percent(clear))
+                    }
+                    (None, Some(above)) => {
+                        if r.clear_below_percent.is_some() {
+                            return Err(ctx(
+                                "clear_below_percent goes with above_percent; use clear_below_bytes".into(),
+                            ));
+                        }
+                        let clear = r.clear_below_bytes.unwrap_or(above);
+                        if clear > above {
+                            return Err(ctx(format!(
+                                "clear_below_bytes ({clear}) must not be above above_bytes ({above})"
+                            )));
+                        }
+                        (Level::Bytes(above), Level::Bytes(clear))
+                    }
+                };
                 Condition::Threshold {
                     category,
-                    above_percent,
-                    clear_below_percent,
+                    above,
+                    clear_below,
                 }
             }
             "forecast" => Condition::Forecast {
@@ -357,7 +404,13 @@ impl TryFrom<RawRule> for Rule {
         };
         // A field of another kind is a mistake the user wants to hear about.
         let allowed: &[&str] = match &condition {
-            Condition::Threshold { .. } => &["category", "above_percent", "clear_below_percent"],
+            Condition::Threshold { .. } => &[
+                "category",
+                "above_percent",
+                "clear_below_percent",
+                "above_bytes",
+                "clear_below_bytes",
+            ],
             Condition::Forecast { .. } => &["category", "within_s", "window_s", "min_r2"],
             Condition::Fragmentation { .. } => &["category", "largest_free_below_percent", "free_above_percent"],
             Condition::LeftBehind { .. } => &["min_bytes"],
@@ -368,6 +421,8 @@ impl TryFrom<RawRule> for Rule {
             ("category", r.category.is_some()),
             ("above_percent", r.above_percent.is_some()),
             ("clear_below_percent", r.clear_below_percent.is_some()),
+            ("above_bytes", r.above_bytes.is_some()),
+            ("clear_below_bytes", r.clear_below_bytes.is_some()),
             ("within_s", r.within_s.is_some()),
             ("window_s", r.window_s.is_some()),
             ("min_r2", r.min_r2.is_some()),
@@ -450,8 +505,8 @@ kind = "event_loss"
                 for_s: 30,
                 condition: Condition::Threshold {
                     category: Some("DRAM".into()),
-                    above_percent: 80.0,
-                    clear_below_percent: 75.0
+                    above: Level::Percent(80.0),
+                    clear_below: Level::Percent(75.0)
                 }
             }
         );
@@ -473,6 +528,11 @@ kind = "event_loss"
     fn a_bad_rule_is_an_error_that_names_it_and_its_line() {
         let cases = [
             ("kind = \"threshold\"", "needs above_percent"),
+            ("kind = \"threshold\"\nabove_percent = 80\nabove_bytes = 5", "not both"),
+            (
+                "kind = \"threshold\"\nabove_bytes = 5\nclear_below_bytes = 9",
+                "must not be above above_bytes",
+            ),
             ("kind = \"threshold\"\nabove_percent = 120", "is not a percentage"),
             (
                 "kind = \"threshold\"\nabove_percent = 80\nclear_below_percent = 90",

@@ -79,8 +79,8 @@ fn threshold() -> Rule {
         3,
         Condition::Threshold {
             category: Some("DRAM".into()),
-            above_percent: 90.0,
-            clear_below_percent: 80.0,
+            above: Level::Percent(90.0),
+            clear_below: Level::Percent(80.0),
         },
     )
 }
@@ -124,6 +124,35 @@ fn a_threshold_is_pending_then_fires_then_resolves_with_hysteresis() {
     t.chips = vec![chip(8 * GIB + GIB / 2)];
     e.evaluate(&t, 106 * S);
     assert!(e.active().is_empty());
+}
+
+#[test]
+fn a_threshold_in_bytes_watches_chips_without_a_capacity() {
+    let r = rule(
+        "big",
+        0,
+        Condition::Threshold {
+            category: None,
+            above: Level::Bytes(GIB),
+            clear_below: Level::Bytes(GIB / 2),
+        },
+    );
+    let mut e = Engine::new(vec![r, threshold()]);
+    let mut c = chip(2 * GIB);
+    c.capacity = 0; // as TT-Metal's counter files describe a chip
+    let t = Table {
+        chips: vec![c],
+        ..Table::default()
+    };
+    e.evaluate(&t, S);
+    let active = e.active();
+    assert_eq!(active.len(), 1, "the percentage rule needs a capacity");
+    assert_eq!(active[0].value, Some((2 * GIB) as f64));
+    assert!(
+        active[0].summary.contains("is 2.0G used; the rule fires at 1.0G"),
+        "{}",
+        active[0].summary
+    );
 }
 
 #[test]

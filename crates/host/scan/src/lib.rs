@@ -242,7 +242,10 @@ fn header_in_creation(file: &File, len: u64) -> bool {
     if file.read_exact_at(&mut head, 0).is_err() {
         return false;
     }
-    let word = |at: usize| head.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+    let word = |at: usize| {
+        head.get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    };
     let version = word(std::mem::offset_of!(ttmem_region::raw::RawHeader, layout_version));
     let state = word(std::mem::offset_of!(ttmem_region::raw::RawHeader, state));
     let zero_magic = head.len() >= 8 && head[..8] == [0; 8];
