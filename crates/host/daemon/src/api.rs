@@ -48,6 +48,8 @@ pub struct Shared {
     pub daemon_uid: u32,
     /// Where alert transitions go (none until `serve` starts them).
     pub notifiers: crate::alerting::Notifiers,
+    /// The host's name in metrics and alerts.
+    pub hostname: String,
 }
 
 impl Shared {
@@ -64,6 +66,7 @@ impl Shared {
             tcp_access,
             daemon_uid: nix::unistd::geteuid().as_raw(),
             notifiers: crate::alerting::Notifiers::start(&[], ""),
+            hostname: crate::hostname(),
         }
     }
 }

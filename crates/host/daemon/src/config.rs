@@ -120,6 +120,8 @@ pub struct Config {
     pub api_tcp_detail: bool,
     /// Alert rules, how often they are evaluated, and where transitions go.
     pub alerts: crate::alerting::AlertsConfig,
+    /// The host's name in metrics and alerts (None: the kernel's hostname).
+    pub hostname: Option<String>,
 }
 
 /// The keys a config file may hold (all optional; unknown keys are an error).
@@ -176,6 +178,8 @@ pub struct FileConfig {
     pub api_tcp_detail: Option<bool>,
     /// The `[alerts]` section.
     pub alerts: Option<crate::alerting::AlertsSection>,
+    /// See [`Config::hostname`].
+    pub hostname: Option<String>,
 }
 
 /// Values given as flags (None: not given).
@@ -291,6 +295,7 @@ impl Config {
             api_token_file: None,
             api_tcp_detail: false,
             alerts: crate::alerting::AlertsConfig::default(),
+            hostname: None,
         }
     }
 
@@ -457,6 +462,17 @@ impl Config {
         }
         if let Some(v) = f.api_tcp_detail {
             self.api_tcp_detail = v;
+        }
+        if let Some(v) = f.hostname {
+            let v = v.trim().to_string();
+            if v.len() > 253 || v.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(ConfigError::Value {
+                    what: "hostname",
+                    value: v,
+                    why: "a host name has at most 253 characters, none blank or control".into(),
+                });
+            }
+            self.hostname = Some(v).filter(|h| !h.is_empty());
         }
         if let Some(v) = f.alerts {
             self.alerts = crate::alerting::AlertsConfig::from_section(v).map_err(ConfigError::Alerts)?;
@@ -648,7 +664,11 @@ mod tests {
         let f = parse_file(
             &text
                 .lines()
-                .map(|l| l.strip_prefix("# ").filter(|l| l.contains(" = ")).unwrap_or(l))
+                .map(|l| {
+                    l.strip_prefix("# ")
+                        .filter(|l| l.contains(" = ") || l.starts_with('['))
+                        .unwrap_or(l)
+                })
                 .collect::<Vec<_>>()
                 .join("\n"),
         )
@@ -682,5 +702,14 @@ mod tests {
         assert_eq!(f.max_exited_processes, Some(DEFAULT_MAX_EXITED_PROCESSES));
         assert_eq!(f.max_exited_allocations, Some(DEFAULT_MAX_EXITED_ALLOCATIONS));
         assert!(f.api_token_file.is_some() && f.api_tcp_detail == Some(false));
+        assert_eq!(f.hostname.as_deref(), Some(""));
+        // The rules written out are exactly the built-in ones.
+        let alerts = crate::alerting::AlertsConfig::from_section(f.alerts.clone().unwrap()).unwrap();
+        assert_eq!(alerts.rules, ttmem_alerts::default_rules());
+        assert_eq!(
+            alerts.interval,
+            Duration::from_secs(crate::alerting::DEFAULT_INTERVAL_S)
+        );
+        assert_eq!(alerts.notify.len(), 2);
     }
 }

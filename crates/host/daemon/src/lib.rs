@@ -149,7 +149,10 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
         ),
         tcp_access,
     );
-    shared.notifiers = alerting::Notifiers::start(&config.alerts.notify, &hostname());
+    if let Some(h) = &config.hostname {
+        shared.hostname = h.clone();
+    }
+    shared.notifiers = alerting::Notifiers::start(&config.alerts.notify, &shared.hostname);
     let shared = Arc::new(shared);
     open_store(&shared, &config);
     let legacy = match &config.legacy_socket {
@@ -197,6 +200,7 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
             None => None,
         };
         tracing::info!(socket = %config.api_socket.display(), http = ?config.http, regions = %config.region_dir.display(), "ttmem serve ready");
+        notify_systemd("READY=1\nSTATUS=serving");
         let router = api::router(shared.clone());
         let limits = http_server::Limits {
             max_connections: config.api_max_connections,
@@ -239,6 +243,7 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
                 _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
                 _ = int.recv() => tracing::info!("SIGINT: shutting down"),
             }
+            notify_systemd("STOPPING=1");
             let _ = tx.send(());
         };
         tokio::join!(unix_server, tcp_server, signals);
@@ -251,6 +256,30 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
         let _ = std::fs::remove_file(p);
     }
     result
+}
+
+/// Tells systemd how the service stands (`Type=notify`), when it started the daemon: a datagram
+/// to `$NOTIFY_SOCKET`, a path or an abstract name (`@…`). Without systemd, nothing happens.
+pub fn notify_systemd(state: &str) {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent =
+        std::os::unix::net::UnixDatagram::unbound().and_then(|sock| match target.as_bytes().strip_prefix(b"@") {
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                sock.send_to_addr(state.as_bytes(), &addr)
+            }
+            None => sock.send_to(state.as_bytes(), &target),
+        });
+    if let Err(e) = sent {
+        tracing::warn!(
+            "cannot tell systemd {state:?} through {}: {e}",
+            target.to_string_lossy()
+        );
+    }
 }
 
 /// Reads the API token: the file's first line, which must not be empty, in a file no other

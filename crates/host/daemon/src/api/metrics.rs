@@ -64,6 +64,14 @@ struct SourceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    hostname: String,
+    alertname: String,
+    severity: String,
+    alertstate: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HostLabels {
     hostname: String,
 }
@@ -77,7 +85,7 @@ pub(super) async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) ->
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/openmetrics-text"));
-    let host = crate::hostname();
+    let host = s.hostname.clone();
     let mut registry = Registry::with_prefix("ttmem");
 
     let used = Family::<ChipLabels, BytesGauge>::default();
@@ -87,6 +95,8 @@ pub(super) async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) ->
     let left_behind = Family::<ChipLabels, BytesGauge>::default();
     let time_to_full = Family::<ChipLabels, Gauge<f64, AtomicU64>>::default();
     let fit_r2 = Family::<ChipLabels, Gauge<f64, AtomicU64>>::default();
+    let fragmentation = Family::<ChipLabels, Gauge<f64, AtomicU64>>::default();
+    let alerts = Family::<AlertLabels, Gauge>::default();
     let processes = Family::<StateLabels, Gauge>::default();
     let sources = Family::<SourceLabels, Gauge>::default();
     let drained = Family::<HostLabels, Counter>::default();
@@ -134,6 +144,16 @@ pub(super) async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) ->
         "device_memory_forecast_fit_r2",
         "How well a line fits the last 10 minutes of a buffer type's use, 0 to 1",
         fit_r2.clone(),
+    );
+    registry.register(
+        "device_memory_fragmentation_ratio",
+        "1 - largest free block / free space, of one bank, from the allocations the daemon lists (0: all free space in one block)",
+        fragmentation.clone(),
+    );
+    registry.register(
+        "alerts",
+        "ttmem's built-in alerts pending or firing, by rule (like Prometheus' own ALERTS)",
+        alerts.clone(),
     );
     registry.register("processes", "Processes the daemon knows, by state", processes.clone());
     registry.register(
@@ -201,6 +221,7 @@ pub(super) async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) ->
                 capacity.get_or_create(&labels).set(cat.total as f64);
                 if let Some(f) = ledger_device.and_then(|dk| c.ledger().fragmentation(dk, &cat.name).ok()) {
                     largest_free.get_or_create(&labels).set(f.largest_free_per_bank as f64);
+                    fragmentation.get_or_create(&labels).set(f.ratio);
                 }
             }
         }
@@ -274,6 +295,16 @@ pub(super) async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) ->
                     source: kind.as_str().into(),
                 })
                 .set(n);
+        }
+        for a in c.alerts().active() {
+            alerts
+                .get_or_create(&AlertLabels {
+                    hostname: host.clone(),
+                    alertname: a.rule.clone(),
+                    severity: a.severity.clone(),
+                    alertstate: a.state.as_str().into(),
+                })
+                .inc();
         }
         let stats = c.stats();
         drained.get_or_create(&host_labels).inc_by(stats.events);
