@@ -14,14 +14,20 @@ use ttmem_sim::workload::{Profile, RunOptions, Workload};
 
 use crate::BenchError;
 
-/// Chip 0's DRAM forecast (seconds to full) at every fake second, and the second the allocator
-/// first failed (None: it did not within `max_s`).
-pub fn run_profile(
-    profile: Profile,
-    shape: Shape,
-    steps_per_s: u32,
-    max_s: u64,
-) -> Result<(Vec<Option<f64>>, Option<u64>), BenchError> {
+/// What one workload's run showed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProfileRun {
+    /// Chip 0's DRAM forecast (seconds to full) at every fake second.
+    pub forecasts: Vec<Option<f64>>,
+    /// The fake second the allocator first failed (None: it did not; a burst that failed counts).
+    pub ran_out_s: Option<u64>,
+    /// The fake second the built-in forecast alert (`TtmemDramFullSoon`) first fired.
+    pub alert_fired_s: Option<u64>,
+}
+
+/// Steps `profile` on `shape` for `max_s` fake seconds (the leaky one only until its allocator
+/// fails) through the real collector with the built-in alert rules.
+pub fn run_profile(profile: Profile, shape: Shape, steps_per_s: u32, max_s: u64) -> Result<ProfileRun, BenchError> {
     let dir = crate::tempdir()?;
     let t = Tracker::new(Config {
         dir: dir.path().into(),
@@ -44,7 +50,7 @@ pub fn run_profile(
         },
         0,
     );
-    let mut forecasts = Vec::new();
+    let mut run = ProfileRun::default();
     const S: u64 = 1_000_000_000;
     for s in 0..max_s {
         for _ in 0..steps_per_s {
@@ -55,16 +61,28 @@ pub fn run_profile(
             unix_ns: 1_700_000_000 * S + s * S,
         };
         c.tick(now);
-        if w.summary().oom > 0 {
-            return Ok((forecasts, Some(s)));
+        if run.alert_fired_s.is_none()
+            && c.alerts()
+                .active()
+                .iter()
+                .any(|a| a.rule == "TtmemDramFullSoon" && a.state == ttmem_model::api::AlertState::Firing)
+        {
+            run.alert_fired_s = Some(s);
+        }
+        if w.summary().oom > 0 && run.ran_out_s.is_none() {
+            run.ran_out_s = Some(s);
+            // The leak is done; a bursty workload's bursts fail now and then and go on.
+            if profile == Profile::Leaky {
+                return Ok(run);
+            }
         }
         let dram = c
             .forecasts(now.unix_ns / S, 600)
             .into_iter()
             .find(|f| f.device == 0 && f.category == "DRAM");
-        forecasts.push(dram.and_then(|f| f.time_to_full_s));
+        run.forecasts.push(dram.and_then(|f| f.time_to_full_s));
     }
-    Ok((forecasts, None))
+    Ok(run)
 }
 
 /// One workload's result.
@@ -83,6 +101,9 @@ pub struct ForecastRun {
     pub seconds_forecast: usize,
     /// Seconds sampled.
     pub seconds: usize,
+    /// The fake second the built-in forecast alert first fired (None is right for a workload
+    /// that does not climb).
+    pub alert_fired_s: Option<u64>,
 }
 
 /// The whole report (`--json` prints it).
@@ -114,7 +135,8 @@ pub fn forecast(
         ] {
             progress(&format!("{} on {}", profile.name(), shape.name()));
             let max_s = if profile == Profile::Leaky { 100_000 } else { quiet_s };
-            let (forecasts, ran_out) = run_profile(profile, shape, steps_per_s, max_s)?;
+            let run = run_profile(profile, shape, steps_per_s, max_s)?;
+            let (forecasts, ran_out) = (&run.forecasts, run.ran_out_s);
             let errors = match (profile, ran_out) {
                 (Profile::Leaky, Some(out)) => [0.25, 0.5, 0.75]
                     .iter()
@@ -133,6 +155,7 @@ pub fn forecast(
                 errors,
                 seconds_forecast: forecasts.iter().filter(|f| f.is_some()).count(),
                 seconds: forecasts.len(),
+                alert_fired_s: run.alert_fired_s,
             });
         }
     }
@@ -150,8 +173,8 @@ pub fn render(report: &ForecastReport) -> String {
         report.steps_per_s
     );
     out += &format!(
-        "{:<14} {:<7} {:>10} {:>9} {:>9} {:>9} {:>16}\n",
-        "profile", "shape", "ran out s", "err 25%", "err 50%", "err 75%", "seconds forecast"
+        "{:<14} {:<7} {:>10} {:>9} {:>9} {:>9} {:>16} {:>10}\n",
+        "profile", "shape", "ran out s", "err 25%", "err 50%", "err 75%", "seconds forecast", "alert at s"
     );
     for r in &report.runs {
         let err = |share: f64| {
@@ -161,17 +184,19 @@ pub fn render(report: &ForecastReport) -> String {
                 .map_or("-".to_string(), |(_, e)| format!("{:+.2}%", e * 100.0))
         };
         out += &format!(
-            "{:<14} {:<7} {:>10} {:>9} {:>9} {:>9} {:>16}\n",
+            "{:<14} {:<7} {:>10} {:>9} {:>9} {:>9} {:>16} {:>10}\n",
             r.profile,
             r.shape,
             r.ran_out_s.map_or("-".into(), |s| s.to_string()),
             err(0.25),
             err(0.5),
             err(0.75),
-            format!("{} of {}", r.seconds_forecast, r.seconds)
+            format!("{} of {}", r.seconds_forecast, r.seconds),
+            r.alert_fired_s.map_or("-".into(), |s| s.to_string())
         );
     }
     out += "\nerr: (forecast time to full - actual) / actual; negative predicts too soon.\n";
+    out += "alert at: when the built-in TtmemDramFullSoon alert (full within an hour, held a minute) fired.\n";
     out
 }
 
@@ -181,8 +206,15 @@ mod tests {
 
     #[test]
     fn the_forecast_of_a_leak_is_within_a_fifth_from_halfway_and_quiet_workloads_get_none() {
-        let (forecasts, ran_out) = run_profile(Profile::Leaky, Shape::N150, 20, 100_000).unwrap();
+        let leaky = run_profile(Profile::Leaky, Shape::N150, 20, 100_000).unwrap();
+        let (forecasts, ran_out) = (&leaky.forecasts, leaky.ran_out_s);
         let out = ran_out.expect("the leaky workload runs out of DRAM") as f64;
+        // The alert fired before the allocator failed, within the hour the rule looks ahead.
+        let fired = leaky.alert_fired_s.expect("the forecast alert fired") as f64;
+        assert!(
+            fired < out && out - fired <= 3600.0 + 60.0,
+            "fired at {fired}, ran out at {out}"
+        );
         for share in [0.5, 0.75] {
             let s = (out * share) as usize;
             let predicted = forecasts[s].unwrap_or_else(|| panic!("no forecast at {share}"));
@@ -190,7 +222,9 @@ mod tests {
             assert!(error.abs() <= 0.2, "at {share}: {error}");
         }
         for profile in [Profile::Bursty, Profile::LlmInference] {
-            let (forecasts, _) = run_profile(profile, Shape::N150, 20, 100).unwrap();
+            let run = run_profile(profile, Shape::N150, 20, 100).unwrap();
+            assert_eq!(run.alert_fired_s, None, "{}", profile.name());
+            let forecasts = run.forecasts;
             assert!(forecasts.len() >= 90, "{}", profile.name());
             assert!(
                 forecasts.iter().all(Option::is_none),
