@@ -332,7 +332,7 @@ fn with_a_daemon_a_real_process_shows_within_a_second_and_a_sigkill_leaves_its_b
     let Some(rt) = runtime() else { return };
     let cluster = Cluster::new(N150);
     cluster.prepare(rt);
-    let d = Daemon::start_reading(tempfile::tempdir().unwrap(), Path::new("/dev/shm"));
+    let d = Daemon::start_reading_with(tempfile::tempdir().unwrap(), Path::new("/dev/shm"), ALERT_RULES);
     let mut w = Workload::start(&cluster, rt);
     let t0 = Instant::now();
     wait_until(|| d.process(w.pid()).is_some());
@@ -359,6 +359,24 @@ fn with_a_daemon_a_real_process_shows_within_a_second_and_a_sigkill_leaves_its_b
     );
     let dead = d.process(w.pid()).unwrap();
     assert_eq!(dead["left_behind"], true);
+    // The built-in kind of alert fires on what TT-Metal's own counters say was left behind.
+    let left = |d: &Daemon| {
+        d.get("/api/v1/alerts")["active"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["rule"] == "LeftBehind" && a["labels"]["pid"].as_str() == Some(&*w.pid().to_string()))
+            .cloned()
+    };
+    wait_until(|| left(&d).is_some());
+    let all: u64 = dead["totals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["bytes"].as_u64().unwrap())
+        .sum();
+    assert!(all >= DRAM_BYTES);
+    assert_eq!(left(&d).unwrap()["value"].as_f64(), Some(all as f64));
     assert_eq!(dead["totals"][0]["bytes"], DRAM_BYTES);
     assert_eq!(used(&d), Some(0.into()), "a dead process's bytes are not live use");
     // TT-Metal 0.81 keeps them in its own totals forever; ttmem says so.
@@ -404,11 +422,14 @@ fn with_a_daemon_a_real_process_shows_within_a_second_and_a_sigkill_leaves_its_b
     let _ = sleeper.wait();
 }
 
+/// Alert rules the real-runtime tests check: DRAM held at all, and what a dead process left.
+const ALERT_RULES: &str = "[alerts]\ninterval_s = 1\ndefault_rules = false\n[[alerts.rules]]\nname = \"DramHeld\"\nkind = \"threshold\"\ncategory = \"DRAM\"\nabove_bytes = 1\n[[alerts.rules]]\nname = \"LeftBehind\"\nkind = \"left_behind\"\n";
+
 fn every_tensor_is_a_ledger_allocation_at_its_address(board: Board) {
     let Some(rt) = runtime() else { return };
     let cluster = Cluster::new(board);
     cluster.prepare(rt);
-    let d = Daemon::start_reading(tempfile::tempdir().unwrap(), Path::new("/dev/shm"));
+    let d = Daemon::start_reading_with(tempfile::tempdir().unwrap(), Path::new("/dev/shm"), ALERT_RULES);
     let mut w = Workload::start_tracked(&cluster, rt, &d.regions);
     let pid = w.pid();
     let path = format!("/api/v1/processes/{pid}/allocations?sort=address&limit=100");
@@ -465,6 +486,22 @@ fn every_tensor_is_a_ledger_allocation_at_its_address(board: Board) {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["DRAM", "L1"]);
+    // A threshold alert fires on what the preload reported, on each chip.
+    let firing = |d: &Daemon| -> Vec<String> {
+        d.get("/api/v1/alerts")["active"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["rule"] == "DramHeld" && a["state"] == "firing")
+            .map(|a| a["labels"]["hw_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // (Other tests' mock chips share /dev/shm: only this cluster's are looked for.)
+    let ours: Vec<String> = cluster.ids.iter().map(|id| format!("{id:#x}")).collect();
+    wait_until(|| {
+        let now = firing(&d);
+        ours.iter().all(|id| now.contains(id))
+    });
     // ttnn.deallocate removes them.
     assert_eq!(w.tell("free"), "freed");
     wait_until(|| page(&d)["total"] == 0);

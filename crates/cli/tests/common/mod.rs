@@ -154,6 +154,11 @@ impl Daemon {
         Daemon::start_configured(dir, tt_metal, "")
     }
 
+    /// [`Daemon::start_reading`] with `config` in its file.
+    pub fn start_reading_with(dir: tempfile::TempDir, tt_metal: &Path, config: &str) -> Daemon {
+        Daemon::start_configured(dir, tt_metal, config)
+    }
+
     /// A daemon with these lines added to its config file.
     pub fn start_with(config: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
