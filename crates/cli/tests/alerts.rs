@@ -345,22 +345,12 @@ fn a_config_with_a_bad_rule_is_refused_with_its_line() {
     }
 }
 
-/// Whether Alertmanager is here; under CI it must be.
-fn have_alertmanager() -> bool {
-    let found = std::process::Command::new("prometheus-alertmanager")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(std::env::var_os("CI").is_none(), "CI must have prometheus-alertmanager");
-        eprintln!("SKIPPED alertmanager test: no prometheus-alertmanager (scripts/setup.sh installs it)");
-    }
-    found
-}
-
 #[test]
 fn a_real_alertmanager_receives_the_alert_and_sees_it_resolved() {
-    if !have_alertmanager() {
+    if !have_tools(
+        &["prometheus-alertmanager"],
+        "a_real_alertmanager_receives_the_alert_and_sees_it_resolved",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

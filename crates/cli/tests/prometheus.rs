@@ -19,22 +19,26 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Whether Prometheus is here; under CI it must be.
+/// A real Prometheus with the configuration `yaml`, its files in `dir`, and its API.
+fn start_prometheus(dir: &std::path::Path, yaml: &str) -> (Killed, Endpoint) {
+    let port = free_port();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(&config, yaml).unwrap();
+    let p = Killed(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    (p, Endpoint::Tcp(format!("127.0.0.1:{port}")))
+}
+
 fn have_prometheus(test: &str) -> bool {
-    let found = ["prometheus", "promtool"].iter().all(|b| {
-        Command::new(b)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run {test} with Prometheus installed"
-        );
-        eprintln!("SKIPPED {test}: no prometheus/promtool (scripts/setup.sh installs them)");
-    }
-    found
+    have_tools(&["prometheus", "promtool"], test)
 }
 
 struct Killed(std::process::Child);
@@ -99,26 +103,12 @@ fn prometheus_scrapes_the_metrics_and_answers_with_the_apis_figures() {
     );
 
     // A real Prometheus scraping every second.
-    let prom_port = free_port();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
+    let (_prometheus, prom) = start_prometheus(
+        dir.path(),
+        &format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ttmem\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
         ),
-    )
-    .unwrap();
-    let _prometheus = Killed(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
     );
-    let prom = Endpoint::Tcp(format!("127.0.0.1:{prom_port}"));
     let query = "/api/v1/query?query=ttmem_device_memory_used_bytes%7Bchip%3D%220%22%2Ccategory%3D%22DRAM%22%7D";
     let start = Instant::now();
     let value = loop {
@@ -280,26 +270,12 @@ fn two_hosts_one_prometheus_and_every_deployed_expression_answers() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let prom_port = free_port();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
+    let (_prometheus, prom) = start_prometheus(
+        dir.path(),
+        &format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {rules_file}\nscrape_configs:\n  - job_name: ttmem\n    honor_labels: true\n    static_configs:\n      - targets: ['127.0.0.1:{port_a}', '127.0.0.1:{port_b}']\n"
         ),
-    )
-    .unwrap();
-    let _prometheus = Killed(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
     );
-    let prom = Endpoint::Tcp(format!("127.0.0.1:{prom_port}"));
     let query = |q: &str| -> Vec<Value> {
         get_json::<Value>(&prom, &format!("/api/v1/query?query={}", percent_encode(q)))
             .ok()

@@ -237,32 +237,11 @@ fn top_exits_when_its_terminal_goes_away() {
 
 #[test]
 fn a_firing_alert_shows_in_top_and_goes_when_it_resolves() {
-    let dir = tempfile::tempdir().unwrap();
-    let regions = dir.path().join("regions");
-    let socket: PathBuf = dir.path().join("api.sock");
-    let config = dir.path().join("ttmem.toml");
-    std::fs::write(
-        &config,
+    let d = Daemon::start_with(
         "[alerts]\ninterval_s = 1\ndefault_rules = false\n[[alerts.rules]]\nname = \"DramUsed\"\nkind = \"threshold\"\ncategory = \"DRAM\"\nabove_percent = 10\n",
-    )
-    .unwrap();
-    let _daemon = Kill(
-        hermetic()
-            .args(["serve", "--no-http", "--no-legacy-socket", "--config"])
-            .arg(&config)
-            .arg("--dir")
-            .arg(&regions)
-            .arg("--api-socket")
-            .arg(&socket)
-            .arg("--db")
-            .arg(dir.path().join("db"))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
     );
-    let ep = Endpoint::Unix(socket.clone());
-    wait_until(|| get_json::<Value>(&ep, "/api/v1/health").is_ok());
-    let held = hold(&regions, "training", "n150", 0, 3);
+    let (regions, socket) = (&d.regions, &d.socket);
+    let held = hold(regions, "training", "n150", 0, 3);
     let tmux = Tmux::new();
     let top = format!("{TTMEM} top --api-socket {} -r 200; sleep 30", socket.display());
     assert!(

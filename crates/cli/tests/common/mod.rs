@@ -237,3 +237,29 @@ pub fn spawn_serve_with(regions: &Path, socket: &Path, dir: &Path, tt_metal: &Pa
         .spawn()
         .unwrap()
 }
+
+/// Whether every one of `tools` runs here (`--version`); under CI they must, since
+/// scripts/setup.sh installs them. Says SKIPPED with the test's name otherwise.
+#[allow(dead_code)]
+pub fn have_tools(tools: &[&str], test: &str) -> bool {
+    let found = tools.iter().all(|t| {
+        Command::new(t)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run {test} with {} installed (scripts/setup.sh installs them)",
+            tools.join(", ")
+        );
+        eprintln!(
+            "SKIPPED {test}: no {} (scripts/setup.sh installs them)",
+            tools.join(", ")
+        );
+    }
+    found
+}
