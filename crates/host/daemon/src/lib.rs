@@ -171,6 +171,17 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
     };
     // A first tick before answering, so the first query already sees every region.
     shared.collector.write().tick(collector::Now::system());
+    // Alerts still firing from before a restart go to Alertmanager again (it would otherwise
+    // let them lapse).
+    let firing: Vec<ttmem_model::api::Alert> = shared
+        .collector
+        .read()
+        .alerts()
+        .active()
+        .into_iter()
+        .filter(|a| a.state == ttmem_model::api::AlertState::Firing)
+        .collect();
+    shared.notifiers.notify(&[], &firing);
 
     let stop = Arc::new(AtomicBool::new(false));
     let collector_thread = {

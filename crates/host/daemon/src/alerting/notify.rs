@@ -129,8 +129,14 @@ impl Notifiers {
     }
 
     /// Hands transitions to every notifier without waiting; a full queue drops them (counted).
+    /// With no transitions, hands Alertmanager what fires (at start, alerts that were firing
+    /// when the daemon last stopped).
     pub fn notify(&self, changes: &[Alert], firing: &[Alert]) {
-        let worth = changes.iter().any(|a| a.state != AlertState::Pending);
+        let worth = if changes.is_empty() {
+            !firing.is_empty()
+        } else {
+            changes.iter().any(|a| a.state != AlertState::Pending)
+        };
         if !worth {
             return;
         }
