@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing ttmem needs on a fresh Debian machine with a Rust
 # toolchain: a C compiler (the C ABI test), tmux (the TUI test), Prometheus and promtool (the
-# /metrics test), Alertmanager (the alerting test), systemd-analyze (the unit's check), rustfmt
-# and clippy. Safe to run again.
+# /metrics test), Alertmanager (the alerting test), systemd-analyze (the unit's check),
+# Chromium (the web dashboard's test), rustfmt and clippy. Safe to run again.
 set -euo pipefail
 
 need_apt=()
@@ -11,6 +11,7 @@ command -v tmux >/dev/null 2>&1 || need_apt+=(tmux) # the ttmem top end-to-end t
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus) # a real Prometheus scrapes /metrics
 command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager) # receives ttmem's alerts
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd) # verifies deploy/systemd/ttmem.service
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium) # the web dashboard's browser test
 if ((${#need_apt[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         apt-get update -qq

@@ -285,6 +285,9 @@ pub struct Health {
     pub database: DatabaseHealth,
     /// History points held in memory.
     pub history_points: u64,
+    /// The host's name, as metrics and alerts give it (added later: empty from older daemons).
+    #[serde(default)]
+    pub hostname: String,
 }
 
 /// The collector's own statistics.

@@ -217,11 +217,14 @@ pub fn spawn_serve_with(regions: &Path, socket: &Path, dir: &Path, tt_metal: &Pa
     // Flush history every second.
     let config = dir.join("ttmem.toml");
     std::fs::write(&config, format!("flush_interval_s = 1\n{extra}")).unwrap();
+    // No TCP API unless the config names one.
+    let http = extra.lines().any(|l| l.trim_start().starts_with("http ="));
     Command::new(TTMEM)
         .arg("serve")
         .arg("--config")
         .arg(&config)
-        .args(["--no-http", "--dir"])
+        .args(if http { &[][..] } else { &["--no-http"][..] })
+        .arg("--dir")
         .arg(regions)
         .arg("--api-socket")
         .arg(socket)

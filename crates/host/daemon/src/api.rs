@@ -24,6 +24,7 @@ use space::{fit, forecast, fragmentation, incomplete, map, maps};
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;
+mod web;
 pub use access::{Peer, TcpAccess, Viewer};
 use extract::{P, Q};
 
@@ -93,6 +94,10 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 /// The router.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/", get(web::index))
+        .route("/ui/app.js", get(web::app_js))
+        .route("/ui/app.css", get(web::app_css))
+        .route("/ui/icon.svg", get(web::icon))
         .route("/metrics", get(metrics::metrics))
         .route("/api/v1/health", get(health))
         .route("/api/v1/stats", get(stats))
@@ -142,6 +147,7 @@ async fn health(State(s): State<Arc<Shared>>) -> ApiResult<api::Health> {
             },
         },
         history_points: c.history().points() as u64,
+        hostname: s.hostname.clone(),
     }))
 }
 

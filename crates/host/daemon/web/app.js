@@ -1,0 +1,214 @@
+// ttmem's dashboard: the host overview, live from the daemon's Server-Sent Events stream.
+// Plain modules, no framework: the daemon embeds these files, nothing is fetched elsewhere.
+
+const $ = (sel) => document.querySelector(sel);
+const el = (tag, attrs = {}, ...children) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c);
+  return e;
+};
+
+/** Bytes in short binary units, as `ttmem ps` writes them. */
+export function shortBytes(n) {
+  const units = ["B", "K", "M", "G", "T", "P"];
+  let v = n, u = 0;
+  while (v >= 1024 && u < units.length - 1) { v /= 1024; u++; }
+  if (u === 0) return `${n}B`;
+  return v >= 100 ? `${v.toFixed(0)}${units[u]}` : `${v.toFixed(1)}${units[u]}`;
+}
+
+const state = {
+  devices: [],       // the snapshot's device objects
+  processes: [],     // the snapshot's process objects (totals only)
+  alerts: new Map(), // fingerprint → alert (pending and firing)
+  history: new Map(),// device id → [[unix s, DRAM bytes]]
+  sort: { key: "bytes", up: false },
+};
+
+const HISTORY_S = 600;
+
+async function getJson(path) {
+  const r = await fetch(path, { headers: { Accept: "application/json" } });
+  if (!r.ok) throw new Error(`${path}: ${r.status} ${(await r.json().catch(() => ({}))).error ?? ""}`);
+  return r.json();
+}
+
+function fingerprint(a) {
+  return a.rule + Object.entries(a.labels).sort().map(([k, v]) => `,${k}=${v}`).join("");
+}
+
+function gauge(cat) {
+  const pct = cat.total > 0 ? (100 * cat.used) / cat.total : 0;
+  const fill = el("div", { class: pct >= 90 ? "bad" : pct >= 75 ? "warn" : "" });
+  fill.style.width = `${Math.min(100, pct).toFixed(1)}%`;
+  const exact = cat.total > 0
+    ? `${cat.name}: ${cat.used.toLocaleString()} of ${cat.total.toLocaleString()} bytes (${pct.toFixed(2)}%), ${cat.count} allocations`
+    : `${cat.name}: ${cat.used.toLocaleString()} bytes, capacity unknown`;
+  const bar = el("div", { class: "bar", role: "meter", "aria-valuemin": "0", "aria-valuemax": "100",
+                          "aria-valuenow": pct.toFixed(1), "aria-label": exact, title: exact }, fill);
+  return el("div", { class: "gauge", title: exact },
+    el("span", { text: cat.name }), bar,
+    el("span", { class: "pct", text: cat.total > 0 ? `${pct.toFixed(0)}%` : shortBytes(cat.used) }));
+}
+
+/** DRAM over the last minutes: the history's steps, carried on to now at today's value. */
+function sparkline(history, now, current) {
+  const points = history.length ? [...history, [now, current]] : [[now - 1, current], [now, current]];
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("class", "spark");
+  svg.setAttribute("viewBox", "0 0 200 36");
+  svg.setAttribute("preserveAspectRatio", "none");
+  const t0 = points[0][0], t1 = points[points.length - 1][0];
+  const max = Math.max(...points.map((p) => p[1]), 1);
+  let d = "";
+  points.forEach(([t, v], i) => {
+    const x = t1 > t0 ? ((t - t0) / (t1 - t0)) * 200 : 0;
+    const y = 34 - (v / max) * 32;
+    d += `${i ? "L" : "M"}${x.toFixed(1)},${y.toFixed(1)}`;
+  });
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute("d", d);
+  const title = document.createElementNS(ns, "title");
+  const last = points[points.length - 1][1];
+  title.textContent = `DRAM over the last ${Math.max(1, Math.round((t1 - t0) / 60))} min: now ${last.toLocaleString()} bytes, peak ${max.toLocaleString()} bytes`;
+  svg.append(title, path);
+  return svg;
+}
+
+function renderChips() {
+  const box = $("#chips");
+  box.replaceChildren(...state.devices.map((d) => {
+    const sources = (d.sources ?? []).map((s) => el("span", { class: "badge", title: `figures from ${s}`, text: s }));
+    return el("article", { class: "chip", "data-device": String(d.id), "aria-label": `chip ${d.id}` },
+      el("h3", {}, el("span", { text: `${d.id} ${d.name}` }),
+        el("span", { class: "badge", text: `${d.processes} proc${d.processes === 1 ? "" : "s"}` })),
+      el("div", { class: "meta", text: `${d.arch} · ${d.hw_id}${d.remote ? " · remote" : ""} ` }, ...sources),
+      ...d.categories.filter((c) => c.total > 0 || c.used > 0).map(gauge),
+      sparkline(state.history.get(d.id) ?? [], Date.now() / 1000,
+        d.categories.find((c) => c.name === "DRAM")?.used ?? 0));
+  }));
+  $("#no-chips").hidden = state.devices.length > 0;
+}
+
+function renderAlerts() {
+  const list = [...state.alerts.values()].sort((a, b) =>
+    (a.state === "firing" ? 0 : 1) - (b.state === "firing" ? 0 : 1) || a.active_since_unix_ns - b.active_since_unix_ns);
+  $("#alerts").hidden = list.length === 0;
+  $("#alert-list").replaceChildren(...list.map((a) =>
+    el("li", { class: `${a.severity} ${a.state}`, "data-rule": a.rule },
+      el("strong", { text: `${a.state === "firing" ? "FIRING" : "pending"} ${a.rule}: ` }), a.summary)));
+}
+
+function processBytes(p) {
+  return (p.totals ?? []).reduce((s, t) => s + t.bytes, 0);
+}
+
+function renderProcesses() {
+  const q = $("#filter").value.trim().toLowerCase();
+  const { key, up } = state.sort;
+  const value = (p) => ({ pid: p.pid, user: p.user, name: p.name, state: p.state, chips: (p.device_ids ?? []).join(","),
+                          bytes: processBytes(p), source: p.source })[key];
+  const rows = state.processes
+    .filter((p) => !q || `${p.pid} ${p.name} ${p.user}`.toLowerCase().includes(q))
+    .sort((a, b) => {
+      const x = value(a), y = value(b);
+      const c = typeof x === "number" ? x - y : String(x).localeCompare(String(y));
+      return up ? c : -c;
+    });
+  $("#procs tbody").replaceChildren(...rows.map((p) => {
+    const bytes = processBytes(p);
+    const tip = (p.totals ?? []).map((t) => `${t.name} ${t.bytes.toLocaleString()} bytes`).join(", ");
+    return el("tr", { class: p.state, "data-pid": String(p.pid) },
+      el("td", { text: String(p.pid) }), el("td", { text: p.user }), el("td", { text: p.name }),
+      el("td", { text: p.state === "exited" && p.left_behind ? "exited, left memory" : p.state }),
+      el("td", { text: (p.device_ids ?? []).join(", ") }),
+      el("td", { class: "num", title: tip, text: shortBytes(bytes) }),
+      el("td", { text: p.source }));
+  }));
+  for (const b of document.querySelectorAll("th button")) {
+    const on = b.dataset.sort === key;
+    b.closest("th").setAttribute("aria-sort", on ? (up ? "ascending" : "descending") : "none");
+  }
+}
+
+async function loadSnapshot() {
+  const snap = await getJson("/api/v1/snapshot?detail=totals");
+  state.devices = snap.devices;
+  state.processes = snap.processes;
+  renderChips();
+  renderProcesses();
+}
+
+async function loadHistory() {
+  const from = Math.floor(Date.now() / 1000) - HISTORY_S;
+  await Promise.all(state.devices.map(async (d) => {
+    try {
+      const h = await getJson(`/api/v1/history?device=${d.id}&category=DRAM&from=${from}`);
+      state.history.set(d.id, h.points);
+    } catch { /* a chip without DRAM history draws no line */ }
+  }));
+  renderChips();
+}
+
+function connect() {
+  const es = new EventSource("/api/v1/stream");
+  es.addEventListener("open", () => { $("#status").textContent = "live"; });
+  es.addEventListener("error", () => { $("#status").textContent = "disconnected; reconnecting…"; });
+  es.addEventListener("update", (ev) => {
+    const u = JSON.parse(ev.data);
+    const now = u.timestamp_ns / 1e9;
+    for (const d of u.devices) {
+      const dram = d.categories.find((c) => c.name === "DRAM");
+      if (!dram) continue;
+      const h = state.history.get(d.id) ?? [];
+      h.push([now, dram.used]);
+      while (h.length && h[0][0] < now - HISTORY_S) h.shift();
+      state.history.set(d.id, h);
+    }
+    const known = new Set(state.devices.map((d) => d.id));
+    if (u.process_changes.length || u.devices.some((d) => !known.has(d.id)) || u.devices.length !== known.size) {
+      loadSnapshot().catch(showError);
+      return;
+    }
+    for (const d of u.devices) {
+      const mine = state.devices.find((x) => x.id === d.id);
+      Object.assign(mine, { categories: d.categories, processes: d.processes });
+    }
+    renderChips();
+  });
+  es.addEventListener("alert", (ev) => {
+    const a = JSON.parse(ev.data);
+    if (a.state === "resolved") state.alerts.delete(fingerprint(a));
+    else state.alerts.set(fingerprint(a), a);
+    renderAlerts();
+  });
+}
+
+function showError(e) {
+  $("#status").textContent = `error: ${e.message}`;
+}
+
+async function main() {
+  for (const b of document.querySelectorAll("th button")) {
+    b.addEventListener("click", () => {
+      const key = b.dataset.sort;
+      state.sort = { key, up: state.sort.key === key ? !state.sort.up : key !== "bytes" };
+      renderProcesses();
+    });
+  }
+  $("#filter").addEventListener("input", renderProcesses);
+  const health = await getJson("/api/v1/health");
+  $("#host").textContent = `${health.hostname ?? ""} · v${health.version}`;
+  document.title = `ttmem · ${health.hostname ?? "host"}`;
+  await loadSnapshot();
+  await loadHistory();
+  connect();
+}
+
+main().catch(showError);
