@@ -1,6 +1,7 @@
 //! The request path under any input, for the fuzz target (`crates/host/daemon/fuzz`) and the
 //! property test that runs the same check on stable: whatever the path and query, the API
-//! answers, never with a server error, always with JSON, every refusal with a reason.
+//! answers, never with a server error, always with JSON (the dashboard's own files and
+//! `/metrics` aside), every refusal with a reason.
 
 use std::sync::Arc;
 
@@ -28,6 +29,12 @@ pub async fn check(shared: &Arc<Shared>, target: &[u8], uid: Option<u32>) -> Res
     let service = TowerToHyperService::new(router(shared.clone()));
     let response = service.call(request).await.map_err(|e| format!("{uri}: {e:?}"))?;
     let status = response.status();
+    let content_type = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     // 503 only where the database is missing, as documented.
     if status.is_server_error()
         && !(status == StatusCode::SERVICE_UNAVAILABLE && uri.path().ends_with("process-records"))
@@ -40,6 +47,13 @@ pub async fn check(shared: &Arc<Shared>, target: &[u8], uid: Option<u32>) -> Res
     let body = axum::body::to_bytes(response.into_body(), 64 << 20)
         .await
         .map_err(|e| format!("{uri}: body: {e}"))?;
+    if uri.path() == "/" || uri.path().starts_with("/ui/") {
+        // The dashboard's files: found or not, never a server error; a file is not JSON.
+        return match (status.is_success(), content_type.starts_with("application/json")) {
+            (true, false) | (false, true) => Ok(()),
+            _ => Err(format!("{uri}: {status} as {content_type}")),
+        };
+    }
     if uri.path() == "/metrics" {
         // The Prometheus text format, whatever the query.
         return match std::str::from_utf8(&body) {
