@@ -209,7 +209,7 @@ fn the_dashboard_shows_the_hosts_chips_processes_and_alerts_live() {
         .unwrap()
         .port();
     let d = Daemon::start_with(&format!(
-        "http = \"127.0.0.1:{port}\"\nhostname = \"tt-web-test\"\n[alerts]\ninterval_s = 1\ndefault_rules = false\n[[alerts.rules]]\nname = \"DramUsed\"\nkind = \"threshold\"\ncategory = \"DRAM\"\nabove_percent = 10\n"
+        "http = \"127.0.0.1:{port}\"\nhostname = \"tt-web-test\"\napi_tcp_detail = true\n[alerts]\ninterval_s = 1\ndefault_rules = false\n[[alerts.rules]]\nname = \"DramUsed\"\nkind = \"threshold\"\ncategory = \"DRAM\"\nabove_percent = 10\n"
     ));
     let held = hold(&d.regions, "training", "n300", 0, 3);
     // Once the daemon holds what the workload's allocator says it holds, chip by chip.
@@ -263,6 +263,36 @@ fn the_dashboard_shows_the_hosts_chips_processes_and_alerts_live() {
 
     // DRAM over time: a line per chip, from the history and then the stream.
     b.wait_for("!!document.querySelector('[data-device=\"0\"] svg.spark path')");
+
+    // The chip page: a map per buffer type with the largest free block outlined, and the fit
+    // form answering as the API does.
+    b.eval("location.hash = '#/chip/0'");
+    b.wait_for("!document.querySelector('#view-chip').hidden && !!document.querySelector('.map[data-category=DRAM] .cells .gap')");
+    assert_eq!(
+        b.eval("document.querySelectorAll('.map[data-category=DRAM] .cells > div').length"),
+        128
+    );
+    let fit = d.get("/api/v1/fit?device=0&category=DRAM&bytes=1073741824");
+    b.eval("document.querySelector('#fit-bytes').value = '1G'; document.querySelector('#fit-category').value = 'DRAM'; document.querySelector('#fit-form').requestSubmit()");
+    let want = if fit["fits"] == true { "Yes" } else { "No" };
+    b.wait_for(&format!(
+        "(document.querySelector('#fit-answer p')?.textContent ?? '').startsWith('{want}:')"
+    ));
+    assert_eq!(
+        b.eval("document.querySelectorAll('#fit-answer li').length"),
+        fit["best_gaps"].as_array().unwrap().len()
+    );
+    // The process page: its allocations, as many as the API counts, and its recent events.
+    let total = d.get(&format!("/api/v1/processes/{}/allocations?limit=1", pid(&held)))["total"].clone();
+    b.eval(&format!("location.hash = '#/process/{}'", pid(&held)));
+    b.wait_for(&format!(
+        "document.querySelector('#alloc-count').textContent === '({} in all)'",
+        format_thousands(total.as_u64().unwrap())
+    ));
+    b.wait_for("document.querySelectorAll('#allocs tbody tr').length === Math.min(50, Number(document.querySelector('#alloc-count').textContent.replace(/[^0-9]/g, '')))");
+    b.wait_for("document.querySelectorAll('#events li').length > 0");
+    b.eval("location.hash = '#/'");
+    b.wait_for("!document.querySelector('#view-overview').hidden");
 
     // Live: a second workload appears without a reload; the first one's end resolves alerts.
     let second = hold(&d.regions, "llm-inference", "n150", 2, 3);

@@ -163,6 +163,13 @@ pub struct Map {
     pub category: String,
     /// Occupancy per cell, 0 free to 1 full.
     pub cells: Vec<f32>,
+    /// The bank's address range the cells cut in equal parts: `[base, end)` (added later: 0
+    /// from older daemons).
+    #[serde(default)]
+    pub addr_base: u64,
+    /// See `addr_base`.
+    #[serde(default)]
+    pub addr_end: u64,
     /// Its free space.
     pub fragmentation: Fragmentation,
     /// Processes on the device whose lists lack allocations: occupancy may be understated.

@@ -28,6 +28,8 @@ const state = {
   alerts: new Map(), // fingerprint → alert (pending and firing)
   history: new Map(),// device id → [[unix s, DRAM bytes]]
   sort: { key: "bytes", up: false },
+  view: { name: "overview" },
+  page: { pid: 0, offset: 0, sort: "size", limit: 50 },
 };
 
 const HISTORY_S = 600;
@@ -86,7 +88,7 @@ function renderChips() {
   box.replaceChildren(...state.devices.map((d) => {
     const sources = (d.sources ?? []).map((s) => el("span", { class: "badge", title: `figures from ${s}`, text: s }));
     return el("article", { class: "chip", "data-device": String(d.id), "aria-label": `chip ${d.id}` },
-      el("h3", {}, el("span", { text: `${d.id} ${d.name}` }),
+      el("h3", {}, el("a", { href: `#/chip/${d.id}`, text: `${d.id} ${d.name}` }),
         el("span", { class: "badge", text: `${d.processes} proc${d.processes === 1 ? "" : "s"}` })),
       el("div", { class: "meta", text: `${d.arch} · ${d.hw_id}${d.remote ? " · remote" : ""} ` }, ...sources),
       ...d.categories.filter((c) => c.total > 0 || c.used > 0).map(gauge),
@@ -125,13 +127,14 @@ function renderProcesses() {
     const bytes = processBytes(p);
     const tip = (p.totals ?? []).map((t) => `${t.name} ${t.bytes.toLocaleString()} bytes`).join(", ");
     return el("tr", { class: p.state, "data-pid": String(p.pid) },
-      el("td", { text: String(p.pid) }), el("td", { text: p.user }), el("td", { text: p.name }),
+      el("td", {}, el("a", { href: `#/process/${p.pid}`, text: String(p.pid) })),
+      el("td", { text: p.user }), el("td", { text: p.name }),
       el("td", { text: p.state === "exited" && p.left_behind ? "exited, left memory" : p.state }),
       el("td", { text: (p.device_ids ?? []).join(", ") }),
       el("td", { class: "num", title: tip, text: shortBytes(bytes) }),
       el("td", { text: p.source }));
   }));
-  for (const b of document.querySelectorAll("th button")) {
+  for (const b of document.querySelectorAll("th button[data-sort]")) {
     const on = b.dataset.sort === key;
     b.closest("th").setAttribute("aria-sort", on ? (up ? "ascending" : "descending") : "none");
   }
@@ -154,6 +157,143 @@ async function loadHistory() {
     } catch { /* a chip without DRAM history draws no line */ }
   }));
   renderChips();
+}
+
+/** "1.5G", "64M", "4096" → bytes. */
+export function parseBytes(text) {
+  const m = /^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGTP]?)(?:i?B)?\s*$/i.exec(text);
+  if (!m) return null;
+  const scale = { "": 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40, P: 2 ** 50 }[m[2].toUpperCase()];
+  return Math.round(parseFloat(m[1]) * scale);
+}
+
+const hex = (n) => `0x${n.toString(16)}`;
+
+function show(name) {
+  for (const v of ["overview", "chip", "process"]) $(`#view-${v}`).hidden = v !== name;
+  state.view = { name };
+}
+
+async function showChip(id) {
+  show("chip");
+  state.view.chip = id;
+  const d = state.devices.find((x) => x.id === id);
+  $("#crumb").textContent = ` › chip ${id}`;
+  $("#chip-title").textContent = d ? `Chip ${id} ${d.name}` : `Chip ${id}`;
+  $("#chip-meta").textContent = d ? `${d.arch} · ${d.hw_id} · figures from ${(d.sources ?? []).join(", ")}` : "";
+  const cats = (d?.categories ?? []).filter((c) => c.total > 0);
+  $("#fit-category").replaceChildren(...cats.map((c) => el("option", { value: c.name, text: c.name })));
+  $("#fit-answer").replaceChildren();
+  const maps = await Promise.all(cats.map(async (c) => {
+    try {
+      const [map, fit] = await Promise.all([
+        getJson(`/api/v1/devices/${id}/map?category=${encodeURIComponent(c.name)}&cells=128`),
+        getJson(`/api/v1/fit?device=${id}&category=${encodeURIComponent(c.name)}&bytes=1`),
+      ]);
+      return drawMap(c, map, fit);
+    } catch (e) {
+      return el("section", { class: "map" }, el("h3", { text: c.name }), el("p", { class: "meta", text: e.message }));
+    }
+  }));
+  $("#maps").replaceChildren(...maps);
+}
+
+/** One bank's address range as cells, darker where fuller, the largest free gap outlined. */
+function drawMap(cat, map, fit) {
+  const span = Math.max(1, map.addr_end - map.addr_base);
+  const width = span / map.cells.length;
+  const gap = fit.best_gaps?.[0];
+  const cells = map.cells.map((occ, i) => {
+    const start = map.addr_base + i * width;
+    const inGap = gap && start >= gap.start && start + width <= gap.end;
+    const c = el("div", { class: inGap ? "gap" : "",
+      title: `${hex(Math.floor(start))}–${hex(Math.floor(start + width))}: ${(occ * 100).toFixed(0)}% used${inGap ? " (in the largest free block)" : ""}` });
+    c.style.background = occ > 0 ? `color-mix(in srgb, var(--accent) ${Math.round(20 + 80 * occ)}%, var(--line))` : "";
+    return c;
+  });
+  const f = map.fragmentation;
+  const legend = `one bank of ${shortBytes(span)}: ${shortBytes(f.free_per_bank)} free in ${f.free_blocks} blocks, ` +
+    `the largest ${shortBytes(f.largest_free_per_bank)}${gap ? ` at ${hex(gap.start)} (marked below the cells)` : ""}; ${f.allocations} allocations`;
+  return el("section", { class: "map", "data-category": cat.name },
+    el("h3", { text: `${cat.name} · ${shortBytes(cat.used)} of ${shortBytes(cat.total)}` }),
+    el("div", { class: "cells", role: "img", "aria-label": `${cat.name} memory map: ${legend}` }, ...cells),
+    el("p", { class: "legend", text: legend }));
+}
+
+async function askFit(ev) {
+  ev.preventDefault();
+  const bytes = parseBytes($("#fit-bytes").value);
+  const out = $("#fit-answer");
+  if (bytes === null || bytes <= 0) {
+    out.replaceChildren(el("p", { text: "Give a size: 4096, 64M, 1.5G." }));
+    return;
+  }
+  const category = $("#fit-category").value;
+  try {
+    const f = await getJson(`/api/v1/fit?device=${state.view.chip}&category=${encodeURIComponent(category)}&bytes=${bytes}`);
+    const verdict = f.fits
+      ? `Yes: ${shortBytes(bytes)} of ${category} fits (${shortBytes(f.needed_per_bank)} per bank; the largest free block is ${shortBytes(f.largest_free_per_bank)}).`
+      : `No: ${shortBytes(bytes)} of ${category} needs ${shortBytes(f.needed_per_bank)} per bank; the largest free block is ${shortBytes(f.largest_free_per_bank)}.`;
+    const who = (n) => n ? `${shortBytes(n.size)} at ${hex(n.address)}${n.pid == null ? "" : ` (pid ${n.pid})`}` : "the range's end";
+    out.replaceChildren(el("p", { class: f.fits ? "fits" : "no-fit", text: verdict }),
+      el("ul", {}, ...f.best_gaps.map((g) => el("li", {
+        text: `${shortBytes(g.end - g.start)} free at ${hex(g.start)}, between ${who(g.below)} and ${who(g.above)}` }))));
+  } catch (e) {
+    out.replaceChildren(el("p", { text: e.message }));
+  }
+}
+
+async function showProcess(pid) {
+  show("process");
+  if (state.page.pid !== pid) state.page = { pid, offset: 0, sort: "size", limit: 50 };
+  const p = state.processes.find((x) => x.pid === pid);
+  $("#crumb").textContent = ` › process ${pid}`;
+  $("#proc-title").textContent = p ? `${p.name} (pid ${pid})` : `Process ${pid}`;
+  $("#proc-meta").textContent = p
+    ? `${p.user} · ${p.state}${p.left_behind ? ", left memory behind" : ""} · chips ${(p.device_ids ?? []).join(", ")} · ` +
+      (p.totals ?? []).map((t) => `${t.name} ${shortBytes(t.bytes)}`).join(", ")
+    : "";
+  const note = $("#proc-note");
+  note.hidden = true;
+  const { offset, sort, limit } = state.page;
+  try {
+    const page = await getJson(`/api/v1/processes/${pid}/allocations?sort=${sort}&offset=${offset}&limit=${limit}`);
+    $("#alloc-count").textContent = `(${page.total.toLocaleString()} in all)`;
+    $("#allocs tbody").replaceChildren(...page.items.map((a) => el("tr", {},
+      el("td", { text: hex(a.address) }),
+      el("td", { class: "num", title: `${a.size.toLocaleString()} bytes`, text: shortBytes(a.size) }),
+      el("td", { text: a.device == null ? "" : String(a.device) }), el("td", { text: a.category }),
+      el("td", { class: "num", text: `${a.age_s} s` }), el("td", { text: a.tag ?? "" }))));
+    $("#page-info").textContent = page.total ? `${offset + 1}–${offset + page.items.length} of ${page.total}` : "none";
+    $("#prev-page").disabled = offset === 0;
+    $("#next-page").disabled = offset + page.items.length >= page.total;
+    if (!page.complete) {
+      note.hidden = false;
+      note.textContent = `${page.events_lost} events were lost: allocations older than the loss may be missing.`;
+    }
+    const ev = await getJson(`/api/v1/processes/${pid}/events`);
+    $("#events").replaceChildren(...[...ev.events].reverse().map((e) => el("li", { class: e.kind },
+      `${e.kind} ${shortBytes(e.size)} ${e.category ?? ""} at ${hex(e.address)}` +
+      `${e.device == null ? "" : ` on chip ${e.device}`}${e.tag ? ` [${e.tag}]` : ""}`)));
+  } catch (e) {
+    // Another user's process: the daemon says why (its detail is its owner's).
+    note.hidden = false;
+    note.textContent = e.message;
+    $("#allocs tbody").replaceChildren();
+    $("#events").replaceChildren();
+    $("#alloc-count").textContent = "";
+    $("#page-info").textContent = "";
+  }
+}
+
+function route() {
+  const m = /^#\/(chip|process)\/(\d+)$/.exec(location.hash);
+  if (m?.[1] === "chip") showChip(Number(m[2])).catch(showError);
+  else if (m?.[1] === "process") showProcess(Number(m[2])).catch(showError);
+  else {
+    show("overview");
+    $("#crumb").textContent = "";
+  }
 }
 
 function connect() {
@@ -195,7 +335,7 @@ function showError(e) {
 }
 
 async function main() {
-  for (const b of document.querySelectorAll("th button")) {
+  for (const b of document.querySelectorAll("th button[data-sort]")) {
     b.addEventListener("click", () => {
       const key = b.dataset.sort;
       state.sort = { key, up: state.sort.key === key ? !state.sort.up : key !== "bytes" };
@@ -203,10 +343,28 @@ async function main() {
     });
   }
   $("#filter").addEventListener("input", renderProcesses);
+  $("#fit-form").addEventListener("submit", (ev) => askFit(ev).catch(showError));
+  for (const b of document.querySelectorAll("th button[data-asort]")) {
+    b.addEventListener("click", () => {
+      state.page.sort = b.dataset.asort;
+      state.page.offset = 0;
+      showProcess(state.page.pid).catch(showError);
+    });
+  }
+  $("#prev-page").addEventListener("click", () => {
+    state.page.offset = Math.max(0, state.page.offset - state.page.limit);
+    showProcess(state.page.pid).catch(showError);
+  });
+  $("#next-page").addEventListener("click", () => {
+    state.page.offset += state.page.limit;
+    showProcess(state.page.pid).catch(showError);
+  });
+  window.addEventListener("hashchange", route);
   const health = await getJson("/api/v1/health");
   $("#host").textContent = `${health.hostname ?? ""} · v${health.version}`;
   document.title = `ttmem · ${health.hostname ?? "host"}`;
   await loadSnapshot();
+  route();
   await loadHistory();
   connect();
 }

@@ -191,6 +191,12 @@ impl Ledger {
         }
     }
 
+    /// One bank's address range of a device category, `[base, end)`: where a map's cells lie.
+    pub fn address_range(&self, dev: DeviceKey, category: &str) -> Result<(u64, u64), QueryError> {
+        let (_, c) = self.address_space(dev, category)?;
+        Ok((c.addr_base, c.addr_end))
+    }
+
     /// Occupancy of one bank's address range cut into `cells` equal parts (0.0 free to 1.0
     /// full), for a memory map.
     pub fn occupancy(&self, dev: DeviceKey, category: &str, cells: usize) -> Result<Vec<f32>, QueryError> {

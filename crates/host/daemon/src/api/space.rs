@@ -73,10 +73,16 @@ pub(super) async fn map(State(s): State<Arc<Shared>>, P(id): P<u32>, Q(q): Q<Map
         .ledger()
         .fragmentation(dk, &category)
         .map_err(|e| bad(e.to_string()))?;
+    let (addr_base, addr_end) = c
+        .ledger()
+        .address_range(dk, &category)
+        .map_err(|e| bad(e.to_string()))?;
     Ok(Json(api::Map {
         device: id,
         category,
         cells,
+        addr_base,
+        addr_end,
         fragmentation,
         incomplete: incomplete(&s, &c, Some(id)),
     }))
