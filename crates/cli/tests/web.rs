@@ -174,6 +174,19 @@ impl Browser {
         r["result"]["value"].clone()
     }
 
+    /// Saves what the page shows now as `target/screenshots/<name>.png`, an artefact for a
+    /// person to look at (and the README's pictures).
+    fn screenshot(&mut self, name: &str) {
+        use base64::Engine as _;
+        let shot = self.page("Page.captureScreenshot", json!({"format": "png"}));
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap())
+            .unwrap();
+        let dir = Path::new(TTMEM).parent().unwrap().parent().unwrap().join("screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    }
+
     /// Waits until `expr` is true in the page.
     fn wait_for(&mut self, expr: &str) {
         let start = Instant::now();
@@ -228,6 +241,10 @@ fn the_dashboard_shows_the_hosts_chips_processes_and_alerts_live() {
     let devices = d.get("/api/v1/devices");
 
     let mut b = Browser::start();
+    b.page(
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": false}),
+    );
     let url = format!("http://127.0.0.1:{port}/");
     b.page("Page.navigate", json!({"url": url}));
     b.wait_for("document.querySelectorAll('[data-device]').length === 2");
@@ -263,6 +280,7 @@ fn the_dashboard_shows_the_hosts_chips_processes_and_alerts_live() {
 
     // DRAM over time: a line per chip, from the history and then the stream.
     b.wait_for("!!document.querySelector('[data-device=\"0\"] svg.spark path')");
+    b.screenshot("dashboard-host");
 
     // The chip page: a map per buffer type with the largest free block outlined, and the fit
     // form answering as the API does.
@@ -282,6 +300,7 @@ fn the_dashboard_shows_the_hosts_chips_processes_and_alerts_live() {
         b.eval("document.querySelectorAll('#fit-answer li').length"),
         fit["best_gaps"].as_array().unwrap().len()
     );
+    b.screenshot("dashboard-chip");
     // The process page: its allocations, as many as the API counts, and its recent events.
     let total = d.get(&format!("/api/v1/processes/{}/allocations?limit=1", pid(&held)))["total"].clone();
     b.eval(&format!("location.hash = '#/process/{}'", pid(&held)));
@@ -291,6 +310,7 @@ fn the_dashboard_shows_the_hosts_chips_processes_and_alerts_live() {
     ));
     b.wait_for("document.querySelectorAll('#allocs tbody tr').length === Math.min(50, Number(document.querySelector('#alloc-count').textContent.replace(/[^0-9]/g, '')))");
     b.wait_for("document.querySelectorAll('#events li').length > 0");
+    b.screenshot("dashboard-process");
     b.eval("location.hash = '#/'");
     b.wait_for("!document.querySelector('#view-overview').hidden");
 
@@ -301,10 +321,17 @@ fn the_dashboard_shows_the_hosts_chips_processes_and_alerts_live() {
         "!!document.querySelector('tr[data-pid=\"{}\"]')",
         pid(&second)
     ));
+    let first = pid(&held);
     drop(held);
     drop(second);
     b.wait_for("document.querySelector('#alerts').hidden");
     b.wait_for("[...document.querySelectorAll('#procs tbody tr')].every(tr => tr.classList.contains('exited'))");
+    // The flight recorder of the process that was killed: its last buffer events.
+    b.eval(&format!("location.hash = '#/process/{first}'"));
+    b.wait_for("document.querySelector('#proc-meta').textContent.includes('exited')");
+    b.wait_for("document.querySelectorAll('#events li').length > 0");
+    b.eval("location.hash = '#/'");
+    b.wait_for("!document.querySelector('#view-overview').hidden");
 
     // The table sorts from the keyboard: Tab reaches the sort buttons, Enter on one sorts.
     b.page("Page.bringToFront", json!({}));
@@ -339,6 +366,7 @@ fn the_dashboard_shows_the_hosts_chips_processes_and_alerts_live() {
         json!({"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true}),
     );
     b.wait_for("document.documentElement.scrollWidth <= window.innerWidth");
+    b.screenshot("dashboard-phone");
     // Dark: the page follows the system's colour scheme.
     let light = b.eval("getComputedStyle(document.body).backgroundColor");
     b.page(
@@ -347,6 +375,7 @@ fn the_dashboard_shows_the_hosts_chips_processes_and_alerts_live() {
     );
     let dark = b.eval("getComputedStyle(document.body).backgroundColor");
     assert_ne!(light, dark);
+    b.screenshot("dashboard-phone-dark");
     // Nothing went wrong in the page.
     let _ = b.eval("1");
     assert!(b.errors.is_empty(), "browser console: {:#?}", b.errors);
