@@ -57,8 +57,14 @@ fn a_named_daemon_must_answer_or_the_reader_fails_with_the_reason() {
 #[test]
 fn every_reader_asks_the_named_daemon_and_never_shows_another_directory_silently() {
     let d = Daemon::start();
-    let _held = hold(&d.regions, "training", "n300", 0, 3);
-    wait_until(|| !d.get("/api/v1/devices")["devices"].as_array().unwrap().is_empty());
+    let held = hold(&d.regions, "training", "n300", 0, 3);
+    // Until the daemon holds all of it: two readers asked one after the other must agree.
+    wait_until(|| {
+        let devices = d.get("/api/v1/devices");
+        (0..2).all(|i| {
+            devices["devices"][i]["categories"][0]["used"] == held.summary["chips"][i]["categories"][0]["allocated"]
+        })
+    });
 
     // Named daemon, no directory named: its answer, whatever it watches.
     let ps = bare()
