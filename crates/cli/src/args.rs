@@ -73,7 +73,8 @@ pub enum Command {
     /// Simulated Tenstorrent chips and workloads.
     #[command(subcommand)]
     Sim(SimCommand),
-    /// Simulated chips, several workload processes, and a live view of them.
+    /// A whole ttmem on private paths: its own daemon and dashboard, simulated chips, five
+    /// workloads, and `ttmem top` on them (q ends it all).
     Demo(DemoArgs),
     /// Run an unchanged TT-Metal program with every buffer tracked (preloads
     /// libttmem_ttmetal.so): `ttmem run -- python model.py`.
@@ -357,9 +358,12 @@ pub struct DemoArgs {
     /// Refresh the view every MS milliseconds.
     #[arg(short = 'r', long = "refresh-ms", default_value_t = 1000, value_name = "MS")]
     pub refresh_ms: u64,
-    /// Run the workloads without drawing the view (e.g. to watch them with `ttmem ps`).
+    /// Run the daemon and the workloads without drawing the view (watch them on the dashboard).
     #[arg(long)]
     pub no_view: bool,
+    /// Open the dashboard in the desktop's browser (xdg-open).
+    #[arg(long)]
+    pub open: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -265,3 +265,61 @@ fn a_firing_alert_shows_in_top_and_goes_when_it_resolves() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn the_demo_runs_a_whole_ttmem_in_80x24_and_leaves_nothing_behind() {
+    let tmux = Tmux::new();
+    let runtime = tempfile::tempdir().unwrap();
+    let cmd = format!(
+        "XDG_RUNTIME_DIR={} {TTMEM} demo -r 300; echo DEMO-EXITED; sleep 30",
+        runtime.path().display()
+    );
+    assert!(
+        tmux.cmd(&["new-session", "-d", "-s", "demo", "-x", "80", "-y", "24", &cmd])
+            .status
+            .success()
+    );
+    // Its own daemon, on a port of its own: top reads it, and the same URL serves the page.
+    let screen = tmux.wait_for("demo", "6 devices");
+    let url = screen
+        .lines()
+        .find_map(|l| l.strip_prefix("source: daemon "))
+        .unwrap_or_else(|| panic!("no daemon source line:\n{screen}"))
+        .trim()
+        .to_string();
+    let ep = Endpoint::parse(&url).unwrap();
+    let (status, page) = ttmem_apiclient::get(&ep, "/").unwrap();
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&page).contains("<title>ttmem</title>"));
+    let private: Vec<PathBuf> = std::fs::read_dir(runtime.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(private.len(), 1, "one private directory: {private:?}");
+    // The crashing workload dies every few seconds; its dead copies never push the five live
+    // workloads off the 24 lines.
+    std::thread::sleep(Duration::from_secs(12));
+    let screen = tmux.screen("demo");
+    assert!(screen.lines().count() <= 24);
+    // Process rows: the pid, the user, then a workload's name.
+    let rows = |state: &str| {
+        screen
+            .lines()
+            .filter(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                words.len() > 4 && words[0].parse::<u32>().is_ok() && words[2].starts_with("sim:") && words[4] == state
+            })
+            .count()
+    };
+    assert!(rows("runni") >= 4, "live workloads on screen:\n{screen}");
+    assert!(rows("exite") <= 2, "{screen}");
+    // q ends everything: top, the workloads, the daemon, and the private directory.
+    tmux.keys("demo", &["q"]);
+    let after = tmux.wait_for("demo", "DEMO-EXITED");
+    assert!(after.contains("stopped 5 workload processes and the daemon"), "{after}");
+    assert!(!private[0].exists(), "{} is left", private[0].display());
+    assert!(
+        ttmem_apiclient::get(&ep, "/api/v1/health").is_err(),
+        "the daemon still answers"
+    );
+}
