@@ -313,6 +313,13 @@ fn the_demo_runs_a_whole_ttmem_in_80x24_and_leaves_nothing_behind() {
     };
     assert!(rows("runni") >= 4, "live workloads on screen:\n{screen}");
     assert!(rows("exite") <= 2, "{screen}");
+    // The README's picture of it.
+    if have_tools(
+        &["chromium"],
+        "the_demo_runs_a_whole_ttmem_in_80x24_and_leaves_nothing_behind",
+    ) {
+        common::browser::screenshot_terminal(&screen, 80, 24, "top-demo");
+    }
     // q ends everything: top, the workloads, the daemon, and the private directory.
     tmux.keys("demo", &["q"]);
     let after = tmux.wait_for("demo", "DEMO-EXITED");

@@ -2,6 +2,8 @@
 //! processes held still at a known state.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod browser;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
