@@ -109,7 +109,10 @@ pub fn worker(rate: u64, seconds: f64, index: u32) -> Result<u64, BenchError> {
             }
             written += 1;
         }
-        std::thread::sleep(Duration::from_millis(1));
+        // Until the next event is due, but at least 1 ms: a slow writer sleeps long, and a
+        // fast one writes its events in batches, as a runtime's bursts come.
+        let next = Duration::from_secs_f64((written + 1) as f64 / rate.max(1) as f64);
+        std::thread::sleep(next.saturating_sub(start.elapsed()).max(Duration::from_millis(1)));
     }
     Ok(written)
 }

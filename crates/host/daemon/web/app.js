@@ -365,8 +365,9 @@ async function main() {
   document.title = `ttmem · ${health.hostname ?? "host"}`;
   await loadSnapshot();
   route();
-  await loadHistory();
+  // Live first; the history lines fill in as their answers come.
   connect();
+  await loadHistory();
 }
 
 main().catch(showError);
