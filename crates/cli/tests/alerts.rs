@@ -74,12 +74,15 @@ fn a_threshold_alert_fires_shows_everywhere_resolves_and_is_kept_in_sqlite() {
     assert!(a["summary"].as_str().unwrap().contains("DRAM of chip 0"), "{a}");
 
     // ttmem alerts: the listing, exit 1 while it fires; --json is the API's answer.
-    let out = ttmem(&d.regions)
-        .arg("alerts")
-        .arg("--api-socket")
-        .arg(&d.socket)
-        .output()
-        .unwrap();
+    let listing = || {
+        ttmem(&d.regions)
+            .arg("alerts")
+            .arg("--api-socket")
+            .arg(&d.socket)
+            .output()
+            .unwrap()
+    };
+    let out = listing();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("1 firing, 0 pending, 1 rule"), "{text}");
@@ -102,13 +105,7 @@ fn a_threshold_alert_fires_shows_everywhere_resolves_and_is_kept_in_sqlite() {
     let r = &alerts(&d)["resolved"][0];
     assert_eq!(r["state"], "resolved");
     assert_eq!(r["firing_since_unix_ns"].as_u64(), Some(firing_since));
-    let out = ttmem(&d.regions)
-        .arg("alerts")
-        .arg("--api-socket")
-        .arg(&d.socket)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(listing().status.code(), Some(0));
 
     // The SQLite file keeps the alert's whole life.
     let db = d.regions.parent().unwrap().join("ttmem.db");

@@ -146,14 +146,17 @@ fn install_sh_stages_every_file_with_paths_that_agree() {
         build.arg("--release");
     }
     assert!(build.status().unwrap().success(), "building the libraries failed");
-    let out = Command::new(repo().join("scripts/install.sh"))
-        .args(["--prefix", "/opt/ttmem", "--destdir"])
-        .arg(stage.path())
-        .arg("--artifacts")
-        .arg(artifacts)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let install = || {
+        let out = Command::new(repo().join("scripts/install.sh"))
+            .args(["--prefix", "/opt/ttmem", "--destdir"])
+            .arg(stage.path())
+            .arg("--artifacts")
+            .arg(artifacts)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    install();
     let root = stage.path();
     for f in [
         "opt/ttmem/bin/ttmem",
@@ -180,14 +183,7 @@ fn install_sh_stages_every_file_with_paths_that_agree() {
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     // Run again over an edited config: it is kept.
     std::fs::write(root.join("etc/ttmem/ttmem.toml"), "retention_s = 60\n").unwrap();
-    let again = Command::new(repo().join("scripts/install.sh"))
-        .args(["--prefix", "/opt/ttmem", "--destdir"])
-        .arg(stage.path())
-        .arg("--artifacts")
-        .arg(artifacts)
-        .output()
-        .unwrap();
-    assert!(again.status.success());
+    install();
     assert_eq!(
         std::fs::read_to_string(root.join("etc/ttmem/ttmem.toml")).unwrap(),
         "retention_s = 60\n"
