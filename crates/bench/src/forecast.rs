@@ -61,12 +61,7 @@ pub fn run_profile(profile: Profile, shape: Shape, steps_per_s: u32, max_s: u64)
             unix_ns: 1_700_000_000 * S + s * S,
         };
         c.tick(now);
-        if run.alert_fired_s.is_none()
-            && c.alerts()
-                .active()
-                .iter()
-                .any(|a| a.rule == "TtmemDramFullSoon" && a.state == ttmem_model::api::AlertState::Firing)
-        {
+        if run.alert_fired_s.is_none() && c.alerts().firing().iter().any(|a| a.rule == "TtmemDramFullSoon") {
             run.alert_fired_s = Some(s);
         }
         if w.summary().oom > 0 && run.ran_out_s.is_none() {

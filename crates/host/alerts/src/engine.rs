@@ -137,6 +137,18 @@ impl Engine {
         v
     }
 
+    /// The alerts firing now, by when they began (what Alertmanager is sent).
+    pub fn firing(&self) -> Vec<Alert> {
+        let mut v: Vec<Alert> = self
+            .active
+            .values()
+            .filter(|a| a.state == AlertState::Firing)
+            .cloned()
+            .collect();
+        v.sort_by_key(|a| a.active_since_unix_ns);
+        v
+    }
+
     /// Alerts resolved lately, newest first.
     pub fn resolved(&self) -> Vec<Alert> {
         self.resolved.iter().rev().cloned().collect()

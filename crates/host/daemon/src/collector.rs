@@ -507,6 +507,19 @@ impl Collector {
             .collect()
     }
 
+    /// Each `ps` device id of `table` with its ledger device (the lowest key where several
+    /// sources name one chip, as [`Collector::ledger_device`] picks).
+    pub fn ledger_devices(&self, table: &DeviceTable) -> std::collections::BTreeMap<u32, DeviceKey> {
+        let mut out = std::collections::BTreeMap::new();
+        for (&dk, identity) in &self.identities {
+            if let Some(id) = table.id_of(identity) {
+                let e = out.entry(id).or_insert(dk);
+                *e = (*e).min(dk);
+            }
+        }
+        out
+    }
+
     /// The ledger device behind a `ps` device id.
     pub fn ledger_device(&self, id: u32) -> Option<DeviceKey> {
         let identity = self.device_table().identity(id)?;
@@ -560,8 +573,14 @@ impl Collector {
     /// Like [`Collector::snapshot`], with ages counted to `unix_ns`.
     pub fn snapshot_at(&self, unix_ns: u64) -> Snapshot {
         let (views, notes) = self.merged_views();
+        self.snapshot_of(&views, notes, unix_ns)
+    }
+
+    /// The snapshot of `views` and their `notes` (from [`Collector::merged_views`]), for a
+    /// caller that needs the views too.
+    pub fn snapshot_of(&self, views: &[ProcessView], notes: Vec<String>, unix_ns: u64) -> Snapshot {
         Snapshot::build(
-            &views,
+            views,
             SnapshotMeta {
                 source: "daemon".into(),
                 region_dir: self.cfg.region_dir.display().to_string(),

@@ -173,14 +173,7 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
     shared.collector.write().tick(collector::Now::system());
     // Alerts still firing from before a restart go to Alertmanager again (it would otherwise
     // let them lapse).
-    let firing: Vec<ttmem_model::api::Alert> = shared
-        .collector
-        .read()
-        .alerts()
-        .active()
-        .into_iter()
-        .filter(|a| a.state == ttmem_model::api::AlertState::Firing)
-        .collect();
+    let firing = shared.collector.read().alerts().firing();
     shared.notifiers.notify(&[], &firing);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -532,14 +525,10 @@ fn collect_loop(shared: &api::Shared, stop: &AtomicBool, config: &Config, mut le
             let mut c = shared.collector.write();
             c.tick_finish(collector::Now::system());
             let changes = c.alerts_mut().take_changes();
-            let firing: Vec<ttmem_model::api::Alert> = if changes.is_empty() {
+            let firing = if changes.is_empty() {
                 Vec::new()
             } else {
-                c.alerts()
-                    .active()
-                    .into_iter()
-                    .filter(|a| a.state == ttmem_model::api::AlertState::Firing)
-                    .collect()
+                c.alerts().firing()
             };
             (changes, firing)
         };

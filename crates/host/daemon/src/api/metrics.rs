@@ -190,7 +190,10 @@ pub(super) async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) ->
 
     {
         let c = s.collector.read();
-        let snap = c.snapshot();
+        // The views once, for the snapshot and for the ledger devices behind its chips.
+        let (views, notes) = c.merged_views();
+        let ledger_of = c.ledger_devices(&c.table_of(&views));
+        let snap = c.snapshot_of(&views, notes, ttmem_model::now_ns());
         let chip_of: BTreeMap<u32, (&str, &str, &str)> = snap
             .devices
             .iter()
@@ -207,12 +210,6 @@ pub(super) async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) ->
                 category: category.to_string(),
             }
         };
-        // `ps` id → the ledger's device, computed once (each lookup would number every device).
-        let mut ledger_of: BTreeMap<u32, ttmem_ledger::DeviceKey> = BTreeMap::new();
-        for (dk, id) in c.device_ids() {
-            let e = ledger_of.entry(id).or_insert(dk);
-            *e = (*e).min(dk);
-        }
         for d in &snap.devices {
             let ledger_device = ledger_of.get(&d.id).copied();
             for cat in &d.categories {

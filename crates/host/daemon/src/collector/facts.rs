@@ -23,20 +23,13 @@ pub struct CollectorFacts<'a> {
 impl<'a> CollectorFacts<'a> {
     /// The facts at `unix_ns`.
     pub fn new(c: &'a Collector, unix_ns: u64) -> CollectorFacts<'a> {
-        let (views, _) = c.merged_views();
+        let (views, notes) = c.merged_views();
         let table = c.table_of(&views);
-        let mut ledger_of: BTreeMap<u32, DeviceKey> = BTreeMap::new();
-        for (&dk, identity) in &c.identities {
-            if let Some(id) = table.id_of(identity) {
-                let e = ledger_of.entry(id).or_insert(dk);
-                *e = (*e).min(dk);
-            }
-        }
         CollectorFacts {
             c,
-            snapshot: c.snapshot_at(unix_ns),
+            snapshot: c.snapshot_of(&views, notes, unix_ns),
+            ledger_of: c.ledger_devices(&table),
             table,
-            ledger_of,
             now_s: unix_ns / 1_000_000_000,
         }
     }
