@@ -67,6 +67,9 @@ pub enum Command {
     /// The daemon's alerts: firing, pending and resolved lately, with the rules; exits 1 while
     /// one fires.
     Alerts(AlertsArgs),
+    /// One process's memory as a file for Perfetto UI (`--format perfetto`) or PyTorch's memory
+    /// viewer (`--format memory-viz`), from the daemon.
+    Export(ExportArgs),
     /// One answer of the daemon's API, as JSON (`ttmem api processes/4242/allocations`): the
     /// endpoint rules and the API token of every reader, without curl.
     Api(ApiArgs),
@@ -168,6 +171,27 @@ pub struct AlertsArgs {
     /// Resolved alerts listed at most.
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub resolved: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+    /// The process.
+    #[arg(long, value_name = "PID")]
+    pub pid: u32,
+    /// perfetto: Chrome trace-event JSON (ui.perfetto.dev, chrome://tracing); memory-viz: the
+    /// snapshot pickle of PyTorch's memory viewer (pytorch.org/memory_viz).
+    #[arg(long, default_value = "perfetto", value_parser = ["perfetto", "memory-viz"])]
+    pub format: String,
+    /// Leave out what came before: a duration back from now (`90s`, `10m`, `2h`) or a Unix
+    /// time in seconds.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Where to write (`-`: standard output); by default ttmem-PID.trace.json or
+    /// ttmem-PID.pickle in the current directory.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -104,6 +104,56 @@ fn the_dashboard_shows_the_hosts_chips_processes_and_alerts_live() {
         b.eval("document.querySelectorAll('#fit-answer li').length"),
         fit["best_gaps"].as_array().unwrap().len()
     );
+    // Cells are coloured by the process holding most of each, as the map answer names it, and
+    // the key links to that process.
+    let map = d.get("/api/v1/devices/0/map?category=DRAM&cells=128");
+    let owners: Vec<String> = map["owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_u64().map_or(String::new(), |p| p.to_string()))
+        .collect();
+    assert!(owners.contains(&pid(&held).to_string()), "{map}");
+    let shown = b.eval(
+        "[...document.querySelectorAll('.map[data-category=DRAM] .cells > div')].map(c => c.dataset.owner).join(',')",
+    );
+    assert_eq!(shown.as_str().unwrap(), owners.join(","));
+    assert_eq!(
+        b.eval("document.querySelector('.map[data-category=DRAM] .owners a').getAttribute('href')"),
+        format!("#/process/{}", pid(&held))
+    );
+    // The history chart: hovering reads the API's exact value at that time; dragging zooms.
+    b.wait_for("!!document.querySelector('.chart[data-category=DRAM] svg path')");
+    let now_dram = d.get("/api/v1/devices")["devices"][0]["categories"][0]["used"]
+        .as_u64()
+        .unwrap();
+    let rect = b.eval("(() => { document.querySelector('.chart[data-category=DRAM]').scrollIntoView({block: 'center'}); const r = document.querySelector('.chart[data-category=DRAM] svg').getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; })()");
+    let r: Vec<f64> = rect.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let (right, mid) = (r[0] + r[2] - 2.0, r[1] + r[3] / 2.0);
+    b.page(
+        "Input.dispatchMouseEvent",
+        json!({"type": "mouseMoved", "x": right, "y": mid}),
+    );
+    b.wait_for(&format!(
+        "document.querySelector('.chart[data-category=DRAM] .readout').textContent.includes('{} bytes')",
+        format_thousands(now_dram)
+    ));
+    b.page(
+        "Input.dispatchMouseEvent",
+        json!({"type": "mousePressed", "x": r[0] + r[2] * 0.5, "y": mid, "button": "left", "clickCount": 1}),
+    );
+    b.page(
+        "Input.dispatchMouseEvent",
+        json!({"type": "mouseMoved", "x": right, "y": mid, "button": "left"}),
+    );
+    b.page(
+        "Input.dispatchMouseEvent",
+        json!({"type": "mouseReleased", "x": right, "y": mid, "button": "left", "clickCount": 1}),
+    );
+    b.wait_for("[...document.querySelectorAll('#zoom button')].every(b => b.getAttribute('aria-pressed') === 'false')");
+    b.eval("document.querySelector('#zoom button[data-window=\"600\"]').click()");
+    b.wait_for("document.querySelector('#zoom button[data-window=\"600\"]').getAttribute('aria-pressed') === 'true'");
+    b.eval("window.scrollTo(0, 0)");
     b.screenshot("dashboard-chip");
     // The process page: its allocations, as many as the API counts, and its recent events.
     let total = d.get(&format!("/api/v1/processes/{}/allocations?limit=1", pid(&held)))["total"].clone();
@@ -114,6 +164,27 @@ fn the_dashboard_shows_the_hosts_chips_processes_and_alerts_live() {
     ));
     b.wait_for("document.querySelectorAll('#allocs tbody tr').length === Math.min(50, Number(document.querySelector('#alloc-count').textContent.replace(/[^0-9]/g, '')))");
     b.wait_for("document.querySelectorAll('#events li').length > 0");
+    // The timeline draws one mark per recorded event.
+    b.wait_for("document.querySelectorAll('#timeline svg line.alloc, #timeline svg line.free').length === document.querySelectorAll('#events li').length");
+    // The download buttons fetch the exports: a trace that parses, and a pickle.
+    let fetched = b.eval(
+        "Promise.all([document.querySelector('#dl-perfetto').href, document.querySelector('#dl-memory-viz').href].map(async u => { const r = await fetch(u); const buf = new Uint8Array(await r.arrayBuffer()); return [r.status, r.headers.get('content-disposition'), buf[0], buf.length]; }))",
+    );
+    let perfetto = &fetched[0];
+    assert_eq!(perfetto[0], 200, "{fetched}");
+    assert!(
+        perfetto[1]
+            .as_str()
+            .unwrap()
+            .contains(&format!("ttmem-{}.trace.json", pid(&held)))
+    );
+    assert_eq!(perfetto[2], u64::from(b'{'));
+    let pickle = &fetched[1];
+    assert_eq!(
+        (pickle[0].as_u64(), pickle[2].as_u64()),
+        (Some(200), Some(0x80)),
+        "{fetched}"
+    );
     b.screenshot("dashboard-process");
     b.eval("location.hash = '#/'");
     b.wait_for("!document.querySelector('#view-overview').hidden");

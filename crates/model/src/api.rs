@@ -113,6 +113,27 @@ pub struct Events {
     pub state: Option<LedgerState>,
     /// The last events.
     pub events: Vec<RecentEvent>,
+    /// The daemon's two clocks read together, to put `time_ns` on the wall clock (absent from
+    /// older daemons).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockPair>,
+}
+
+/// `CLOCK_MONOTONIC` and the wall clock read at one instant: events carry monotonic times
+/// (immune to clock steps), and this pair turns them into Unix times.
+#[derive(Copy, Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClockPair {
+    /// `CLOCK_MONOTONIC` ns.
+    pub monotonic_ns: u64,
+    /// Unix ns at the same instant.
+    pub unix_ns: u64,
+}
+
+impl ClockPair {
+    /// The Unix ns of a monotonic instant.
+    pub fn unix_of(&self, monotonic_ns: u64) -> u64 {
+        (self.unix_ns as i128 + monotonic_ns as i128 - self.monotonic_ns as i128).max(0) as u64
+    }
 }
 
 /// `GET /api/v1/fit`: can N bytes of a category be allocated on a device now? Owners of the
@@ -163,6 +184,10 @@ pub struct Map {
     pub category: String,
     /// Occupancy per cell, 0 free to 1 full.
     pub cells: Vec<f32>,
+    /// Per cell, the pid holding most of it (null: free, or a process the daemon forgot);
+    /// empty from older daemons.
+    #[serde(default)]
+    pub owners: Vec<Option<u32>>,
     /// The bank's address range the cells cut in equal parts: `[base, end)` (added later: 0
     /// from older daemons).
     #[serde(default)]

@@ -5,6 +5,7 @@ mod api;
 mod bench;
 mod check;
 mod demo;
+mod export;
 mod gc;
 mod info;
 mod ps;
@@ -78,6 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Gc(a) => gc::gc(&dir, &a),
         Command::Alerts(a) => alerts::alerts(&a),
         Command::Api(a) => api::api(&a),
+        Command::Export(a) => export::export(&a),
         Command::Sim(SimCommand::Run(a)) => sim::run(&dir, &a),
         Command::Sim(SimCommand::List(a)) => sim::list(&a),
         Command::Demo(a) => demo::demo(&dir, &a),

@@ -18,6 +18,7 @@ use ttmem_model::api;
 use crate::collector::Collector;
 
 pub mod access;
+mod export;
 mod extract;
 mod space;
 use space::{fit, forecast, fragmentation, incomplete, map, maps};
@@ -109,6 +110,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/processes", get(processes))
         .route("/api/v1/processes/{pid}/allocations", get(allocations))
         .route("/api/v1/processes/{pid}/events", get(events))
+        .route("/api/v1/processes/{pid}/export", get(export::export))
         .route("/api/v1/fit", get(fit))
         .route("/api/v1/forecast", get(forecast))
         .route("/api/v1/alerts", get(alerts))
@@ -468,22 +470,36 @@ async fn events(State(s): State<Arc<Shared>>, viewer: Viewer, P(pid): P<u32>) ->
         .recent(key)
         .into_iter()
         .flatten()
-        .map(|r| api::RecentEvent {
-            kind: r.event.kind,
-            device: devices.get(&r.event.device).copied(),
-            category: category_name(&c, r.event.device, r.event.category),
-            address: r.event.address,
-            size: r.event.size,
-            time_ns: r.event.time_ns,
-            tag: c.ledger().tag(key, r.event.tag).map(str::to_string),
-            matched: r.matched,
-        })
+        .map(|r| event_of(&c, key, &devices, r))
         .collect();
     Ok(Json(api::Events {
         pid,
         state: c.ledger().state(key),
         events,
+        clock: Some(api::ClockPair {
+            monotonic_ns: (s.now_ns)(),
+            unix_ns: ttmem_model::now_ns(),
+        }),
     }))
+}
+
+/// A flight-recorder event as the API names it.
+fn event_of(
+    c: &Collector,
+    key: ttmem_ledger::ProcKey,
+    devices: &HashMap<DeviceKey, u32>,
+    r: &ttmem_ledger::RecentEvent,
+) -> api::RecentEvent {
+    api::RecentEvent {
+        kind: r.event.kind,
+        device: devices.get(&r.event.device).copied(),
+        category: category_name(c, r.event.device, r.event.category),
+        address: r.event.address,
+        size: r.event.size,
+        time_ns: r.event.time_ns,
+        tag: c.ledger().tag(key, r.event.tag).map(str::to_string),
+        matched: r.matched,
+    }
 }
 
 fn category_name(c: &Collector, dev: DeviceKey, cat: u8) -> Option<String> {

@@ -81,6 +81,8 @@ pub struct CollectorConfig {
     /// Allocations that exited processes left behind kept at most, in all (the oldest processes
     /// go first).
     pub max_exited_allocations: u64,
+    /// Events kept per process in its flight recorder.
+    pub flight_recorder_events: usize,
     /// The alert rules.
     pub alert_rules: Vec<ttmem_alerts::Rule>,
     /// Seconds between evaluations of the rules.
@@ -101,6 +103,7 @@ impl CollectorConfig {
             max_regions_per_user: c::DEFAULT_MAX_REGIONS_PER_USER,
             max_exited: c::DEFAULT_MAX_EXITED_PROCESSES,
             max_exited_allocations: c::DEFAULT_MAX_EXITED_ALLOCATIONS,
+            flight_recorder_events: c::DEFAULT_FLIGHT_RECORDER_EVENTS,
             alert_rules: ttmem_alerts::default_rules(),
             alert_interval_s: crate::alerting::DEFAULT_INTERVAL_S,
         }
@@ -140,9 +143,11 @@ impl Collector {
     /// A collector with an empty ledger whose ages count from `monotonic_ns`.
     pub fn new(cfg: CollectorConfig, monotonic_ns: u64) -> Self {
         let alerts = ttmem_alerts::Engine::new(cfg.alert_rules.clone());
+        let mut ledger = Ledger::new(monotonic_ns);
+        ledger.set_flight_recorder_events(cfg.flight_recorder_events);
         Collector {
             cfg,
-            ledger: Ledger::new(monotonic_ns),
+            ledger,
             procs: HashMap::new(),
             identities: HashMap::new(),
             regions: region::Discovery::default(),

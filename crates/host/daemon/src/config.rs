@@ -53,6 +53,10 @@ pub const DEFAULT_MAX_EXITED_PROCESSES: usize = 2048;
 /// Default cap on the allocations exited processes left behind, in all: some 64 MiB of ledger.
 pub const DEFAULT_MAX_EXITED_ALLOCATIONS: u64 = 1 << 20;
 
+/// Default length of each process's flight recorder: the events an export holds. About 48
+/// bytes each, so some 48 KiB for a busy process.
+pub const DEFAULT_FLIGHT_RECORDER_EVENTS: usize = 1024;
+
 /// Default TCP address of the API: loopback only.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:9477";
 /// Default drain interval.
@@ -113,6 +117,8 @@ pub struct Config {
     /// Allocations that exited processes left behind, kept at most in all (the oldest processes
     /// go first): about 64 bytes each.
     pub max_exited_allocations: u64,
+    /// Events kept per process for its flight recorder and exports (about 48 bytes each).
+    pub flight_recorder_events: usize,
     /// A file holding the API token: a TCP request that presents it (`Authorization: Bearer`)
     /// sees everything (None: TCP shows only what every user sees).
     pub api_token_file: Option<PathBuf>,
@@ -172,6 +178,8 @@ pub struct FileConfig {
     pub max_exited_processes: Option<usize>,
     /// See [`Config::max_exited_allocations`].
     pub max_exited_allocations: Option<u64>,
+    /// See [`Config::flight_recorder_events`].
+    pub flight_recorder_events: Option<usize>,
     /// See [`Config::api_token_file`] (empty: none).
     pub api_token_file: Option<PathBuf>,
     /// See [`Config::api_tcp_detail`].
@@ -292,6 +300,7 @@ impl Config {
             max_regions_per_user: DEFAULT_MAX_REGIONS_PER_USER,
             max_exited_processes: DEFAULT_MAX_EXITED_PROCESSES,
             max_exited_allocations: DEFAULT_MAX_EXITED_ALLOCATIONS,
+            flight_recorder_events: DEFAULT_FLIGHT_RECORDER_EVENTS,
             api_token_file: None,
             api_tcp_detail: false,
             alerts: crate::alerting::AlertsConfig::default(),
@@ -456,6 +465,9 @@ impl Config {
         }
         if let Some(v) = f.max_exited_allocations {
             self.max_exited_allocations = v.max(1);
+        }
+        if let Some(v) = f.flight_recorder_events {
+            self.flight_recorder_events = v.clamp(1, ttmem_ledger::MAX_FLIGHT_RECORDER_EVENTS);
         }
         if let Some(v) = f.api_token_file {
             self.api_token_file = Some(v).filter(|p| !p.as_os_str().is_empty());

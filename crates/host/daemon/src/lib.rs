@@ -142,6 +142,7 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
                 max_regions_per_user: config.max_regions_per_user,
                 max_exited: config.max_exited_processes,
                 max_exited_allocations: config.max_exited_allocations,
+                flight_recorder_events: config.flight_recorder_events,
                 alert_rules: config.alerts.rules.clone(),
                 alert_interval_s: config.alerts.interval.as_secs(),
             },

@@ -54,6 +54,7 @@ const ENDPOINTS: &[&str] = &[
     "/api/v1/processes",
     "/api/v1/processes/{}/allocations",
     "/api/v1/processes/{}/events",
+    "/api/v1/processes/{}/export",
     "/api/v1/fit",
     "/api/v1/forecast",
     "/api/v1/leaks",
@@ -81,6 +82,7 @@ const KEYS: &[&str] = &[
     "to",
     "pid",
     "since_s",
+    "format",
     "x",
 ];
 
@@ -95,6 +97,8 @@ fn value(me: u32) -> impl Strategy<Value = String> {
         Just("size".to_string()),
         Just("totals".to_string()),
         Just("1s".to_string()),
+        Just("memory-viz".to_string()),
+        Just("perfetto".to_string()),
         Just("-1".to_string()),
         Just("18446744073709551615".to_string()),
         Just("18446744073709551616".to_string()),

@@ -30,6 +30,7 @@ const state = {
   sort: { key: "bytes", up: false },
   view: { name: "overview" },
   page: { pid: 0, offset: 0, sort: "size", limit: 50 },
+  chart: { window: 600, from: null, to: null }, // the chip page's history window (null: up to now)
 };
 
 const HISTORY_S = 600;
@@ -196,28 +197,134 @@ async function showChip(id) {
     }
   }));
   $("#maps").replaceChildren(...maps);
+  await loadChipHistory(id);
 }
 
-/** One bank's address range as cells, darker where fuller, the largest free gap outlined. */
+const SVG = "http://www.w3.org/2000/svg";
+const svgEl = (tag, attrs = {}) => {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  return e;
+};
+
+/** The chip page's history, one chart per buffer type in use, over the chosen window. */
+async function loadChipHistory(id) {
+  const d = state.devices.find((x) => x.id === id);
+  const to = state.chart.to ?? Math.floor(Date.now() / 1000);
+  const from = state.chart.from ?? to - state.chart.window;
+  const span = to - from;
+  const resolution = span <= 3600 ? "1s" : span <= 86400 ? "10s" : "1m";
+  for (const b of document.querySelectorAll("#zoom button")) {
+    b.setAttribute("aria-pressed", String(state.chart.from == null && Number(b.dataset.window) === state.chart.window));
+  }
+  // DRAM always, and the other buffer types in use now.
+  const cats = (d?.categories ?? []).filter((c) => c.name === "DRAM" || c.used > 0);
+  const charts = await Promise.all(cats.map(async (c) => {
+    try {
+      const h = await getJson(`/api/v1/history?device=${id}&category=${encodeURIComponent(c.name)}&resolution=${resolution}&from=${from}&to=${to}`);
+      return historyChart(c, h.points, from, to);
+    } catch (e) {
+      return el("p", { class: "meta", text: `${c.name}: ${e.message}` });
+    }
+  }));
+  $("#chip-charts").replaceChildren(...charts);
+}
+
+/** One step chart: hover reads the exact value at a time; dragging across zooms to the span. */
+function historyChart(cat, points, from, lastSecond) {
+  // A point at second S holds for [S, S + 1): the axis runs to the end of the last second.
+  const W = 600, H = 90, to = lastSecond + 1;
+  const x = (t) => ((t - from) / Math.max(1, to - from)) * W;
+  const max = Math.max(cat.total || 0, ...points.map((p) => p[1]), 1);
+  const y = (v) => H - 2 - (v / max) * (H - 4);
+  let d = "";
+  points.forEach(([t, v], i) => { d += i ? `H${x(t).toFixed(1)}V${y(v).toFixed(1)}` : `M${x(t).toFixed(1)},${y(v).toFixed(1)}`; });
+  if (points.length) d += `H${W}`;
+  const svg = svgEl("svg", { class: "history-chart", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none",
+    role: "img", "aria-label": `${cat.name} over ${Math.round((to - from) / 60)} min, peak ${shortBytes(Math.max(0, ...points.map((p) => p[1])))}` });
+  const cursor = svgEl("line", { class: "cursor", y1: 0, y2: H, visibility: "hidden" });
+  const band = svgEl("rect", { class: "band", y: 0, height: H, width: 0, visibility: "hidden" });
+  svg.append(svgEl("path", { d }), band, cursor);
+  const readout = el("span", { class: "readout", text: points.length ? "" : "no data in this window" });
+  const timeAt = (ev) => {
+    const r = svg.getBoundingClientRect();
+    return from + ((ev.clientX - r.left) / Math.max(1, r.width)) * (to - from);
+  };
+  const valueAt = (t) => {
+    let v = null;
+    for (const p of points) { if (p[0] <= t) v = p[1]; else break; }
+    return v;
+  };
+  let dragFrom = null;
+  svg.addEventListener("mousemove", (ev) => {
+    const t = timeAt(ev);
+    cursor.setAttribute("x1", x(t)); cursor.setAttribute("x2", x(t)); cursor.setAttribute("visibility", "visible");
+    const v = valueAt(t);
+    readout.textContent = `${new Date(t * 1000).toLocaleTimeString()}: ` +
+      (v == null ? "no value" : `${v.toLocaleString()} bytes${cat.total ? ` (${((100 * v) / cat.total).toFixed(1)}%)` : ""}`);
+    if (dragFrom != null) {
+      const [a, b] = [x(dragFrom), x(t)].sort((m, n) => m - n);
+      band.setAttribute("x", a); band.setAttribute("width", b - a); band.setAttribute("visibility", "visible");
+    }
+  });
+  svg.addEventListener("mouseleave", () => { cursor.setAttribute("visibility", "hidden"); dragFrom = null; band.setAttribute("visibility", "hidden"); });
+  svg.addEventListener("mousedown", (ev) => { dragFrom = timeAt(ev); ev.preventDefault(); });
+  svg.addEventListener("mouseup", (ev) => {
+    const t = timeAt(ev);
+    if (dragFrom != null && Math.abs(x(t) - x(dragFrom)) > 4) {
+      state.chart.from = Math.floor(Math.min(t, dragFrom));
+      state.chart.to = Math.ceil(Math.max(t, dragFrom));
+      loadChipHistory(state.view.chip).catch(showError);
+    }
+    dragFrom = null;
+  });
+  return el("figure", { class: "chart", "data-category": cat.name },
+    el("figcaption", {}, el("strong", { text: cat.name }), " ", readout), svg);
+}
+
+/** A process's colour: hues spread by the golden angle, so neighbours differ. */
+export function ownerHue(pid) {
+  return Math.round((pid * 137.508) % 360);
+}
+
+function processName(pid) {
+  const p = state.processes.find((x) => x.pid === pid);
+  return p ? `${p.name} (pid ${pid})` : `pid ${pid}`;
+}
+
+/** One bank's address range as cells coloured by the process holding most of each, deeper
+ * where fuller, the largest free gap outlined. */
 function drawMap(cat, map, fit) {
   const span = Math.max(1, map.addr_end - map.addr_base);
   const width = span / map.cells.length;
   const gap = fit.best_gaps?.[0];
+  const owners = map.owners ?? [];
   const cells = map.cells.map((occ, i) => {
     const start = map.addr_base + i * width;
     const inGap = gap && start >= gap.start && start + width <= gap.end;
-    const c = el("div", { class: inGap ? "gap" : "",
-      title: `${hex(Math.floor(start))}–${hex(Math.floor(start + width))}: ${(occ * 100).toFixed(0)}% used${inGap ? " (in the largest free block)" : ""}` });
-    c.style.background = occ > 0 ? `color-mix(in srgb, var(--accent) ${Math.round(20 + 80 * occ)}%, var(--line))` : "";
+    const owner = owners[i];
+    const c = el("div", { class: inGap ? "gap" : "", "data-owner": owner == null ? "" : String(owner),
+      title: `${hex(Math.floor(start))}–${hex(Math.floor(start + width))}: ${(occ * 100).toFixed(0)}% used` +
+        `${owner == null ? "" : `, mostly by ${processName(owner)}`}${inGap ? " (in the largest free block)" : ""}` });
+    if (occ > 0) {
+      const colour = owner == null ? "var(--accent)" : `hsl(${ownerHue(owner)} 65% 50%)`;
+      c.style.background = `color-mix(in srgb, ${colour} ${Math.round(25 + 75 * occ)}%, var(--line))`;
+    }
     return c;
   });
+  const holders = [...new Set(owners.filter((o) => o != null))].sort((a, b) => a - b);
+  const key = el("p", { class: "owners" }, ...holders.map((pid) => {
+    const sw = el("span", { class: "swatch" });
+    sw.style.background = `hsl(${ownerHue(pid)} 65% 50%)`;
+    return el("a", { href: `#/process/${pid}`, class: "owner" }, sw, processName(pid));
+  }));
   const f = map.fragmentation;
   const legend = `one bank of ${shortBytes(span)}: ${shortBytes(f.free_per_bank)} free in ${f.free_blocks} blocks, ` +
     `the largest ${shortBytes(f.largest_free_per_bank)}${gap ? ` at ${hex(gap.start)} (marked below the cells)` : ""}; ${f.allocations} allocations`;
   return el("section", { class: "map", "data-category": cat.name },
     el("h3", { text: `${cat.name} · ${shortBytes(cat.used)} of ${shortBytes(cat.total)}` }),
     el("div", { class: "cells", role: "img", "aria-label": `${cat.name} memory map: ${legend}` }, ...cells),
-    el("p", { class: "legend", text: legend }));
+    el("p", { class: "legend", text: legend }), key);
 }
 
 async function askFit(ev) {
@@ -255,6 +362,8 @@ async function showProcess(pid) {
     : "";
   const note = $("#proc-note");
   note.hidden = true;
+  $("#dl-perfetto").href = `/api/v1/processes/${pid}/export?format=perfetto`;
+  $("#dl-memory-viz").href = `/api/v1/processes/${pid}/export?format=memory-viz`;
   const { offset, sort, limit } = state.page;
   try {
     const page = await getJson(`/api/v1/processes/${pid}/allocations?sort=${sort}&offset=${offset}&limit=${limit}`);
@@ -272,6 +381,7 @@ async function showProcess(pid) {
       note.textContent = `${page.events_lost} events were lost: allocations older than the loss may be missing.`;
     }
     const ev = await getJson(`/api/v1/processes/${pid}/events`);
+    $("#timeline").replaceChildren(eventTimeline(ev));
     $("#events").replaceChildren(...[...ev.events].reverse().map((e) => el("li", { class: e.kind },
       `${e.kind} ${shortBytes(e.size)} ${e.category ?? ""} at ${hex(e.address)}` +
       `${e.device == null ? "" : ` on chip ${e.device}`}${e.tag ? ` [${e.tag}]` : ""}`)));
@@ -281,9 +391,35 @@ async function showProcess(pid) {
     note.textContent = e.message;
     $("#allocs tbody").replaceChildren();
     $("#events").replaceChildren();
+    $("#timeline").replaceChildren();
     $("#alloc-count").textContent = "";
     $("#page-info").textContent = "";
   }
+}
+
+/** The recorded events on a time axis: allocations up, frees down, taller for bigger. */
+function eventTimeline(ev) {
+  const events = ev.events;
+  if (!events.length) return el("p", { class: "meta", text: "no events recorded" });
+  const W = 600, H = 60, mid = H / 2;
+  const t0 = events[0].time_ns, t1 = events[events.length - 1].time_ns;
+  const maxSize = Math.max(...events.map((e) => e.size), 1);
+  const svg = svgEl("svg", { class: "timeline", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none",
+    role: "img", "aria-label": `${events.length} events over ${((t1 - t0) / 1e9).toFixed(1)} s` });
+  svg.append(svgEl("line", { class: "axis", x1: 0, x2: W, y1: mid, y2: mid }));
+  const toUnix = (t) => ev.clock ? (ev.clock.unix_ns + t - ev.clock.monotonic_ns) / 1e6 : null;
+  for (const e of events) {
+    const xpos = t1 > t0 ? ((e.time_ns - t0) / (t1 - t0)) * (W - 2) + 1 : W / 2;
+    const len = 4 + (Math.log2(1 + e.size) / Math.log2(1 + maxSize)) * (mid - 6);
+    const line = svgEl("line", { class: e.kind, x1: xpos, x2: xpos, y1: mid, y2: e.kind === "alloc" ? mid - len : mid + len });
+    const title = svgEl("title");
+    const when = toUnix(e.time_ns);
+    title.textContent = `${e.kind} ${e.size.toLocaleString()} bytes of ${e.category ?? "?"} at ${hex(e.address)}` +
+      `${e.device == null ? "" : ` on chip ${e.device}`}${e.tag ? ` [${e.tag}]` : ""}${when ? `, ${new Date(when).toLocaleTimeString()}` : ""}`;
+    line.append(title);
+    svg.append(line);
+  }
+  return svg;
 }
 
 function route() {
@@ -344,6 +480,12 @@ async function main() {
   }
   $("#filter").addEventListener("input", renderProcesses);
   $("#fit-form").addEventListener("submit", (ev) => askFit(ev).catch(showError));
+  for (const b of document.querySelectorAll("#zoom button")) {
+    b.addEventListener("click", () => {
+      state.chart = { window: Number(b.dataset.window), from: null, to: null };
+      loadChipHistory(state.view.chip).catch(showError);
+    });
+  }
   for (const b of document.querySelectorAll("th button[data-asort]")) {
     b.addEventListener("click", () => {
       state.page.sort = b.dataset.asort;

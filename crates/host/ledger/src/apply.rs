@@ -5,10 +5,7 @@ use std::collections::VecDeque;
 
 use hashbrown::HashMap;
 
-use crate::{
-    Bucket, DeviceKey, Entry, Event, EventKind, FLIGHT_RECORDER_EVENTS, Ledger, Proc, ProcKey, ProcState, RecentEvent,
-    Tie, Totals,
-};
+use crate::{Bucket, DeviceKey, Entry, Event, EventKind, Ledger, Proc, ProcKey, ProcState, RecentEvent, Tie, Totals};
 
 /// Events applied at a time (a longer batch is applied in parts, with the same result).
 pub(crate) const MAX_BATCH: usize = 1 << 16;
@@ -171,7 +168,7 @@ impl Ledger {
 
     /// Applies a process's events in order. O(1) per event; the process, its current bucket
     /// and the device totals are looked up once per run of events that share them, and only
-    /// the batch's last [`FLIGHT_RECORDER_EVENTS`] events are written to the flight recorder.
+    /// the batch's last flight-recorder-length events are written to the flight recorder.
     pub fn apply_batch(&mut self, proc: ProcKey, events: &[Event]) {
         // Batch indices are u32 in the pairing table, and its scratch stays small.
         if events.len() > MAX_BATCH {
@@ -186,8 +183,10 @@ impl Ledger {
             stats,
             epoch_ns,
             transients,
+            recorder_events,
             ..
         } = self;
+        let recorder_events = *recorder_events;
         let Some(p) = procs.get_mut(&proc) else {
             stats.rejected += events.len() as u64;
             return;
@@ -206,11 +205,11 @@ impl Ledger {
         if let Some(first) = events.first() {
             p.ties.retain(|_, (t, _, _)| *t >= first.time_ns);
         }
-        // Only the batch's last FLIGHT_RECORDER_EVENTS applied events can stay in the recorder
+        // Only the batch's last `recorder_events` applied events can stay in the recorder
         // (rejected ones are never recorded, so they do not count).
         let mut recent_from = events.len();
         let mut recorded = 0;
-        while recent_from > 0 && recorded < FLIGHT_RECORDER_EVENTS {
+        while recent_from > 0 && recorded < recorder_events {
             recent_from -= 1;
             recorded += usize::from(known(&events[recent_from]));
         }
@@ -325,7 +324,7 @@ impl Ledger {
                 },
             };
             if i >= recent_from {
-                if p.recent.len() == FLIGHT_RECORDER_EVENTS {
+                while p.recent.len() >= recorder_events {
                     p.recent.pop_front();
                 }
                 p.recent.push_back(RecentEvent { event: *e, matched });

@@ -200,8 +200,12 @@ struct Proc {
     tags: HashMap<u32, Box<str>>,
 }
 
-/// How many events each process's flight recorder keeps.
+/// How many events each process's flight recorder keeps unless the ledger is told otherwise
+/// ([`Ledger::set_flight_recorder_events`]).
 pub const FLIGHT_RECORDER_EVENTS: usize = 256;
+
+/// The most events a flight recorder may be set to keep (about 40 MB per busy process).
+pub const MAX_FLIGHT_RECORDER_EVENTS: usize = 1 << 20;
 
 /// Ledger-wide counters (the daemon's own statistics).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,6 +228,7 @@ pub struct Ledger {
     epoch_ns: u64,
     stats: LedgerStats,
     transients: apply::Transients,
+    recorder_events: usize,
 }
 
 /// Why a query could not be answered.
@@ -262,7 +267,20 @@ impl Ledger {
             epoch_ns,
             stats: LedgerStats::default(),
             transients: apply::Transients::new(),
+            recorder_events: FLIGHT_RECORDER_EVENTS,
         }
+    }
+
+    /// Sets how many events each process's flight recorder keeps (1 to
+    /// [`MAX_FLIGHT_RECORDER_EVENTS`]): a longer recorder gives exports a longer trace. Recorders
+    /// already longer are trimmed at their next event.
+    pub fn set_flight_recorder_events(&mut self, events: usize) {
+        self.recorder_events = events.clamp(1, MAX_FLIGHT_RECORDER_EVENTS);
+    }
+
+    /// How many events each process's flight recorder keeps.
+    pub fn flight_recorder_events(&self) -> usize {
+        self.recorder_events
     }
 
     /// Adds a device or returns the key it has (same kind and non-zero hardware id). A device

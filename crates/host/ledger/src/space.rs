@@ -200,34 +200,60 @@ impl Ledger {
     /// Occupancy of one bank's address range cut into `cells` equal parts (0.0 free to 1.0
     /// full), for a memory map.
     pub fn occupancy(&self, dev: DeviceKey, category: &str, cells: usize) -> Result<Vec<f32>, QueryError> {
+        Ok(self.occupancy_by_owner(dev, category, cells)?.0)
+    }
+
+    /// [`Ledger::occupancy`] with, per cell, the process holding most of it (None: a free
+    /// cell), so a map can colour cells by owner.
+    pub fn occupancy_by_owner(
+        &self,
+        dev: DeviceKey,
+        category: &str,
+        cells: usize,
+    ) -> Result<(Vec<f32>, Vec<Option<ProcKey>>), QueryError> {
         let (cat, c) = self.address_space(dev, category)?;
         let cells = cells.clamp(1, 4096);
         let span = c.addr_end - c.addr_base;
         let width = span.div_ceil(cells as u64).max(1);
         let mut used = vec![0u64; cells];
+        // Per cell, the bytes of each owner in it: few owners share a cell, so a short list.
+        let mut owners: Vec<Vec<(ProcKey, u64)>> = vec![Vec::new(); cells];
         let banks = c.banks.max(1) as u64;
         let align = (c.alignment as u64).max(1);
-        for (start, end, _, _) in self.extents(dev, cat, banks, align) {
+        for (start, end, owner, _) in self.extents(dev, cat, banks, align) {
             let (s, e) = (
                 start.clamp(c.addr_base, c.addr_end) - c.addr_base,
                 end.clamp(c.addr_base, c.addr_end) - c.addr_base,
             );
             let mut at = s;
             while at < e {
-                let cell = (at / width) as usize;
-                let cell_end = ((cell as u64 + 1) * width).min(e);
-                used[cell.min(cells - 1)] += cell_end - at;
+                let cell = ((at / width) as usize).min(cells - 1);
+                let cell_end = ((cell as u64 + 1) * width).min(e).max(at + 1);
+                used[cell] += cell_end - at;
+                match owners[cell].iter_mut().find(|(k, _)| *k == owner) {
+                    Some((_, b)) => *b += cell_end - at,
+                    None => owners[cell].push((owner, cell_end - at)),
+                }
                 at = cell_end;
             }
         }
-        Ok(used
+        let fill = used
             .iter()
             .enumerate()
             .map(|(i, &u)| {
                 let cell_span = width.min(span - (i as u64 * width).min(span)).max(1);
                 (u as f64 / cell_span as f64).min(1.0) as f32
             })
-            .collect())
+            .collect();
+        let top = owners
+            .iter()
+            .map(|o| {
+                o.iter()
+                    .max_by_key(|(k, b)| (*b, std::cmp::Reverse(*k)))
+                    .map(|(k, _)| *k)
+            })
+            .collect();
+        Ok((fill, top))
     }
 
     /// Can `bytes` of `category` be allocated on `dev` now? Interleaving over the category's

@@ -154,6 +154,26 @@ fn flight_recorder_keeps_the_last_events() {
 }
 
 #[test]
+fn a_longer_flight_recorder_keeps_more_and_a_shorter_one_trims() {
+    let mut l = Ledger::new(0);
+    l.add_device(dram(1));
+    l.add_process(ProcKey(1));
+    l.set_flight_recorder_events(600);
+    for i in 0..1000 {
+        l.apply(ProcKey(1), &ev(EventKind::Alloc, 0, i * 64, 1, i));
+    }
+    assert_eq!(l.recent(ProcKey(1)).unwrap().len(), 600);
+    assert_eq!(l.recent(ProcKey(1)).unwrap().front().unwrap().event.address, 400 * 64);
+    l.set_flight_recorder_events(10);
+    l.apply(ProcKey(1), &ev(EventKind::Alloc, 0, 1000 * 64, 1, 1000));
+    let rec = l.recent(ProcKey(1)).unwrap();
+    assert_eq!(rec.len(), 10);
+    assert_eq!(rec.front().unwrap().event.address, 991 * 64);
+    l.set_flight_recorder_events(0);
+    assert_eq!(l.flight_recorder_events(), 1);
+}
+
+#[test]
 fn pages_sort_and_slice() {
     let mut l = Ledger::new(0);
     l.add_device(dram(1));
@@ -430,6 +450,20 @@ fn occupancy_cuts_the_range_into_cells() {
     assert_eq!(o, vec![1.0, 0.0, 0.5, 0.0]);
     assert_eq!(l.occupancy(DeviceKey(0), "DRAM", 1).unwrap(), vec![0.375]);
     assert!(l.occupancy(DeviceKey(0), "L1", 4).is_err());
+}
+
+#[test]
+fn each_cell_of_a_map_names_the_process_holding_most_of_it() {
+    let mut l = Ledger::new(0);
+    l.add_device(dram(1));
+    l.add_process(ProcKey(1));
+    l.add_process(ProcKey(2));
+    l.apply(ProcKey(1), &ev(EventKind::Alloc, 0, 0, 256, 0)); // cell 0, whole
+    l.apply(ProcKey(2), &ev(EventKind::Alloc, 0, 512, 64, 0)); // cell 2: 64 bytes of process 2
+    l.apply(ProcKey(1), &ev(EventKind::Alloc, 0, 576, 32, 0)); // and 32 of process 1
+    let (fill, owners) = l.occupancy_by_owner(DeviceKey(0), "DRAM", 4).unwrap();
+    assert_eq!(fill, vec![1.0, 0.0, 0.375, 0.0]);
+    assert_eq!(owners, vec![Some(ProcKey(1)), None, Some(ProcKey(2)), None]);
 }
 
 proptest! {

@@ -64,6 +64,13 @@ pub async fn check(shared: &Arc<Shared>, target: &[u8], uid: Option<u32>) -> Res
             )),
         };
     }
+    if status.is_success() && content_type == "application/octet-stream" && uri.path().ends_with("/export") {
+        // A memory-viz export is a pickle; it must be one.
+        return match body.first() {
+            Some(0x80) => Ok(()),
+            _ => Err(format!("{uri}: an export that is not a pickle")),
+        };
+    }
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| format!("{uri}: not JSON ({e}): {}", String::from_utf8_lossy(&body)))?;
     if !status.is_success() && value["error"].as_str().is_none_or(str::is_empty) {

@@ -65,10 +65,11 @@ pub(super) async fn map(State(s): State<Arc<Shared>>, P(id): P<u32>, Q(q): Q<Map
     let category = q.category.unwrap_or_else(|| "DRAM".into());
     let c = s.collector.read();
     let dk = ledger_device(&c, id)?;
-    let cells = c
+    let (cells, owners) = c
         .ledger()
-        .occupancy(dk, &category, q.cells.unwrap_or(64))
+        .occupancy_by_owner(dk, &category, q.cells.unwrap_or(64))
         .map_err(|e| bad(e.to_string()))?;
+    let owners = owners.into_iter().map(|k| k.and_then(|k| c.pid_of(k))).collect();
     let fragmentation = c
         .ledger()
         .fragmentation(dk, &category)
@@ -81,6 +82,7 @@ pub(super) async fn map(State(s): State<Arc<Shared>>, P(id): P<u32>, Q(q): Q<Map
         device: id,
         category,
         cells,
+        owners,
         addr_base,
         addr_end,
         fragmentation,

@@ -119,6 +119,7 @@ fn the_example_config_is_valid_and_documents_every_key() {
     assert_eq!(f.max_regions_per_user, Some(DEFAULT_MAX_REGIONS_PER_USER));
     assert_eq!(f.max_exited_processes, Some(DEFAULT_MAX_EXITED_PROCESSES));
     assert_eq!(f.max_exited_allocations, Some(DEFAULT_MAX_EXITED_ALLOCATIONS));
+    assert_eq!(f.flight_recorder_events, Some(DEFAULT_FLIGHT_RECORDER_EVENTS));
     assert!(f.api_token_file.is_some() && f.api_tcp_detail == Some(false));
     assert_eq!(f.hostname.as_deref(), Some(""));
     // The rules written out are exactly the built-in ones.
