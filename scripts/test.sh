@@ -16,12 +16,22 @@ else
     echo "ttnn: not installed (see above); the real-runtime tests will say why"
 fi
 
+# The Python package (python/), built with maturin into target/python-venv, and into the ttnn
+# venv for the plugin's real-runtime test.
+echo "== python package"
+PY=$(./scripts/setup-python.sh | tail -n 1)
+
 echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+
+echo "== mypy --strict (the package's type hints, python/ttmem)"
+"$PY" -m mypy --strict --no-incremental python/ttmem
+echo "== pytest (python/tests)"
+TTMEM_BIN=$PWD/target/debug/ttmem "$PY" -m pytest -q -p no:cacheprovider python/tests
 
 echo "== miri"
 miri_ok=0

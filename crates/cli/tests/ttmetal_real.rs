@@ -533,3 +533,50 @@ fn under_ttmem_run_n150_buffers_are_in_the_ledger() {
 fn under_ttmem_run_n300_mesh_buffers_are_on_both_chips() {
     every_tensor_is_a_ledger_allocation_at_its_address(N300);
 }
+
+/// The Python package in a real use: a ttnn test suite on a mock n150 run with `pytest
+/// --ttmem-leaks` in the ttnn venv (scripts/setup-python.sh installs the wheel there). The
+/// leaky test fails naming the DRAM it kept, the clean one passes, and
+/// `ttmem.memory_allocated()` follows a tensor, all through TT-Metal's counter files.
+#[test]
+fn the_pytest_plugin_catches_a_leak_in_a_ttnn_suite_on_a_mock_chip() {
+    let Some(rt) = runtime() else { return };
+    let has_ttmem = Command::new(&rt.python)
+        .args(["-c", "import ttmem, pytest"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_ttmem {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must test the pytest plugin under ttnn: scripts/setup-python.sh installs ttmem into {}",
+            rt.python.display()
+        );
+        eprintln!("SKIPPED: ttmem is not installed in the ttnn venv (run scripts/setup-python.sh)");
+        return;
+    }
+    let cluster = Cluster::new(N150);
+    cluster.prepare(rt);
+    let regions = tempfile::tempdir().unwrap();
+    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ttmetal/ttnn_suite.py");
+    let mut c = Command::new(&rt.python);
+    rt.environment(&mut c, cluster.board, &cluster.yaml, cluster.work.path());
+    let out = c
+        .args(["-m", "pytest", "-p", "no:cacheprovider", "--ttmem-leaks", "-v"])
+        .arg(&suite)
+        .env("TTMEM_DIR", regions.path())
+        .env_remove("TTMEM_API_SOCKET")
+        .env_remove("TTMEM_TT_METAL_DIR")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("ttnn_suite.py::test_clean PASSED"), "{text}");
+    assert!(
+        text.contains("ttnn_suite.py::test_memory_allocated_follows_the_tensor PASSED"),
+        "{text}"
+    );
+    assert!(text.contains("ERROR at teardown of test_leaky"), "{text}");
+    assert!(text.contains("(tt-metal-shm source)"), "{text}");
+    assert!(text.contains("DRAM: +2.0 MiB (2097152 bytes)"), "{text}");
+    assert!(text.contains("1 error"), "{text}");
+}

@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+pub mod source;
+pub mod sse;
+
 /// Where the daemon listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
@@ -109,7 +112,7 @@ pub enum ApiError {
 }
 
 /// A connected socket of either kind.
-trait Stream: Read + Write {
+trait Stream: Read + Write + Send + Sync {
     /// Bounds every read and write, so a stalled daemon cannot hang a monitor.
     fn set_timeouts(&self, timeout: Duration) -> std::io::Result<()>;
 }
