@@ -55,13 +55,7 @@ fn live_sums(live: &[Value]) -> BTreeMap<(u64, String), u64> {
 
 #[test]
 fn the_perfetto_trace_matches_the_ledger_event_by_event() {
-    let d = Daemon::start_with("flight_recorder_events = 200000\n");
-    let h = hold(&d.regions, "training", "n150", 0, 30);
-    let pid = pid(&h);
-    wait_until(|| {
-        d.process(pid)
-            .is_some_and(|p| assert_matches_model_quiet(&p, &h.summary))
-    });
+    let (d, h, pid) = drained("training", "n150", 30);
     let (events, live) = ledger(&d, pid);
     let recorded = events["events"].as_array().unwrap();
     assert!(recorded.len() > 50, "a real workload's events: {}", recorded.len());
@@ -177,6 +171,19 @@ fn the_perfetto_trace_matches_the_ledger_event_by_event() {
     drop(h);
 }
 
+/// A daemon whose flight recorder keeps every event, holding a workload it has drained (its
+/// totals are the workload allocator's own).
+fn drained(profile: &str, shape: &str, steps: u32) -> (Daemon, Held, u64) {
+    let d = Daemon::start_with("flight_recorder_events = 200000\n");
+    let h = hold(&d.regions, profile, shape, 0, steps);
+    let pid = pid(&h);
+    wait_until(|| {
+        d.process(pid)
+            .is_some_and(|p| assert_matches_model_quiet(&p, &h.summary))
+    });
+    (d, h, pid)
+}
+
 fn ttmem_model_now_s() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -222,13 +229,7 @@ json.dump(data, sys.stdout)
 
 #[test]
 fn the_memory_viz_snapshot_holds_the_live_buffers_and_the_events() {
-    let d = Daemon::start_with("flight_recorder_events = 200000\n");
-    let h = hold(&d.regions, "llm-inference", "n300", 0, 20);
-    let pid = pid(&h);
-    wait_until(|| {
-        d.process(pid)
-            .is_some_and(|p| assert_matches_model_quiet(&p, &h.summary))
-    });
+    let (d, h, pid) = drained("llm-inference", "n300", 20);
     let (events, live) = ledger(&d, pid);
     let recorded = events["events"].as_array().unwrap();
     let snap = unpickle(&export(&d, pid, "memory-viz", &[]), d._dir.path());

@@ -182,19 +182,8 @@ pub fn get_conditional(
         endpoint: endpoint.clone(),
         source,
     };
-    let host = match endpoint {
-        Endpoint::Tcp(h) => h.as_str(),
-        Endpoint::Unix(_) => "localhost",
-    };
     let condition = etag.map(|e| format!("If-None-Match: {e}\r\n")).unwrap_or_default();
-    let auth = token()
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n{condition}{auth}Connection: close\r\n\r\n"
-    )
-    .map_err(io)?;
+    write_get(&mut s, endpoint, path, "application/json", &condition).map_err(io)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(io)?;
     let (status, body) = parse_response(&raw).map_err(|why| ApiError::Protocol {
@@ -202,6 +191,22 @@ pub fn get_conditional(
         why,
     })?;
     Ok((status, header(&raw, "etag"), body))
+}
+
+/// Writes `GET path` with the host, `Accept`, any `extra` header lines, and the API token when
+/// one is set; the answer ends the connection.
+fn write_get(s: &mut dyn Write, endpoint: &Endpoint, path: &str, accept: &str, extra: &str) -> std::io::Result<()> {
+    let host = match endpoint {
+        Endpoint::Tcp(h) => h.as_str(),
+        Endpoint::Unix(_) => "localhost",
+    };
+    let auth = token()
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: {accept}\r\n{extra}{auth}Connection: close\r\n\r\n"
+    )
 }
 
 /// The variable that holds the daemon's API token, which grants a TCP reader the detail the

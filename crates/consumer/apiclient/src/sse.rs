@@ -1,10 +1,10 @@
 //! The daemon's Server-Sent Events stream (`/api/v1/stream`), read as it comes: a blocking
 //! iterator of events for scripts (the Python package's `Client.stream()`).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::time::Duration;
 
-use crate::{ApiError, Endpoint, Stream, connect, token};
+use crate::{ApiError, Endpoint, Stream, connect, write_get};
 
 /// One event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,18 +36,7 @@ pub fn open(endpoint: &Endpoint, path: &str, timeout: Duration) -> Result<EventS
         endpoint: endpoint.clone(),
         source,
     };
-    let host = match endpoint {
-        Endpoint::Tcp(h) => h.as_str(),
-        Endpoint::Unix(_) => "localhost",
-    };
-    let auth = token()
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .map_err(io)?;
+    write_get(&mut s, endpoint, path, "text/event-stream", "").map_err(io)?;
     let mut reader = BufReader::new(s);
     let protocol = |why: String| ApiError::Protocol {
         endpoint: endpoint.clone(),
@@ -203,6 +192,7 @@ impl EventStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use std::os::unix::net::UnixListener;
 
     /// A server that answers one request with `answer`, then closes.

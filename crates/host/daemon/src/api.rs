@@ -464,14 +464,7 @@ fn allocation(pid: u32, devices: &HashMap<DeviceKey, u32>, a: ttmem_ledger::Allo
 async fn events(State(s): State<Arc<Shared>>, viewer: Viewer, P(pid): P<u32>) -> ApiResult<api::Events> {
     let c = s.collector.read();
     let key = detail_of(&c, viewer, pid, "events")?;
-    let devices = c.device_ids();
-    let events = c
-        .ledger()
-        .recent(key)
-        .into_iter()
-        .flatten()
-        .map(|r| event_of(&c, key, &devices, r))
-        .collect();
+    let events = recorded_events(&c, key, &c.device_ids());
     Ok(Json(api::Events {
         pid,
         state: c.ledger().state(key),
@@ -481,6 +474,20 @@ async fn events(State(s): State<Arc<Shared>>, viewer: Viewer, P(pid): P<u32>) ->
             unix_ns: ttmem_model::now_ns(),
         }),
     }))
+}
+
+/// A process's flight recorder, oldest first, as the API names its events.
+fn recorded_events(
+    c: &Collector,
+    key: ttmem_ledger::ProcKey,
+    devices: &HashMap<DeviceKey, u32>,
+) -> Vec<api::RecentEvent> {
+    c.ledger()
+        .recent(key)
+        .into_iter()
+        .flatten()
+        .map(|r| event_of(c, key, devices, r))
+        .collect()
 }
 
 /// A flight-recorder event as the API names it.

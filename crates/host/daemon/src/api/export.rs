@@ -13,7 +13,7 @@ use ttmem_ledger::SortBy;
 use ttmem_model::api;
 
 use super::extract::{P, Q};
-use super::{ApiError, Shared, Viewer, allocation, bad, detail_of, event_of, not_found};
+use super::{ApiError, Shared, Viewer, allocation, bad, detail_of, not_found, recorded_events};
 
 #[derive(Deserialize)]
 pub(super) struct ExportQuery {
@@ -69,13 +69,7 @@ fn gather(s: &Shared, viewer: Viewer, pid: u32, since_s: Option<u64>) -> Result<
         .into_iter()
         .map(|a| allocation(pid, &devices, a))
         .collect();
-    let events: Vec<api::RecentEvent> = c
-        .ledger()
-        .recent(key)
-        .into_iter()
-        .flatten()
-        .map(|r| event_of(&c, key, &devices, r))
-        .collect();
+    let events = recorded_events(&c, key, &devices);
     let table = c.device_table();
     let now_s = clock.unix_ns / 1_000_000_000;
     let from = since_s
