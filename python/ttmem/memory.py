@@ -7,8 +7,9 @@ Which source answers, in this order:
    of the process's region (every thread's reports); ``max_memory_allocated`` is the exact peak
    of what was reported since the process started or since :func:`reset_peak_memory_stats`.
    No daemon is needed.
-2. **Otherwise, what the sources see of this pid**, by the rule of :func:`ttmem.snapshot`
-   (the daemon if one runs for this directory, else the local sources): a ttnn process seen
+2. **Otherwise, what the sources see of this pid**, read directly (``TTMEM_DIR``'s regions,
+   TT-Metal's counter files; exact and immediate, where a daemon answers as of its last
+   drain): a ttnn process seen
    through TT-Metal's own counter files (bytes per chip and buffer type), or one started under
    ``ttmem run`` (every buffer, through the preload's region). ``device`` N is the N-th chip the
    process uses, in host device-id order. ``max_memory_allocated`` is the source's peak since
@@ -37,8 +38,11 @@ _reset_at: Dict[Tuple[int, str], Tuple[float, int, int]] = {}
 
 
 def _own_process() -> Tuple[Snapshot, Optional[Process], List[ProcessDevice]]:
-    """This process as the sources see it, and its devices in id order (None: unseen)."""
-    snap = snapshot()
+    """This process as the sources see it, and its devices in id order (None: unseen). The
+    local sources are read directly, not through a daemon: a process may always read its own
+    region and counter files, and so gets exact values at once, not as of the daemon's last
+    drain."""
+    snap = snapshot(no_daemon=True)
     proc = next((p for p in snap.processes if p.pid == os.getpid() and p.running), None)
     if proc is None:
         return snap, None, []

@@ -1,7 +1,7 @@
 """pytest plugin (registered through the ``pytest11`` entry point):
 
 - ``--ttmem-leaks``: a test that ends (after its fixtures' teardown) holding more device memory
-  than it started with fails, listing the leaked buffers (address, size, buffer type, tag)
+  than it started with (once its fixtures were set up) fails, listing the leaked buffers (address, size, buffer type, tag)
   where the source has them: buffers reported through :class:`ttmem.Tracker` always; a
   process under ``ttmem run`` or one a daemon's ledger knows, from the daemon; TT-Metal's
   counter files give bytes only.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Generator, List, Optional, Set, Tuple
 
@@ -25,7 +26,8 @@ import pytest
 
 from . import _native, memory, tracker
 from .client import Client, snapshot
-from .errors import TtmemError
+from ._types import Allocation
+from .errors import DaemonError, TtmemError
 
 Key = Tuple[str, str]  # (device label, buffer type)
 
@@ -88,7 +90,8 @@ def read() -> Reading:
                 r.peak[key] = peak
                 r.capacity[key] = capacities[ci] if ci < len(capacities) else 0
         return r
-    snap = snapshot()
+    # The local sources directly, as ttmem.memory does: exact and immediate.
+    snap = snapshot(no_daemon=True)
     proc = next((p for p in snap.processes if p.pid == os.getpid() and p.running), None)
     r.source = proc.source if proc is not None else "none"
     for i, pd in enumerate(sorted(proc.devices, key=lambda x: x.id) if proc else []):
@@ -113,16 +116,21 @@ class TtmemPlugin:
         self.results: List[Tuple[str, Reading, Reading]] = []
         self.start: Dict[str, Reading] = {}
         self.buffers_before: Dict[str, Set[Tuple[int, str, int]]] = {}
+        self.ledger_before: Dict[str, Optional[Set[Tuple[Optional[int], str, int]]]] = {}
         tracker.keep_buffers(True)
 
-    # Measure before the test's fixtures are set up, and after they are torn down.
-    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    # Measure once the test's fixtures are set up (a module's device or weights are not the
+    # test's), and again after they are torn down (a fixture may free what it held).
+    @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
+        yield
         if tracker.registered_devices():
             _native.reset_peak()
         self.start[item.nodeid] = read()
         self.buffers_before[item.nodeid] = {(d.index, c, a) for d, c, a, _, _ in tracker.live_buffers()}
-        yield
+        start = self.start[item.nodeid]
+        if self.leaks and start.source not in ("tracker", "none", "tt-metal-shm"):
+            self.ledger_before[item.nodeid] = _ledger_keys(start)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
@@ -180,15 +188,20 @@ class TtmemPlugin:
         leaked: List[Tuple[Any, str, int, int, Optional[str]]] = [
             b for b in tracker.live_buffers() if (b[0].index, b[1], b[2]) not in before
         ]
-        if not leaked and end.source != "tracker":
-            leaked = _ledger_leaks()
+        ledger_before = self.ledger_before.pop(item.nodeid, None)
+        if not leaked and ledger_before is not None:
+            leaked = _ledger_leaks(ledger_before, grown)
         if leaked:
             lines.append("  leaked buffers:")
             for dev, cat, address, size, tag in leaked[:50]:
-                name = dev.name if hasattr(dev, "name") else str(dev)
+                name = dev.name if hasattr(dev, "name") else f"id {dev}"
                 lines.append(f"    {hex(address)}  {_short(size):>10}  {cat:<8} device {name}  tag {tag or '-'}")
             if len(leaked) > 50:
                 lines.append(f"    ... and {len(leaked) - 50} more")
+        elif end.source == "tt-metal-shm":
+            lines.append(
+                "  (TT-Metal's counter files give bytes, not buffers: run the tests under `ttmem run` with `ttmem serve` up to list them)"
+            )
         return lines
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -197,27 +210,83 @@ class TtmemPlugin:
         tr = terminalreporter
         tr.section("ttmem device memory per test")
         for nodeid, start, end in self.results:
-            keys = sorted(k for k in end.bytes if end.bytes[k] or start.bytes.get(k) or end.peak.get(k))
+            seen = set(start.bytes) | set(end.bytes)
+            keys = sorted(k for k in seen if end.bytes.get(k) or start.bytes.get(k) or end.peak.get(k))
             if not keys:
                 tr.write_line(f"{nodeid}: no device memory")
                 continue
             parts = []
             for k in keys:
-                delta = end.bytes[k] - start.bytes.get(k, 0)
+                now = end.bytes.get(k, 0)
+                delta = now - start.bytes.get(k, 0)
                 parts.append(
-                    f"{k[1]}@{k[0]} end {_short(end.bytes[k])} peak {_short(end.peak.get(k, 0))} {'+' if delta >= 0 else ''}{_short(delta)}"
+                    f"{k[1]}@{k[0]} end {_short(now)} peak {_short(max(end.peak.get(k, 0), now, start.bytes.get(k, 0)))} {'+' if delta >= 0 else ''}{_short(delta)}"
                 )
             tr.write_line(f"{nodeid}: " + "; ".join(parts))
 
 
-def _ledger_leaks() -> List[Tuple[Any, str, int, int, Optional[str]]]:
-    """Live buffers the daemon's ledger lists for this process (newest first), when a daemon
-    runs and knows them (a process under ``ttmem run``)."""
-    try:
-        items = Client().allocations(os.getpid(), sort="age")
-    except (TtmemError, ValueError):
-        return []
-    return [(a.device, a.category, a.address, a.size, a.tag) for a in items if a.age_s < 3600][:50]
+def _by_category(amounts: Dict[Key, int]) -> Dict[str, int]:
+    out: Dict[str, int] = {}
+    for (_, cat), n in amounts.items():
+        out[cat] = out.get(cat, 0) + n
+    return out
+
+
+def _ledger_now(deadline: float) -> Optional[List[Allocation]]:
+    """This process's allocations in the daemon's ledger; None when no daemon answers, or it
+    has not attached this process by ``deadline`` (it attaches a new region within its drain
+    interval)."""
+    client = Client()
+    while True:
+        try:
+            return client.allocations(os.getpid())
+        except DaemonError as e:
+            if e.status != 404 or time.monotonic() > deadline:
+                return None
+        except (TtmemError, ValueError):
+            return None
+        time.sleep(0.05)
+
+
+def _ledger_keys(now: Reading, wait_s: float = 3.0) -> Optional[Set[Tuple[Optional[int], str, int]]]:
+    """This process's live allocations in a daemon's ledger (None: no daemon knows them),
+    once the ledger has caught up with the counters read in ``now`` (it drains at its own
+    pace)."""
+    want = _by_category(now.bytes)
+    deadline = time.monotonic() + wait_s
+    while True:
+        allocs = _ledger_now(deadline)
+        if allocs is None:
+            return None
+        got: Dict[str, int] = {}
+        for a in allocs:
+            got[a.category] = got.get(a.category, 0) + a.size
+        if all(got.get(c, 0) == n for c, n in want.items()) or time.monotonic() > deadline:
+            return {(a.device, a.category, a.address) for a in allocs}
+        time.sleep(0.05)
+
+
+def _ledger_leaks(
+    before: Set[Tuple[Optional[int], str, int]], grown: Dict[Key, int], wait_s: float = 3.0
+) -> List[Tuple[Any, str, int, int, Optional[str]]]:
+    """The allocations the ledger gained since ``before`` (a process under ``ttmem run``, whose
+    every buffer the daemon knows). The daemon drains events on its own pace, so this waits up
+    to ``wait_s`` for the new allocations to add up to what the counters say grew."""
+    want = _by_category(grown)
+    deadline = time.monotonic() + wait_s
+    new: List[Any] = []
+    while True:
+        allocs = _ledger_now(deadline)
+        if allocs is None:
+            return []
+        new = [a for a in allocs if (a.device, a.category, a.address) not in before]
+        got: Dict[str, int] = {}
+        for a in new:
+            got[a.category] = got.get(a.category, 0) + a.size
+        if all(got.get(cat, 0) >= n for cat, n in want.items()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return [(a.device, a.category, a.address, a.size, a.tag) for a in sorted(new, key=lambda a: (a.category, a.address))]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

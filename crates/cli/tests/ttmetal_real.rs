@@ -534,42 +534,57 @@ fn under_ttmem_run_n300_mesh_buffers_are_on_both_chips() {
     every_tensor_is_a_ledger_allocation_at_its_address(N300);
 }
 
-/// The Python package in a real use: a ttnn test suite on a mock n150 run with `pytest
-/// --ttmem-leaks` in the ttnn venv (scripts/setup-python.sh installs the wheel there). The
-/// leaky test fails naming the DRAM it kept, the clean one passes, and
-/// `ttmem.memory_allocated()` follows a tensor, all through TT-Metal's counter files.
-#[test]
-fn the_pytest_plugin_catches_a_leak_in_a_ttnn_suite_on_a_mock_chip() {
-    let Some(rt) = runtime() else { return };
-    let has_ttmem = Command::new(&rt.python)
+/// Whether the ttnn venv has the Python package (scripts/setup-python.sh installs it there);
+/// CI must have it.
+fn ttmem_in_ttnn_venv(rt: &MockRuntime) -> bool {
+    let has = Command::new(&rt.python)
         .args(["-c", "import ttmem, pytest"])
         .status()
         .is_ok_and(|s| s.success());
-    if !has_ttmem {
+    if !has {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must test the pytest plugin under ttnn: scripts/setup-python.sh installs ttmem into {}",
             rt.python.display()
         );
         eprintln!("SKIPPED: ttmem is not installed in the ttnn venv (run scripts/setup-python.sh)");
+    }
+    has
+}
+
+/// `python -m pytest --ttmem-leaks -v ttnn_suite.py` on a mock chip, as `command` starts it
+/// (plain, or under `ttmem run`); its whole output.
+fn run_ttnn_suite(rt: &MockRuntime, cluster: &Cluster, mut c: Command) -> (Option<i32>, String) {
+    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ttmetal/ttnn_suite.py");
+    rt.environment(&mut c, cluster.board, &cluster.yaml, cluster.work.path());
+    let out = c
+        .args(["-m", "pytest", "-p", "no:cacheprovider", "--ttmem-leaks", "-v"])
+        .arg(&suite)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), text)
+}
+
+/// The Python package in a real use: a ttnn test suite on a mock n150 run with `pytest
+/// --ttmem-leaks` in the ttnn venv. The leaky test fails naming the DRAM it kept, the clean one
+/// passes, and `ttmem.memory_allocated()` follows a tensor, all through TT-Metal's counter
+/// files (which give bytes, not buffers).
+#[test]
+fn the_pytest_plugin_catches_a_leak_in_a_ttnn_suite_on_a_mock_chip() {
+    let Some(rt) = runtime() else { return };
+    if !ttmem_in_ttnn_venv(rt) {
         return;
     }
     let cluster = Cluster::new(N150);
     cluster.prepare(rt);
     let regions = tempfile::tempdir().unwrap();
-    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ttmetal/ttnn_suite.py");
     let mut c = Command::new(&rt.python);
-    rt.environment(&mut c, cluster.board, &cluster.yaml, cluster.work.path());
-    let out = c
-        .args(["-m", "pytest", "-p", "no:cacheprovider", "--ttmem-leaks", "-v"])
-        .arg(&suite)
-        .env("TTMEM_DIR", regions.path())
+    c.env("TTMEM_DIR", regions.path())
         .env_remove("TTMEM_API_SOCKET")
-        .env_remove("TTMEM_TT_METAL_DIR")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+        .env_remove("TTMEM_TT_METAL_DIR");
+    let (code, text) = run_ttnn_suite(rt, &cluster, c);
+    assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("ttnn_suite.py::test_clean PASSED"), "{text}");
     assert!(
         text.contains("ttnn_suite.py::test_memory_allocated_follows_the_tensor PASSED"),
@@ -578,5 +593,57 @@ fn the_pytest_plugin_catches_a_leak_in_a_ttnn_suite_on_a_mock_chip() {
     assert!(text.contains("ERROR at teardown of test_leaky"), "{text}");
     assert!(text.contains("(tt-metal-shm source)"), "{text}");
     assert!(text.contains("DRAM: +2.0 MiB (2097152 bytes)"), "{text}");
+    assert!(text.contains("run the tests under `ttmem run`"), "{text}");
+    assert!(
+        text.contains("test_leaky: DRAM@0:tt:0 end 2.0 MiB peak 2.0 MiB +2.0 MiB"),
+        "{text}"
+    );
+    assert!(
+        text.contains("test_memory_allocated_follows_the_tensor: DRAM@0:tt:0 end 0 B peak 2.0 MiB -2.0 MiB"),
+        "{text}"
+    );
+    assert!(text.contains("1 error"), "{text}");
+}
+
+/// The same suite under `ttmem run` with a daemon: the preload reports every buffer, so the
+/// leak report lists the tensor the leaky test kept, at the address ttnn gave it, from the
+/// daemon's ledger.
+#[test]
+fn under_ttmem_run_the_pytest_plugin_names_the_leaked_tensor() {
+    let Some(rt) = runtime() else { return };
+    if !ttmem_in_ttnn_venv(rt) {
+        return;
+    }
+    preload_library();
+    let cluster = Cluster::new(N150);
+    cluster.prepare(rt);
+    let d = Daemon::start_reading(tempfile::tempdir().unwrap(), Path::new("/dev/shm"));
+    let mut c = ttmem(&d.regions);
+    c.args(["--tt-metal-dir", "/dev/shm", "run", "--"])
+        .arg(&rt.python)
+        .env("TTMEM_API_SOCKET", &d.socket);
+    if std::env::var_os("TTMEM_DEBUG_SUITE").is_some() {
+        rt.environment(&mut c, cluster.board, &cluster.yaml, cluster.work.path());
+        let o = c.arg("/tmp/dbg.py").output().unwrap();
+        panic!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let (code, text) = run_ttnn_suite(rt, &cluster, c);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("ERROR at teardown of test_leaky"), "{text}");
+    assert!(text.contains("(region source)"), "{text}");
+    assert!(text.contains("DRAM: +2.0 MiB (2097152 bytes)"), "{text}");
+    let listed: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.contains("leaked buffers:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("    0x"))
+        .collect();
+    assert_eq!(listed.len(), 1, "one leaked tensor: {text}");
+    assert!(listed[0].contains("2.0 MiB") && listed[0].contains("DRAM"), "{text}");
+    assert!(text.contains("ttnn_suite.py::test_clean PASSED"), "{text}");
     assert!(text.contains("1 error"), "{text}");
 }
