@@ -16,14 +16,21 @@ from conftest import wait_until
 def held(daemon, workloads):
     """A daemon holding a training workload on an n300, drained."""
     w = workloads("training", "n300", 8)
-    want = sum(c["categories"][0]["buffers"] for c in w.summary["chips"])
     client = ttmem.Client(api_socket=daemon.socket)
 
     def drained() -> bool:
-        try:
-            return len(client.allocations(w.pid)) >= want
-        except ttmem.DaemonError:
+        # The daemon's counters and its ledger both hold what the workload's allocator says.
+        p = client.snapshot().process(w.pid)
+        if p is None:
             return False
+        devices = sorted(p.devices, key=lambda d: d.id)
+        for chip, d in zip(w.summary["chips"], devices):
+            for c in chip["categories"]:
+                got = d.category(c["name"])
+                if got is None or (got.bytes, got.count) != (c["allocated"], c["buffers"]):
+                    return False
+        want = sum(c["buffers"] for chip in w.summary["chips"] for c in chip["categories"])
+        return len(devices) == len(w.summary["chips"]) and len(client.allocations(w.pid)) == want
 
     wait_until(drained, what="the daemon to list the workload's allocations")
     return client, w
