@@ -84,6 +84,24 @@ fn the_dashboard_shows_the_hosts_chips_processes_and_alerts_live() {
 
     // DRAM over time: a line per chip, from the history and then the stream.
     b.wait_for("!!document.querySelector('[data-device=\"0\"] svg.spark path')");
+    // Hovering a chip's line reads its exact bytes, and keeps them through live redraws.
+    let spark = b.eval("(() => { const r = document.querySelector('[data-device=\"0\"] svg.spark').getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; })()");
+    let s: Vec<f64> = spark.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    b.page(
+        "Input.dispatchMouseEvent",
+        json!({"type": "mouseMoved", "x": s[0] + s[2] - 1.0, "y": s[1] + s[3] / 2.0}),
+    );
+    let chip0 = d.get("/api/v1/devices")["devices"][0]["categories"][0]["used"]
+        .as_u64()
+        .unwrap();
+    let readout = format!("{} bytes of DRAM", format_thousands(chip0));
+    b.wait_for(&format!(
+        "document.querySelector('[data-spark=\"0\"] .spark-readout').textContent.endsWith('{readout}')"
+    ));
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    b.wait_for(&format!(
+        "document.querySelector('[data-spark=\"0\"] .spark-readout').textContent.endsWith('{readout}')"
+    ));
     b.screenshot("dashboard-host");
 
     // The chip page: a map per buffer type with the largest free block outlined, and the fit

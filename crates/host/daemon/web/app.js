@@ -13,6 +13,13 @@ const el = (tag, attrs = {}, ...children) => {
   return e;
 };
 
+const SVG = "http://www.w3.org/2000/svg";
+const svgEl = (tag, attrs = {}) => {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  return e;
+};
+
 /** Bytes in short binary units, as `ttmem ps` writes them. */
 export function shortBytes(n) {
   const units = ["B", "K", "M", "G", "T", "P"];
@@ -31,6 +38,7 @@ const state = {
   view: { name: "overview" },
   page: { pid: 0, offset: 0, sort: "size", limit: 50 },
   chart: { window: 600, from: null, to: null }, // the chip page's history window (null: up to now)
+  hover: null,       // { device, frac }: the overview line hovered, kept across redraws
 };
 
 const HISTORY_S = 600;
@@ -59,14 +67,12 @@ function gauge(cat) {
     el("span", { class: "pct", text: cat.total > 0 ? `${pct.toFixed(0)}%` : shortBytes(cat.used) }));
 }
 
-/** DRAM over the last minutes: the history's steps, carried on to now at today's value. */
-function sparkline(history, now, current) {
+/** DRAM over the last minutes: the history's steps, carried on to now at today's value.
+ * Hovering reads the exact bytes at that time (kept across live redraws); a click opens the
+ * chip page, whose charts zoom. */
+function sparkline(id, history, now, current) {
   const points = history.length ? [...history, [now, current]] : [[now - 1, current], [now, current]];
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("class", "spark");
-  svg.setAttribute("viewBox", "0 0 200 36");
-  svg.setAttribute("preserveAspectRatio", "none");
+  const svg = svgEl("svg", { class: "spark", viewBox: "0 0 200 36", preserveAspectRatio: "none" });
   const t0 = points[0][0], t1 = points[points.length - 1][0];
   const max = Math.max(...points.map((p) => p[1]), 1);
   let d = "";
@@ -75,13 +81,32 @@ function sparkline(history, now, current) {
     const y = 34 - (v / max) * 32;
     d += `${i ? "L" : "M"}${x.toFixed(1)},${y.toFixed(1)}`;
   });
-  const path = document.createElementNS(ns, "path");
-  path.setAttribute("d", d);
-  const title = document.createElementNS(ns, "title");
+  const title = svgEl("title");
   const last = points[points.length - 1][1];
   title.textContent = `DRAM over the last ${Math.max(1, Math.round((t1 - t0) / 60))} min: now ${last.toLocaleString()} bytes, peak ${max.toLocaleString()} bytes`;
-  svg.append(title, path);
-  return svg;
+  svg.append(title, svgEl("path", { d }));
+  const readout = el("div", { class: "spark-readout" });
+  const show = (frac) => {
+    const t = t0 + frac * (t1 - t0);
+    let v = points[0][1];
+    for (const p of points) { if (p[0] <= t) v = p[1]; else break; }
+    svg.append(svgEl("line", { class: "cursor", x1: frac * 200, x2: frac * 200, y1: 0, y2: 36 }));
+    readout.textContent = `${new Date(t * 1000).toLocaleTimeString()}: ${v.toLocaleString()} bytes of DRAM`;
+  };
+  if (state.hover?.device === id) show(state.hover.frac);
+  svg.addEventListener("mousemove", (ev) => {
+    const r = svg.getBoundingClientRect();
+    state.hover = { device: id, frac: Math.min(1, Math.max(0, (ev.clientX - r.left) / Math.max(1, r.width))) };
+    svg.querySelector("line.cursor")?.remove();
+    show(state.hover.frac);
+  });
+  svg.addEventListener("mouseleave", () => {
+    state.hover = null;
+    svg.querySelector("line.cursor")?.remove();
+    readout.textContent = "";
+  });
+  svg.addEventListener("click", () => { location.hash = `#/chip/${id}`; });
+  return el("div", { class: "spark-box", "data-spark": String(id) }, svg, readout);
 }
 
 function renderChips() {
@@ -93,7 +118,7 @@ function renderChips() {
         el("span", { class: "badge", text: `${d.processes} proc${d.processes === 1 ? "" : "s"}` })),
       el("div", { class: "meta", text: `${d.arch} · ${d.hw_id}${d.remote ? " · remote" : ""} ` }, ...sources),
       ...d.categories.filter((c) => c.total > 0 || c.used > 0).map(gauge),
-      sparkline(state.history.get(d.id) ?? [], Date.now() / 1000,
+      sparkline(d.id, state.history.get(d.id) ?? [], Date.now() / 1000,
         d.categories.find((c) => c.name === "DRAM")?.used ?? 0));
   }));
   $("#no-chips").hidden = state.devices.length > 0;
@@ -200,15 +225,9 @@ async function showChip(id) {
   await loadChipHistory(id);
 }
 
-const SVG = "http://www.w3.org/2000/svg";
-const svgEl = (tag, attrs = {}) => {
-  const e = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-  return e;
-};
-
 /** The chip page's history, one chart per buffer type in use, over the chosen window. */
 async function loadChipHistory(id) {
+  state.chart.loaded = Date.now();
   const d = state.devices.find((x) => x.id === id);
   const to = state.chart.to ?? Math.floor(Date.now() / 1000);
   const from = state.chart.from ?? to - state.chart.window;
@@ -457,6 +476,10 @@ function connect() {
       Object.assign(mine, { categories: d.categories, processes: d.processes });
     }
     renderChips();
+    // The chip page's charts follow live while they show a window up to now.
+    if (state.view.name === "chip" && state.chart.from == null && Date.now() - (state.chart.loaded ?? 0) > 5000) {
+      loadChipHistory(state.view.chip).catch(showError);
+    }
   });
   es.addEventListener("alert", (ev) => {
     const a = JSON.parse(ev.data);
