@@ -12,6 +12,7 @@ command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus) # a real Prometheu
 command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager) # receives ttmem's alerts
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd) # verifies deploy/systemd/ttmem.service
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium) # the web dashboard's browser test
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver) # which WebDriver drives
 if ((${#need_apt[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         apt-get update -qq

@@ -315,7 +315,7 @@ fn the_demo_runs_a_whole_ttmem_in_80x24_and_leaves_nothing_behind() {
     assert!(rows("exite") <= 2, "{screen}");
     // The README's picture of it.
     if have_tools(
-        &["chromium"],
+        &["chromium", "chromedriver"],
         "the_demo_runs_a_whole_ttmem_in_80x24_and_leaves_nothing_behind",
     ) {
         common::browser::screenshot_terminal(&screen, 80, 24, "top-demo");

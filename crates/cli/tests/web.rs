@@ -1,5 +1,5 @@
-//! The web dashboard in a real browser: headless Chromium, driven over the DevTools protocol on
-//! a pipe (`--remote-debugging-pipe`), against a real daemon with real workloads. It checks
+//! The web dashboard in a real browser: Debian's headless Chromium, driven through Debian's
+//! chromedriver over WebDriver (fantoccini), against a real daemon with real workloads. It checks
 //! what a person sees (chip cards with the API's figures, processes, a firing alert), that live
 //! updates arrive over the stream, the phone-width and dark layouts, keyboard-reachable
 //! controls, and that the console stays free of errors.
@@ -10,12 +10,16 @@ use common::*;
 use std::io::Write;
 
 use common::browser::Browser;
-use serde_json::{Value, json};
+
+/// WebDriver's key codes for Tab and Enter.
+const TAB: char = '\u{e004}';
+const ENTER: char = '\u{e007}';
+use serde_json::Value;
 
 #[test]
 fn the_dashboard_shows_the_hosts_chips_processes_and_alerts_live() {
     if !have_tools(
-        &["chromium"],
+        &["chromium", "chromedriver"],
         "the_dashboard_shows_the_hosts_chips_processes_and_alerts_live",
     ) {
         return;
@@ -45,12 +49,8 @@ fn the_dashboard_shows_the_hosts_chips_processes_and_alerts_live() {
     let devices = d.get("/api/v1/devices");
 
     let mut b = Browser::start();
-    b.page(
-        "Emulation.setDeviceMetricsOverride",
-        json!({"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": false}),
-    );
-    let url = format!("http://127.0.0.1:{port}/");
-    b.page("Page.navigate", json!({"url": url}));
+    b.viewport(1280, 800, false);
+    b.goto(&format!("http://127.0.0.1:{port}/"));
     b.wait_for("document.querySelectorAll('[data-device]').length === 2");
     b.wait_for("document.querySelector('#status').textContent === 'live'");
     assert_eq!(b.eval("document.title"), "ttmem · tt-web-test");
@@ -87,10 +87,7 @@ fn the_dashboard_shows_the_hosts_chips_processes_and_alerts_live() {
     // Hovering a chip's line reads its exact bytes, and keeps them through live redraws.
     let spark = b.eval("(() => { const r = document.querySelector('[data-device=\"0\"] svg.spark').getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; })()");
     let s: Vec<f64> = spark.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-    b.page(
-        "Input.dispatchMouseEvent",
-        json!({"type": "mouseMoved", "x": s[0] + s[2] - 1.0, "y": s[1] + s[3] / 2.0}),
-    );
+    b.mouse_move(s[0] + s[2] - 1.0, s[1] + s[3] / 2.0);
     let chip0 = d.get("/api/v1/devices")["devices"][0]["categories"][0]["used"]
         .as_u64()
         .unwrap();
@@ -113,7 +110,7 @@ fn the_dashboard_shows_the_hosts_chips_processes_and_alerts_live() {
         128
     );
     let fit = d.get("/api/v1/fit?device=0&category=DRAM&bytes=1073741824");
-    b.eval("document.querySelector('#fit-bytes').value = '1G'; document.querySelector('#fit-category').value = 'DRAM'; document.querySelector('#fit-form').requestSubmit()");
+    b.run("document.querySelector('#fit-bytes').value = '1G'; document.querySelector('#fit-category').value = 'DRAM'; document.querySelector('#fit-form').requestSubmit()");
     let want = if fit["fits"] == true { "Yes" } else { "No" };
     b.wait_for(&format!(
         "(document.querySelector('#fit-answer p')?.textContent ?? '').startsWith('{want}:')"
@@ -148,26 +145,12 @@ fn the_dashboard_shows_the_hosts_chips_processes_and_alerts_live() {
     let rect = b.eval("(() => { document.querySelector('.chart[data-category=DRAM]').scrollIntoView({block: 'center'}); const r = document.querySelector('.chart[data-category=DRAM] svg').getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; })()");
     let r: Vec<f64> = rect.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     let (right, mid) = (r[0] + r[2] - 2.0, r[1] + r[3] / 2.0);
-    b.page(
-        "Input.dispatchMouseEvent",
-        json!({"type": "mouseMoved", "x": right, "y": mid}),
-    );
+    b.mouse_move(right, mid);
     b.wait_for(&format!(
         "document.querySelector('.chart[data-category=DRAM] .readout').textContent.includes('{} bytes')",
         format_thousands(now_dram)
     ));
-    b.page(
-        "Input.dispatchMouseEvent",
-        json!({"type": "mousePressed", "x": r[0] + r[2] * 0.5, "y": mid, "button": "left", "clickCount": 1}),
-    );
-    b.page(
-        "Input.dispatchMouseEvent",
-        json!({"type": "mouseMoved", "x": right, "y": mid, "button": "left"}),
-    );
-    b.page(
-        "Input.dispatchMouseEvent",
-        json!({"type": "mouseReleased", "x": right, "y": mid, "button": "left", "clickCount": 1}),
-    );
+    b.drag((r[0] + r[2] * 0.5, mid), (right, mid));
     b.wait_for("[...document.querySelectorAll('#zoom button')].every(b => b.getAttribute('aria-pressed') === 'false')");
     b.eval("document.querySelector('#zoom button[data-window=\"600\"]').click()");
     b.wait_for("document.querySelector('#zoom button[data-window=\"600\"]').getAttribute('aria-pressed') === 'true'");
@@ -227,50 +210,29 @@ fn the_dashboard_shows_the_hosts_chips_processes_and_alerts_live() {
     b.wait_for("!document.querySelector('#view-overview').hidden");
 
     // The table sorts from the keyboard: Tab reaches the sort buttons, Enter on one sorts.
-    b.page("Page.bringToFront", json!({}));
     let mut tabs = 0;
     while b.eval("document.activeElement?.dataset?.sort === 'pid'") != Value::Bool(true) {
-        b.page(
-            "Input.dispatchKeyEvent",
-            json!({"type": "keyDown", "key": "Tab", "code": "Tab", "windowsVirtualKeyCode": 9}),
-        );
-        b.page(
-            "Input.dispatchKeyEvent",
-            json!({"type": "keyUp", "key": "Tab", "code": "Tab", "windowsVirtualKeyCode": 9}),
-        );
+        b.key(TAB);
         tabs += 1;
         assert!(tabs < 20, "Tab never reached the PID column's button");
     }
-    b.page(
-        "Input.dispatchKeyEvent",
-        json!({"type": "keyDown", "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "text": "\r"}),
-    );
-    b.page(
-        "Input.dispatchKeyEvent",
-        json!({"type": "keyUp", "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13}),
-    );
+    b.key(ENTER);
     b.wait_for(
         "document.querySelector('th button[data-sort=pid]').closest('th').getAttribute('aria-sort') === 'ascending'",
     );
 
     // A phone-width screen: nothing wider than the screen.
-    b.page(
-        "Emulation.setDeviceMetricsOverride",
-        json!({"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true}),
-    );
+    b.viewport(390, 844, true);
     b.wait_for("document.documentElement.scrollWidth <= window.innerWidth");
     b.screenshot("dashboard-phone");
     // Dark: the page follows the system's colour scheme.
     let light = b.eval("getComputedStyle(document.body).backgroundColor");
-    b.page(
-        "Emulation.setEmulatedMedia",
-        json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}),
-    );
+    b.prefer_dark();
     let dark = b.eval("getComputedStyle(document.body).backgroundColor");
     assert_ne!(light, dark);
     b.screenshot("dashboard-phone-dark");
     // Nothing went wrong in the page.
-    let _ = b.eval("1");
+    b.check_console();
     assert!(b.errors.is_empty(), "browser console: {:#?}", b.errors);
 }
 
@@ -314,4 +276,20 @@ fn format_thousands(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+/// The console check the dashboard test ends with can fail: a page's console error and an
+/// uncaught exception both reach it.
+#[test]
+fn the_console_check_sees_a_pages_errors() {
+    if !have_tools(&["chromium", "chromedriver"], "the_console_check_sees_a_pages_errors") {
+        return;
+    }
+    let mut b = Browser::start();
+    b.goto("data:text/html,<script>console.error('broken on purpose'); undefinedFunction();</script>");
+    b.wait_for("document.readyState === 'complete'");
+    b.check_console();
+    let all = b.errors.join("\n");
+    assert!(all.contains("broken on purpose"), "{all}");
+    assert!(all.contains("undefinedFunction"), "{all}");
 }

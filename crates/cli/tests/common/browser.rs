@@ -1,183 +1,241 @@
-//! A real browser for the tests: Debian's Chromium, headless, driven over the DevTools
-//! protocol on a pipe (`--remote-debugging-pipe`): no WebDriver, nothing downloaded.
+//! A real browser for the tests: Debian's Chromium, headless, driven through Debian's
+//! chromedriver over WebDriver (fantoccini), with a fresh profile; nothing is downloaded.
+//!
+//! Standard WebDriver does navigation, scripts, input actions and screenshots. Two things it
+//! has no command for use chromedriver's own endpoints: device emulation (a phone's width, the
+//! dark colour scheme) through `goog/cdp/execute`, and the page's console through the
+//! browser log (`goog:loggingPrefs`, `se/log`).
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use fantoccini::actions::{InputSource, KeyAction, KeyActions, MouseActions, PointerAction};
+use fantoccini::wd::WebDriverCompatibleCommand;
+use fantoccini::{Client, ClientBuilder};
 use serde_json::{Value, json};
 
 use super::TTMEM;
 
-/// Chromium with a DevTools session on one page.
+/// The flags every browser of the tests starts with (the profile directory is added).
+const CHROMIUM_FLAGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-extensions",
+];
+
+/// Chromium under chromedriver, with one WebDriver session.
 pub struct Browser {
-    child: Child,
-    to: std::fs::File,
-    from: Receiver<Value>,
-    next_id: u64,
-    session: String,
-    /// Errors the page reported (exceptions, console errors, failed loads).
+    rt: tokio::runtime::Runtime,
+    client: Option<Client>,
+    driver: Child,
+    /// Console errors, exceptions and failed loads seen so far (see [`Browser::check_console`]).
     pub errors: Vec<String>,
     _profile: tempfile::TempDir,
+}
+
+/// A chromedriver command outside the WebDriver standard: `POST /session/{id}/<path>`.
+#[derive(Debug)]
+struct Chromedriver {
+    path: &'static str,
+    body: Value,
+}
+
+impl WebDriverCompatibleCommand for Chromedriver {
+    fn endpoint(&self, base_url: &url::Url, session_id: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!("session/{}/{}", session_id.unwrap_or_default(), self.path))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(self.body.to_string()))
+    }
+}
+
+fn chromium() -> String {
+    std::env::var("TTMEM_CHROMIUM").unwrap_or_else(|_| {
+        // The browser itself: Debian's `chromium` is a wrapper script.
+        let real = "/usr/lib/chromium/chromium";
+        if Path::new(real).exists() {
+            real.into()
+        } else {
+            "/usr/bin/chromium".into()
+        }
+    })
 }
 
 impl Browser {
     pub fn start() -> Browser {
         let profile = tempfile::tempdir().unwrap();
-        let (chrome_reads, we_write) = std::io::pipe().unwrap();
-        let (we_read, chrome_writes) = std::io::pipe().unwrap();
-        let (r, w): (OwnedFd, OwnedFd) = (chrome_reads.into(), chrome_writes.into());
-        let (r_fd, w_fd) = (r.as_raw_fd(), w.as_raw_fd());
-        // The browser itself: Debian's `chromium` is a shell script that does not pass the
-        // DevTools pipe on.
-        let binary = std::env::var("TTMEM_CHROMIUM").unwrap_or_else(|_| {
-            let real = "/usr/lib/chromium/chromium";
-            if Path::new(real).exists() {
-                real.into()
-            } else {
-                "chromium".into()
-            }
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let driver = Command::new(std::env::var("TTMEM_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()))
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver runs (scripts/setup.sh installs chromium-driver)");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|s| s.to_string()).collect();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        let caps = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": chromium(), "args": args},
+            "goog:loggingPrefs": {"browser": "ALL"},
         });
-        let mut cmd = Command::new(binary);
-        cmd.args([
-            "--headless",
-            "--remote-debugging-pipe",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-extensions",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("about:blank")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        use std::os::unix::process::CommandExt;
-        // SAFETY: between fork and exec only fcntl, dup2 and close run (async-signal-safe), on
-        // descriptors this process owns. DevTools reads commands on fd 3 and writes on fd 4; the
-        // pipes are first copied above 10, since one of them may already be 3 or 4 (and dup2
-        // onto itself would keep its close-on-exec flag).
-        unsafe {
-            cmd.pre_exec(move || {
-                let r = libc::fcntl(r_fd, libc::F_DUPFD, 10);
-                let w = libc::fcntl(w_fd, libc::F_DUPFD, 10);
-                if r < 0 || w < 0 || libc::dup2(r, 3) < 0 || libc::dup2(w, 4) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::close(r);
-                libc::close(w);
-                Ok(())
+        let Value::Object(caps) = caps else { unreachable!() };
+        let url = format!("http://127.0.0.1:{port}");
+        let start = Instant::now();
+        let client = loop {
+            let connected = rt.block_on(async {
+                ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                    .capabilities(caps.clone())
+                    .connect(&url)
+                    .await
             });
-        }
-        let child = cmd.spawn().expect("chromium runs (scripts/setup.sh installs it)");
-        drop((r, w));
-        let (tx, from) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(we_read);
-            let mut buf = Vec::new();
-            while reader.read_until(0, &mut buf).is_ok_and(|n| n > 0) {
-                buf.pop();
-                if let Ok(v) = serde_json::from_slice::<Value>(&buf)
-                    && tx.send(v).is_err()
-                {
-                    return;
-                }
-                buf.clear();
+            match connected {
+                Ok(c) => break c,
+                Err(e) if start.elapsed() > Duration::from_secs(30) => panic!("no WebDriver session at {url}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
-        });
-        let mut b = Browser {
-            child,
-            to: std::fs::File::from(OwnedFd::from(we_write)),
-            from,
-            next_id: 0,
-            session: String::new(),
+        };
+        Browser {
+            rt,
+            client: Some(client),
+            driver,
             errors: Vec::new(),
             _profile: profile,
-        };
-        let target = b.call(None, "Target.createTarget", json!({"url": "about:blank"}));
-        let attached = b.call(
-            None,
-            "Target.attachToTarget",
-            json!({"targetId": target["targetId"], "flatten": true}),
+        }
+    }
+
+    fn client(&self) -> &Client {
+        self.client.as_ref().unwrap()
+    }
+
+    fn chromedriver(&mut self, path: &'static str, body: Value) -> Value {
+        let cmd = Chromedriver { path, body };
+        let what = format!("{cmd:?}");
+        let client = self.client().clone();
+        self.rt
+            .block_on(async move { client.issue_cmd(cmd).await })
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+
+    /// A DevTools command through chromedriver (`goog/cdp/execute`), for what WebDriver has no
+    /// command for.
+    fn cdp(&mut self, cmd: &str, params: Value) -> Value {
+        self.chromedriver("goog/cdp/execute", json!({"cmd": cmd, "params": params}))
+    }
+
+    /// Lays the page out as a screen of this size (a phone when `mobile`).
+    pub fn viewport(&mut self, width: u32, height: u32, mobile: bool) {
+        let scale = if mobile { 2 } else { 1 };
+        self.cdp(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": height, "deviceScaleFactor": scale, "mobile": mobile}),
         );
-        b.session = attached["sessionId"].as_str().unwrap().to_string();
-        for domain in ["Page.enable", "Runtime.enable", "Log.enable"] {
-            b.page(domain, json!({}));
-        }
-        b
     }
 
-    /// Sends a command and waits for its answer, noting the page's errors on the way.
-    fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        let mut msg = json!({"id": id, "method": method, "params": params});
-        if let Some(s) = session {
-            msg["sessionId"] = s.into();
-        }
-        let mut bytes = serde_json::to_vec(&msg).unwrap();
-        bytes.push(0);
-        self.to.write_all(&bytes).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let v = match self.from.recv_timeout(left) {
-                Ok(v) => v,
-                Err(RecvTimeoutError::Timeout) => panic!("no answer to {method}"),
-                Err(RecvTimeoutError::Disconnected) => panic!("chromium went away during {method}"),
-            };
-            self.note(&v);
-            if v["id"] == id {
-                assert!(v["error"].is_null(), "{method}: {}", v["error"]);
-                return v["result"].clone();
-            }
-        }
+    /// Makes the page see `prefers-color-scheme: dark`.
+    pub fn prefer_dark(&mut self) {
+        self.cdp(
+            "Emulation.setEmulatedMedia",
+            json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}),
+        );
     }
 
-    fn note(&mut self, v: &Value) {
-        match v["method"].as_str() {
-            Some("Runtime.exceptionThrown") => self.errors.push(v["params"]["exceptionDetails"].to_string()),
-            Some("Runtime.consoleAPICalled") if v["params"]["type"] == "error" => {
-                self.errors.push(v["params"]["args"].to_string())
-            }
-            Some("Log.entryAdded") if v["params"]["entry"]["level"] == "error" => self.errors.push(format!(
-                "{} ({})",
-                v["params"]["entry"]["text"], v["params"]["entry"]["url"]
-            )),
-            _ => {}
-        }
+    pub fn goto(&mut self, url: &str) {
+        let client = self.client().clone();
+        let url = url.to_string();
+        self.rt
+            .block_on(async move { client.goto(&url).await })
+            .unwrap_or_else(|e| panic!("navigating: {e}"));
     }
 
-    pub fn page(&mut self, method: &str, params: Value) -> Value {
-        let s = self.session.clone();
-        self.call(Some(&s), method, params)
+    /// Runs `script` (a function body) in the page; a promise it returns is awaited.
+    fn execute(&mut self, script: String) -> Value {
+        let client = self.client().clone();
+        let what = script.clone();
+        self.rt
+            .block_on(async move { client.execute(&script, vec![]).await })
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
     }
 
-    /// Evaluates `expr` in the page and returns its value.
+    /// Evaluates the expression `expr` in the page (a promise is awaited) and returns its value.
     pub fn eval(&mut self, expr: &str) -> Value {
-        let r = self.page(
-            "Runtime.evaluate",
-            json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
-        );
-        assert!(r["exceptionDetails"].is_null(), "{expr}: {}", r["exceptionDetails"]);
-        r["result"]["value"].clone()
+        self.execute(format!("return ({expr});"))
+    }
+
+    /// Runs statements in the page.
+    pub fn run(&mut self, statements: &str) {
+        self.execute(statements.to_string());
+    }
+
+    /// Moves the mouse to a point of the viewport.
+    pub fn mouse_move(&mut self, x: f64, y: f64) {
+        self.mouse(vec![PointerAction::MoveTo { duration: None, x, y }]);
+    }
+
+    /// Presses the left button at `from`, moves to `to` and releases it there.
+    pub fn drag(&mut self, from: (f64, f64), to: (f64, f64)) {
+        self.mouse(vec![
+            PointerAction::MoveTo {
+                duration: None,
+                x: from.0,
+                y: from.1,
+            },
+            PointerAction::Down {
+                button: fantoccini::actions::MOUSE_BUTTON_LEFT,
+            },
+            PointerAction::MoveTo {
+                duration: Some(Duration::from_millis(50)),
+                x: to.0,
+                y: to.1,
+            },
+            PointerAction::Up {
+                button: fantoccini::actions::MOUSE_BUTTON_LEFT,
+            },
+        ]);
+    }
+
+    fn mouse(&mut self, actions: Vec<PointerAction>) {
+        let seq = actions
+            .into_iter()
+            .fold(MouseActions::new("mouse".into()), |s, a| s.then(a));
+        let client = self.client().clone();
+        self.rt
+            .block_on(async move { client.perform_actions(seq).await })
+            .unwrap_or_else(|e| panic!("mouse actions: {e}"));
+    }
+
+    /// Presses and releases a key (`fantoccini::key::Key` as a char, e.g. Tab).
+    pub fn key(&mut self, key: char) {
+        let seq = KeyActions::new("keyboard".into())
+            .then(KeyAction::Down { value: key })
+            .then(KeyAction::Up { value: key });
+        let client = self.client().clone();
+        self.rt
+            .block_on(async move { client.perform_actions(seq).await })
+            .unwrap_or_else(|e| panic!("key actions: {e}"));
     }
 
     /// Saves what the page shows now as `target/screenshots/<name>.png`, an artefact for a
     /// person to look at (and the README's pictures).
     pub fn screenshot(&mut self, name: &str) {
-        use base64::Engine as _;
-        let shot = self.page("Page.captureScreenshot", json!({"format": "png"}));
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(shot["data"].as_str().unwrap())
-            .unwrap();
+        let client = self.client().clone();
+        let png = self
+            .rt
+            .block_on(async move { client.screenshot().await })
+            .unwrap_or_else(|e| panic!("screenshot: {e}"));
         let dir = Path::new(TTMEM).parent().unwrap().parent().unwrap().join("screenshots");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
@@ -195,12 +253,27 @@ impl Browser {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+
+    /// Reads the browser's console log since the last read into [`Browser::errors`]: console
+    /// errors, uncaught exceptions and failed loads (chromedriver's `SEVERE` entries).
+    pub fn check_console(&mut self) {
+        let log = self.chromedriver("se/log", json!({"type": "browser"}));
+        for entry in log.as_array().into_iter().flatten() {
+            if entry["level"] == "SEVERE" {
+                self.errors.push(entry["message"].to_string());
+            }
+        }
+    }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(client) = self.client.take() {
+            // Ends the session, which closes Chromium.
+            let _ = self.rt.block_on(async move { client.close().await });
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
     }
 }
 
@@ -214,15 +287,12 @@ pub fn screenshot_terminal(text: &str, cols: u32, rows: u32, name: &str) {
     );
     let mut b = Browser::start();
     // About 8.4 px per column of 14 px DejaVu Sans Mono, 17 px per row, and the padding.
-    b.page(
-        "Emulation.setDeviceMetricsOverride",
-        json!({"width": cols * 17 / 2 + 20, "height": rows * 17 + 20, "deviceScaleFactor": 1, "mobile": false}),
-    );
+    b.viewport(cols * 17 / 2 + 20, rows * 17 + 20, false);
     let url = format!(
         "data:text/html;base64,{}",
         base64::engine::general_purpose::STANDARD.encode(html)
     );
-    b.page("Page.navigate", json!({"url": url}));
+    b.goto(&url);
     b.wait_for("document.readyState === 'complete' && !!document.querySelector('pre')");
     b.screenshot(name);
 }
