@@ -285,7 +285,9 @@ fn register_device(
 fn alloc(device: u16, category: u8, address: u64, size: u64) {
     ttmem_client::global().alloc(Device(device), category, address, size);
     if let Some((live, peak)) = book(device, category) {
-        let now = live.fetch_add(size as i64, Ordering::Relaxed) + size as i64;
+        // Sizes come from the caller: saturate rather than wrap.
+        let size = i64::try_from(size).unwrap_or(i64::MAX);
+        let now = live.fetch_add(size, Ordering::Relaxed).saturating_add(size);
         peak.fetch_max(now, Ordering::Relaxed);
     }
 }
@@ -295,7 +297,7 @@ fn alloc(device: u16, category: u8, address: u64, size: u64) {
 fn free(device: u16, category: u8, address: u64, size: u64) {
     ttmem_client::global().free(Device(device), category, address, size);
     if let Some((live, _)) = book(device, category) {
-        live.fetch_sub(size as i64, Ordering::Relaxed);
+        live.fetch_sub(i64::try_from(size).unwrap_or(i64::MAX), Ordering::Relaxed);
     }
 }
 
