@@ -107,11 +107,7 @@ fn snapshot_json(
     let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
     let dir = dir.or_else(|| env("TTMEM_DIR").map(PathBuf::from));
     let tt_metal_dir = tt_metal_dir.or_else(|| env("TTMEM_TT_METAL_DIR").map(|v| v.to_string_lossy().into_owned()));
-    let tt_metal = match tt_metal_dir.as_deref().map(str::trim) {
-        None => Some(PathBuf::from(ttmem_ttmetal::DEFAULT_DIR)),
-        Some(v) if v.is_empty() || v.eq_ignore_ascii_case("off") => None,
-        Some(v) => Some(PathBuf::from(v)),
-    };
+    let tt_metal = ttmem_ttmetal::dir_named(tt_metal_dir.as_deref());
     let reader = ttmem_apiclient::source::Reader {
         local: ttmem_model::sources::Local {
             regions: dir.clone().unwrap_or_else(ttmem_region::default_dir),

@@ -89,6 +89,11 @@ def max_memory_allocated(device: int = 0, category: str = "DRAM") -> int:
     if tracked is not None:
         return _native.reported(tracked.index, tracked.category_index(category))[1]
     _, proc, devices = _own_process()
+    return _source_peak(proc, devices, device, category)
+
+
+def _source_peak(proc: Optional[Process], devices: List[ProcessDevice], device: int, category: str) -> int:
+    """:func:`max_memory_allocated` from a reading of the sources already made."""
     used, peak = _source_value(devices, device, category)
     key = (device, category.upper())
     seen = max(_seen_peak.get(key, 0), used)
@@ -155,7 +160,8 @@ def memory_summary(device: Optional[int] = None) -> str:
             if device is not None and i != device:
                 continue
             for pc in chip.categories:
-                rows.append((f"{i} {chip.name}", pc.name, pc.bytes, max_memory_allocated(i, pc.name), pc.allocs, pc.frees))
+                peak = _source_peak(proc, chips, i, pc.name)
+                rows.append((f"{i} {chip.name}", pc.name, pc.bytes, peak, pc.allocs, pc.frees))
         source = f"the {proc.source} source" if proc is not None else "no source reports this process"
     return _render_summary(rows, source)
 

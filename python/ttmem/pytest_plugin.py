@@ -25,7 +25,7 @@ from typing import Any, Dict, Generator, List, Optional, Set, Tuple
 import pytest
 
 from . import _native, memory, tracker
-from .client import Client, snapshot
+from .client import Client
 from ._types import Allocation
 from .errors import DaemonError, TtmemError
 
@@ -77,10 +77,10 @@ class Reading:
 def read() -> Reading:
     """This process's memory now, from the first source :mod:`ttmem.memory` documents."""
     r = Reading()
-    devices = [d for d in tracker.registered_devices() if d.categories]
-    if devices:
+    tracked = [d for d in tracker.registered_devices() if d.categories]
+    if tracked:
         r.source = "tracker"
-        for i, d in enumerate(devices):
+        for i, d in enumerate(tracked):
             capacities = _native.capacities(d.index)
             for ci, name in enumerate(d.categories):
                 c = _native.counters(d.index, ci)
@@ -90,11 +90,10 @@ def read() -> Reading:
                 r.peak[key] = peak
                 r.capacity[key] = capacities[ci] if ci < len(capacities) else 0
         return r
-    # The local sources directly, as ttmem.memory does: exact and immediate.
-    snap = snapshot(no_daemon=True)
-    proc = next((p for p in snap.processes if p.pid == os.getpid() and p.running), None)
+    # The local sources directly, as ttmem.memory reads them: exact and immediate.
+    snap, proc, chips = memory._own_process()
     r.source = proc.source if proc is not None else "none"
-    for i, pd in enumerate(sorted(proc.devices, key=lambda x: x.id) if proc else []):
+    for i, pd in enumerate(chips):
         chip = snap.device(pd.id)
         for pc in pd.categories:
             key = (f"{i}:{pd.name}", pc.name)
@@ -232,6 +231,13 @@ def _by_category(amounts: Dict[Key, int]) -> Dict[str, int]:
     return out
 
 
+def _bytes_by_category(allocs: List[Allocation]) -> Dict[str, int]:
+    out: Dict[str, int] = {}
+    for a in allocs:
+        out[a.category] = out.get(a.category, 0) + a.size
+    return out
+
+
 def _ledger_now(deadline: float) -> Optional[List[Allocation]]:
     """This process's allocations in the daemon's ledger; None when no daemon answers, or it
     has not attached this process by ``deadline`` (it attaches a new region within its drain
@@ -258,9 +264,7 @@ def _ledger_keys(now: Reading, wait_s: float = 3.0) -> Optional[Set[Tuple[Option
         allocs = _ledger_now(deadline)
         if allocs is None:
             return None
-        got: Dict[str, int] = {}
-        for a in allocs:
-            got[a.category] = got.get(a.category, 0) + a.size
+        got = _bytes_by_category(allocs)
         if all(got.get(c, 0) == n for c, n in want.items()) or time.monotonic() > deadline:
             return {(a.device, a.category, a.address) for a in allocs}
         time.sleep(0.05)
@@ -274,15 +278,13 @@ def _ledger_leaks(
     to ``wait_s`` for the new allocations to add up to what the counters say grew."""
     want = _by_category(grown)
     deadline = time.monotonic() + wait_s
-    new: List[Any] = []
+    new: List[Allocation] = []
     while True:
         allocs = _ledger_now(deadline)
         if allocs is None:
             return []
         new = [a for a in allocs if (a.device, a.category, a.address) not in before]
-        got: Dict[str, int] = {}
-        for a in new:
-            got[a.category] = got.get(a.category, 0) + a.size
+        got = _bytes_by_category(new)
         if all(got.get(cat, 0) >= n for cat, n in want.items()) or time.monotonic() > deadline:
             break
         time.sleep(0.05)

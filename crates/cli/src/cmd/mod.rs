@@ -53,11 +53,7 @@ impl Paths {
 
 /// Runs the parsed command; the exit code is the command's answer (errors are exit 2 in main).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let tt_metal = match args.tt_metal_dir.as_deref().map(str::trim) {
-        None => Some(PathBuf::from(ttmem_ttmetal::DEFAULT_DIR)),
-        Some(v) if v.is_empty() || v.eq_ignore_ascii_case("off") => None,
-        Some(v) => Some(PathBuf::from(v)),
-    };
+    let tt_metal = ttmem_ttmetal::dir_named(args.tt_metal_dir.as_deref());
     let dir = Paths {
         named: args.dir.is_some(),
         path: args.dir.unwrap_or_else(ttmem_region::default_dir),

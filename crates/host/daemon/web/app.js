@@ -67,6 +67,13 @@ function gauge(cat) {
     el("span", { class: "pct", text: cat.total > 0 ? `${pct.toFixed(0)}%` : shortBytes(cat.used) }));
 }
 
+/** A step series' value at time `t`: the last point at or before it (null before the first). */
+function stepAt(points, t) {
+  let v = null;
+  for (const p of points) { if (p[0] <= t) v = p[1]; else break; }
+  return v;
+}
+
 /** DRAM over the last minutes: the history's steps, carried on to now at today's value.
  * Hovering reads the exact bytes at that time (kept across live redraws); a click opens the
  * chip page, whose charts zoom. */
@@ -88,8 +95,7 @@ function sparkline(id, history, now, current) {
   const readout = el("div", { class: "spark-readout" });
   const show = (frac) => {
     const t = t0 + frac * (t1 - t0);
-    let v = points[0][1];
-    for (const p of points) { if (p[0] <= t) v = p[1]; else break; }
+    const v = stepAt(points, t) ?? points[0][1];
     svg.append(svgEl("line", { class: "cursor", x1: frac * 200, x2: frac * 200, y1: 0, y2: 36 }));
     readout.textContent = `${new Date(t * 1000).toLocaleTimeString()}: ${v.toLocaleString()} bytes of DRAM`;
   };
@@ -269,16 +275,11 @@ function historyChart(cat, points, from, lastSecond) {
     const r = svg.getBoundingClientRect();
     return from + ((ev.clientX - r.left) / Math.max(1, r.width)) * (to - from);
   };
-  const valueAt = (t) => {
-    let v = null;
-    for (const p of points) { if (p[0] <= t) v = p[1]; else break; }
-    return v;
-  };
   let dragFrom = null;
   svg.addEventListener("mousemove", (ev) => {
     const t = timeAt(ev);
     cursor.setAttribute("x1", x(t)); cursor.setAttribute("x2", x(t)); cursor.setAttribute("visibility", "visible");
-    const v = valueAt(t);
+    const v = stepAt(points, t);
     readout.textContent = `${new Date(t * 1000).toLocaleTimeString()}: ` +
       (v == null ? "no value" : `${v.toLocaleString()} bytes${cat.total ? ` (${((100 * v) / cat.total).toFixed(1)}%)` : ""}`);
     if (dragFrom != null) {

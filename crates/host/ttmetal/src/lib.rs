@@ -26,3 +26,13 @@ pub const DEFAULT_DIR: &str = "/dev/shm";
 
 /// The proc root the kernel driver's pid lists and process facts are read from.
 pub const DEFAULT_PROC_ROOT: &str = "/proc";
+
+/// TT-Metal's counter-file directory as a reader was told it (`--tt-metal-dir`,
+/// `TTMEM_TT_METAL_DIR`): [`DEFAULT_DIR`] when not told, none for `off` or an empty value.
+pub fn dir_named(named: Option<&str>) -> Option<std::path::PathBuf> {
+    match named.map(str::trim) {
+        None => Some(std::path::PathBuf::from(DEFAULT_DIR)),
+        Some(v) if v.is_empty() || v.eq_ignore_ascii_case("off") => None,
+        Some(v) => Some(std::path::PathBuf::from(v)),
+    }
+}

@@ -2,6 +2,7 @@
 //! memory as a file for Perfetto UI or PyTorch's memory viewer (`ttmem-export` writes it).
 //! Detail, so shown only to whom may see the process's allocations.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -78,32 +79,30 @@ fn gather(s: &Shared, viewer: Viewer, pid: u32, since_s: Option<u64>) -> Result<
     let mut history = Vec::new();
     let mut ranges = Vec::new();
     let process = Some((view.id.pid, view.id.start_time));
+    // The chips and buffer types the live list and the recorder name, gathered once.
+    let mut used: HashSet<(u32, &str)> = live
+        .iter()
+        .filter_map(|a| Some((a.device?, a.category.as_str())))
+        .collect();
+    used.extend(events.iter().filter_map(|e| Some((e.device?, e.category.as_deref()?))));
     for id in 0..table.len() as u32 {
         let Some(device) = table.device(id) else { continue };
         let dk = c.ledger_device(id);
-        for category in device.categories.iter().map(|x| x.name.clone()) {
-            let used = live.iter().any(|a| a.device == Some(id) && a.category == category)
-                || events
-                    .iter()
-                    .any(|e| e.device == Some(id) && e.category.as_deref() == Some(&category));
+        for cat in &device.categories {
+            let category = cat.name.clone();
             let points = crate::collector::series_key(&table, id, &category, process)
                 .map(|k| c.history().query(&k, 0, from, now_s))
                 .unwrap_or_default();
-            if !used && points.iter().all(|p| p.1 == 0) {
+            if !used.contains(&(id, category.as_str())) && points.iter().all(|p| p.1 == 0) {
                 continue;
             }
             if let Some((base, end)) = dk.and_then(|dk| c.ledger().address_range(dk, &category).ok()) {
-                let banks = device
-                    .categories
-                    .iter()
-                    .find(|x| x.name == category)
-                    .map_or(1, |x| x.banks.max(1));
                 ranges.push(AddressRange {
                     device: id,
                     category: category.clone(),
                     base,
                     end,
-                    banks: banks as u64,
+                    banks: cat.banks.max(1) as u64,
                 });
             }
             history.push(api::History {
