@@ -123,15 +123,7 @@ fn prometheus_scrapes_the_metrics_and_answers_with_the_apis_figures() {
         );
         std::thread::sleep(Duration::from_millis(250));
     };
-    let devices: Value = get_json(&ttmem_ep, "/api/v1/devices").unwrap();
-    let dram = devices["devices"][0]["categories"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "DRAM")
-        .unwrap()["used"]
-        .as_f64()
-        .unwrap();
+    let dram = chip0_dram(&ttmem_ep);
     assert_eq!(value, dram, "the held workload's DRAM, as Prometheus stored it");
     // The scrape was healthy, and the per-process series names the workload.
     let up: Value = get_json(&prom, "/api/v1/query?query=up%7Bjob%3D%22ttmem%22%7D").unwrap();
@@ -284,17 +276,7 @@ fn two_hosts_one_prometheus_and_every_deployed_expression_answers() {
     };
 
     // The cluster's DRAM on chip 0 of each host, summed by Prometheus, equals the two APIs'.
-    let api_dram = |port: u16| -> f64 {
-        let d: Value = get_json(&Endpoint::Tcp(format!("127.0.0.1:{port}")), "/api/v1/devices").unwrap();
-        d["devices"][0]["categories"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "DRAM")
-            .unwrap()["used"]
-            .as_f64()
-            .unwrap()
-    };
+    let api_dram = |port: u16| chip0_dram(&Endpoint::Tcp(format!("127.0.0.1:{port}")));
     let has_devices = |port: u16| {
         get_json::<Value>(&Endpoint::Tcp(format!("127.0.0.1:{port}")), "/api/v1/devices")
             .is_ok_and(|d| d["devices"].as_array().is_some_and(|a| !a.is_empty()))
@@ -334,4 +316,17 @@ fn two_hosts_one_prometheus_and_every_deployed_expression_answers() {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
+}
+
+/// The DRAM bytes a daemon's API says chip 0 holds.
+fn chip0_dram(ep: &Endpoint) -> f64 {
+    let d: Value = get_json(ep, "/api/v1/devices").unwrap();
+    d["devices"][0]["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "DRAM")
+        .unwrap()["used"]
+        .as_f64()
+        .unwrap()
 }
