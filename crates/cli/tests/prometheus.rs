@@ -110,21 +110,25 @@ fn prometheus_scrapes_the_metrics_and_answers_with_the_apis_figures() {
         ),
     );
     let query = "/api/v1/query?query=ttmem_device_memory_used_bytes%7Bchip%3D%220%22%2Ccategory%3D%22DRAM%22%7D";
+    // The daemon may still be draining the workload's events when Prometheus first scrapes it,
+    // so both sides are read again until they meet (the workload holds still, so they must).
     let start = Instant::now();
-    let value = loop {
-        if let Ok(v) = get_json::<Value>(&prom, query)
-            && let Some(sample) = v["data"]["result"][0]["value"][1].as_str()
-        {
-            break sample.parse::<f64>().unwrap();
+    loop {
+        let scraped = get_json::<Value>(&prom, query).ok().and_then(|v| {
+            v["data"]["result"][0]["value"][1]
+                .as_str()
+                .map(|s| s.parse::<f64>().unwrap())
+        });
+        let dram = chip0_dram(&ttmem_ep);
+        if scraped == Some(dram) {
+            break;
         }
         assert!(
             start.elapsed() < Duration::from_secs(60),
-            "Prometheus never had the series"
+            "Prometheus never had the API's chip-0 DRAM {dram}: {scraped:?}"
         );
         std::thread::sleep(Duration::from_millis(250));
-    };
-    let dram = chip0_dram(&ttmem_ep);
-    assert_eq!(value, dram, "the held workload's DRAM, as Prometheus stored it");
+    }
     // The scrape was healthy, and the per-process series names the workload.
     let up: Value = get_json(&prom, "/api/v1/query?query=up%7Bjob%3D%22ttmem%22%7D").unwrap();
     assert_eq!(up["data"]["result"][0]["value"][1], "1");
@@ -282,9 +286,11 @@ fn two_hosts_one_prometheus_and_every_deployed_expression_answers() {
             .is_ok_and(|d| d["devices"].as_array().is_some_and(|a| !a.is_empty()))
     };
     wait_until(|| has_devices(port_a) && has_devices(port_b));
-    let want = api_dram(port_a) + api_dram(port_b);
+    // Both daemons may still be draining their workloads' events, so the APIs are read again
+    // on every try; the held workloads hold still, so the two sides must meet.
     let start = Instant::now();
     loop {
+        let want = api_dram(port_a) + api_dram(port_b);
         let got = query("sum(ttmem_device_memory_used_bytes{category=\"DRAM\", chip=\"0\"})");
         let hosts = query("count(count by (hostname) (ttmem_device_memory_used_bytes))");
         if got
@@ -321,7 +327,12 @@ fn two_hosts_one_prometheus_and_every_deployed_expression_answers() {
 /// The DRAM bytes a daemon's API says chip 0 holds.
 fn chip0_dram(ep: &Endpoint) -> f64 {
     let d: Value = get_json(ep, "/api/v1/devices").unwrap();
-    d["devices"][0]["categories"]
+    d["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|dev| dev["id"] == 0)
+        .expect("chip 0 in the API's devices")["categories"]
         .as_array()
         .unwrap()
         .iter()
