@@ -15,6 +15,7 @@ use common::browser::Browser;
 const TAB: char = '\u{e004}';
 const ENTER: char = '\u{e007}';
 use serde_json::Value;
+use ttmem_apiclient::get_json;
 
 #[test]
 fn the_dashboard_shows_the_hosts_chips_processes_and_alerts_live() {
@@ -234,6 +235,148 @@ fn the_dashboard_shows_the_hosts_chips_processes_and_alerts_live() {
     // Nothing went wrong in the page.
     b.check_console();
     assert!(b.errors.is_empty(), "browser console: {:#?}", b.errors);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Each chip's gauge labels on the page, by the card's attribute value.
+fn gauge_labels(b: &mut Browser, selector: &str) -> String {
+    b.eval(&format!(
+        "[...document.querySelectorAll('{selector} [role=meter]')].map(m => m.getAttribute('aria-label')).join('\\n')"
+    ))
+    .as_str()
+    .unwrap()
+    .to_string()
+}
+
+/// The DRAM label a gauge carries for this device of an API answer.
+fn dram_label(dev: &Value) -> String {
+    let dram = dev["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "DRAM")
+        .unwrap();
+    format!(
+        "DRAM: {} of {} bytes",
+        format_thousands(dram["used"].as_u64().unwrap()),
+        format_thousands(dram["total"].as_u64().unwrap())
+    )
+}
+
+#[test]
+fn the_dashboard_shows_other_hosts_through_its_own_daemon() {
+    if !have_tools(
+        &["chromium", "chromedriver"],
+        "the_dashboard_shows_other_hosts_through_its_own_daemon",
+    ) {
+        return;
+    }
+    // Host B runs a workload; host A runs none and names B (and a host that is down) as peers.
+    let (port_a, port_b, port_down) = (free_port(), free_port(), free_port());
+    let b_host = Daemon::start_with(&format!("http = \"127.0.0.1:{port_b}\"\nhostname = \"tt-host-b\"\n"));
+    let a_host = Daemon::start_with(&format!(
+        "http = \"127.0.0.1:{port_a}\"\nhostname = \"tt-host-a\"\n[[peers]]\nname = \"b\"\nurl = \"http://127.0.0.1:{port_b}/\"\n[[peers]]\nname = \"down\"\nurl = \"http://127.0.0.1:{port_down}\"\n"
+    ));
+    let held = hold(&b_host.regions, "training", "n300", 0, 3);
+    let want: Vec<Value> = (0..2)
+        .map(|i| held.summary["chips"][i]["categories"][0]["allocated"].clone())
+        .collect();
+    let dram = |d: &Daemon| -> Vec<Value> {
+        d.get("/api/v1/devices")["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["categories"][0]["used"].clone())
+            .collect()
+    };
+    wait_until(|| dram(&b_host) == want);
+
+    // The listing asks each peer's health; the one that is down says why.
+    let peers = a_host.get("/api/v1/peers");
+    assert_eq!(peers["peers"][0]["name"], "b");
+    assert_eq!(peers["peers"][0]["reachable"], true, "{peers}");
+    assert_eq!(peers["peers"][0]["hostname"], "tt-host-b");
+    assert_eq!(peers["peers"][1]["reachable"], false, "{peers}");
+    assert!(
+        peers["peers"][1]["error"].as_str().unwrap().contains("cannot connect"),
+        "{peers}"
+    );
+    // Through A, B answers as B does, with what B shows everyone: no command lines.
+    assert_eq!(a_host.get("/api/v1/peers/b/devices"), b_host.get("/api/v1/devices"));
+    let via_a = a_host.get("/api/v1/peers/b/processes");
+    let own = b_host.get("/api/v1/processes");
+    assert_eq!(via_a["processes"][0]["pid"], pid(&held));
+    assert_eq!(via_a["processes"][0]["cmdline"], "");
+    assert!(!own["processes"][0]["cmdline"].as_str().unwrap().is_empty());
+    // Only the listed endpoints of the configured peers pass, and a peer that is down is a 502
+    // that names it.
+    let a_ep = a_host.ep();
+    let refused = |path: &str| get_json::<Value>(&a_ep, path).unwrap_err().to_string();
+    assert!(refused(&format!("/api/v1/peers/b/processes/{}/allocations", pid(&held))).contains("404"));
+    assert!(refused("/api/v1/peers/b/legacy").contains("not read through a peer"));
+    assert!(refused("/api/v1/peers/nobody/devices").contains("no peer named"));
+    let down = refused("/api/v1/peers/down/devices");
+    assert!(down.contains("502") && down.contains("peer down"), "{down}");
+
+    // The page shows B's chips with B's exact figures, live.
+    let mut b = Browser::start();
+    b.viewport(1280, 800, false);
+    b.goto(&format!("http://127.0.0.1:{port_a}/"));
+    b.wait_for("document.querySelectorAll('[data-peer=b] [data-peer-device]').length === 2");
+    b.wait_for("document.querySelector('[data-peer=b] h3 .badge').textContent === 'live'");
+    b.wait_for("document.querySelector('[data-peer=down] .badge.down').textContent.startsWith('unreachable')");
+    assert_eq!(
+        b.eval("document.querySelector('[data-peer=b] h3 a').textContent"),
+        "tt-host-b"
+    );
+    assert_eq!(b.eval("document.querySelectorAll('[data-device]').length"), 0);
+    for dev in b_host.get("/api/v1/devices")["devices"].as_array().unwrap() {
+        let id = dev["id"].as_u64().unwrap();
+        let labels = gauge_labels(&mut b, &format!("[data-peer-device=\"b:{id}\"]"));
+        assert!(labels.contains(&dram_label(dev)), "chip {id}: {labels}");
+    }
+    // A chip links to its page on B's own dashboard.
+    assert_eq!(
+        b.eval("document.querySelector('[data-peer-device=\"b:0\"] h3 a').getAttribute('href')"),
+        format!("http://127.0.0.1:{port_b}/#/chip/0")
+    );
+    // A new workload on B reaches A's page over B's stream, forwarded by A.
+    let second = hold(&b_host.regions, "llm-inference", "n150", 2, 3);
+    b.wait_for("document.querySelectorAll('[data-peer=b] [data-peer-device]').length === 3");
+    let chip2 = || {
+        b_host.get("/api/v1/devices")["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == 2)
+            .cloned()
+    };
+    // Once B holds what the new workload's allocator says it holds (B may still be draining).
+    let second_dram = second.summary["chips"][0]["categories"][0]["allocated"].clone();
+    wait_until(|| chip2().is_some_and(|d| d["categories"][0]["used"] == second_dram));
+    let chip2 = chip2().unwrap();
+    b.wait_for(&format!(
+        "[...document.querySelectorAll('[data-peer-device=\"b:2\"] [role=meter]')].some(m => m.getAttribute('aria-label').startsWith('{}'))",
+        dram_label(&chip2)
+    ));
+    // This host's own chips stay beside the others'.
+    let _local = hold(&a_host.regions, "llm-inference", "n150", 0, 3);
+    b.wait_for("document.querySelectorAll('#chips [data-device]').length === 1");
+    assert_eq!(
+        b.eval("document.querySelectorAll('[data-peer=b] [data-peer-device]').length"),
+        3
+    );
+    b.screenshot("dashboard-hosts");
+    b.check_console();
+    assert!(b.errors.is_empty(), "browser console: {:#?}", b.errors);
+    drop(second);
 }
 
 #[test]

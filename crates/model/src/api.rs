@@ -456,6 +456,35 @@ pub struct StreamUpdate {
     pub process_changes: Vec<ProcessChange>,
 }
 
+/// `GET /api/v1/peers`: the other hosts' daemons this daemon's dashboard shows beside its own
+/// (the config's `[[peers]]`), each asked for its health as the answer is made, so a page opens
+/// live streams only to the ones that answer.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeersAnswer {
+    /// In the config's order.
+    pub peers: Vec<PeerStatus>,
+}
+
+/// One peer daemon in [`PeersAnswer`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// Its name in the config: the path segment of `/api/v1/peers/{name}/...`.
+    pub name: String,
+    /// The URL it is reached at (a link to its own dashboard, where the browser can reach it).
+    pub url: String,
+    /// Whether its health answered just now.
+    pub reachable: bool,
+    /// Its host name, from its health.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Its version, from its health.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Why it did not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// An error answer: `{"error": "..."}`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ErrorAnswer {

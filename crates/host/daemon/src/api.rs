@@ -25,6 +25,7 @@ use space::{fit, forecast, fragmentation, incomplete, map, maps};
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;
+pub mod peers;
 mod web;
 pub use access::{Peer, TcpAccess, Viewer};
 use extract::{P, Q};
@@ -52,6 +53,8 @@ pub struct Shared {
     pub notifiers: crate::alerting::Notifiers,
     /// The host's name in metrics and alerts.
     pub hostname: String,
+    /// Other hosts' daemons the dashboard shows beside this one (see [`peers`]).
+    pub peers: Vec<peers::PeerHost>,
 }
 
 impl Shared {
@@ -69,6 +72,7 @@ impl Shared {
             daemon_uid: nix::unistd::geteuid().as_raw(),
             notifiers: crate::alerting::Notifiers::start(&[], ""),
             hostname: crate::hostname(),
+            peers: Vec::new(),
         }
     }
 }
@@ -118,6 +122,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/history", get(history))
         .route("/api/v1/stream", get(stream))
         .route("/api/v1/process-records", get(process_records))
+        .route("/api/v1/peers", get(peers::list))
+        .route("/api/v1/peers/{name}/{endpoint}", get(peers::forward))
         .route("/api/v1/legacy", get(legacy))
         .route("/api/v1/legacy/dumps", get(legacy_dumps))
         .fallback(|| async { not_found("no such endpoint; see docs/api.md") })

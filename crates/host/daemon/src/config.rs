@@ -128,6 +128,8 @@ pub struct Config {
     pub alerts: crate::alerting::AlertsConfig,
     /// The host's name in metrics and alerts (None: the kernel's hostname).
     pub hostname: Option<String>,
+    /// Other hosts' daemons the dashboard shows beside this one.
+    pub peers: Vec<crate::api::peers::PeerHost>,
 }
 
 /// The keys a config file may hold (all optional; unknown keys are an error).
@@ -188,6 +190,8 @@ pub struct FileConfig {
     pub alerts: Option<crate::alerting::AlertsSection>,
     /// See [`Config::hostname`].
     pub hostname: Option<String>,
+    /// The `[[peers]]` tables.
+    pub peers: Option<Vec<crate::api::peers::PeerSection>>,
 }
 
 /// Values given as flags (None: not given).
@@ -241,6 +245,9 @@ pub enum ConfigError {
     /// The `[alerts]` section is unusable as a whole.
     #[error("invalid [alerts] section: {0}")]
     Alerts(String),
+    /// A `[[peers]]` table is unusable.
+    #[error("invalid [[peers]]: {0}")]
+    Peers(String),
     /// A value is malformed.
     #[error("invalid {what} {value:?}: {why}")]
     Value {
@@ -305,6 +312,7 @@ impl Config {
             api_tcp_detail: false,
             alerts: crate::alerting::AlertsConfig::default(),
             hostname: None,
+            peers: Vec::new(),
         }
     }
 
@@ -486,6 +494,9 @@ impl Config {
             }
             self.hostname = Some(v).filter(|h| !h.is_empty());
         }
+        if let Some(v) = f.peers {
+            self.peers = crate::api::peers::check(v).map_err(ConfigError::Peers)?;
+        }
         if let Some(v) = f.alerts {
             self.alerts = crate::alerting::AlertsConfig::from_section(v).map_err(ConfigError::Alerts)?;
         }
@@ -531,6 +542,9 @@ pub fn describe(c: &Config) -> String {
                 .or_else(|| n.command.as_ref().map(|c| c.join(" ")))
                 .unwrap_or_default()
         ));
+    }
+    for p in &c.peers {
+        out.push_str(&format!("peer {} at {}\n", p.name, p.url));
     }
     out
 }

@@ -17,6 +17,7 @@ pub mod collector;
 pub mod config;
 pub mod http_server;
 pub mod legacy_socket;
+pub mod outbound;
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
@@ -153,6 +154,7 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
     if let Some(h) = &config.hostname {
         shared.hostname = h.clone();
     }
+    shared.peers = config.peers.clone();
     shared.notifiers = alerting::Notifiers::start(&config.alerts.notify, &shared.hostname);
     let shared = Arc::new(shared);
     open_store(&shared, &config);

@@ -38,7 +38,8 @@ const state = {
   view: { name: "overview" },
   page: { pid: 0, offset: 0, sort: "size", limit: 50 },
   chart: { window: 600, from: null, to: null }, // the chip page's history window (null: up to now)
-  hover: null,       // { device, frac }: the overview line hovered, kept across redraws
+  hover: null,       // { key, frac }: the overview line hovered, kept across redraws
+  peers: new Map(),  // peer name → { info, devices, history, alerts, live } (the config's [[peers]])
 };
 
 const HISTORY_S = 600;
@@ -75,9 +76,9 @@ function stepAt(points, t) {
 }
 
 /** DRAM over the last minutes: the history's steps, carried on to now at today's value.
- * Hovering reads the exact bytes at that time (kept across live redraws); a click opens the
- * chip page, whose charts zoom. */
-function sparkline(id, history, now, current) {
+ * Hovering reads the exact bytes at that time (kept across live redraws, by `key`); a click
+ * opens `href`, the chip's page, whose charts zoom. */
+function sparkline(key, history, now, current, href) {
   const points = history.length ? [...history, [now, current]] : [[now - 1, current], [now, current]];
   const svg = svgEl("svg", { class: "spark", viewBox: "0 0 200 36", preserveAspectRatio: "none" });
   const t0 = points[0][0], t1 = points[points.length - 1][0];
@@ -99,10 +100,10 @@ function sparkline(id, history, now, current) {
     svg.append(svgEl("line", { class: "cursor", x1: frac * 200, x2: frac * 200, y1: 0, y2: 36 }));
     readout.textContent = `${new Date(t * 1000).toLocaleTimeString()}: ${v.toLocaleString()} bytes of DRAM`;
   };
-  if (state.hover?.device === id) show(state.hover.frac);
+  if (state.hover?.key === key) show(state.hover.frac);
   svg.addEventListener("mousemove", (ev) => {
     const r = svg.getBoundingClientRect();
-    state.hover = { device: id, frac: Math.min(1, Math.max(0, (ev.clientX - r.left) / Math.max(1, r.width))) };
+    state.hover = { key, frac: Math.min(1, Math.max(0, (ev.clientX - r.left) / Math.max(1, r.width))) };
     svg.querySelector("line.cursor")?.remove();
     show(state.hover.frac);
   });
@@ -111,23 +112,53 @@ function sparkline(id, history, now, current) {
     svg.querySelector("line.cursor")?.remove();
     readout.textContent = "";
   });
-  svg.addEventListener("click", () => { location.hash = `#/chip/${id}`; });
-  return el("div", { class: "spark-box", "data-spark": String(id) }, svg, readout);
+  svg.addEventListener("click", () => { location.href = href; });
+  return el("div", { class: "spark-box", "data-spark": key }, svg, readout);
+}
+
+/** A chip's card: gauges per buffer type, its sources, its DRAM line. `host` names a peer
+ * (its chips link to its own dashboard) or is null for this host. */
+function chipCard(d, history, host) {
+  const href = host ? `${host.url}/#/chip/${d.id}` : `#/chip/${d.id}`;
+  const key = host ? `${host.name}:${d.id}` : String(d.id);
+  const sources = (d.sources ?? []).map((s) => el("span", { class: "badge", title: `figures from ${s}`, text: s }));
+  return el("article", { class: "chip", [host ? "data-peer-device" : "data-device"]: key, "aria-label": `chip ${d.id}` },
+    el("h3", {}, el("a", { href, text: `${d.id} ${d.name}` }),
+      el("span", { class: "badge", text: `${d.processes} proc${d.processes === 1 ? "" : "s"}` })),
+    el("div", { class: "meta", text: `${d.arch} · ${d.hw_id}${d.remote ? " · remote" : ""} ` }, ...sources),
+    ...d.categories.filter((c) => c.total > 0 || c.used > 0).map(gauge),
+    sparkline(key, history, Date.now() / 1000, d.categories.find((c) => c.name === "DRAM")?.used ?? 0, href));
 }
 
 function renderChips() {
-  const box = $("#chips");
-  box.replaceChildren(...state.devices.map((d) => {
-    const sources = (d.sources ?? []).map((s) => el("span", { class: "badge", title: `figures from ${s}`, text: s }));
-    return el("article", { class: "chip", "data-device": String(d.id), "aria-label": `chip ${d.id}` },
-      el("h3", {}, el("a", { href: `#/chip/${d.id}`, text: `${d.id} ${d.name}` }),
-        el("span", { class: "badge", text: `${d.processes} proc${d.processes === 1 ? "" : "s"}` })),
-      el("div", { class: "meta", text: `${d.arch} · ${d.hw_id}${d.remote ? " · remote" : ""} ` }, ...sources),
-      ...d.categories.filter((c) => c.total > 0 || c.used > 0).map(gauge),
-      sparkline(d.id, state.history.get(d.id) ?? [], Date.now() / 1000,
-        d.categories.find((c) => c.name === "DRAM")?.used ?? 0));
-  }));
+  $("#chips").replaceChildren(...state.devices.map((d) => chipCard(d, state.history.get(d.id) ?? [], null)));
   $("#no-chips").hidden = state.devices.length > 0;
+}
+
+/** Adds an update's DRAM figures to `history` (device id → points), keeping `HISTORY_S`. */
+function extendHistory(history, u) {
+  const now = u.timestamp_ns / 1e9;
+  for (const d of u.devices) {
+    const dram = d.categories.find((c) => c.name === "DRAM");
+    if (!dram) continue;
+    const h = history.get(d.id) ?? [];
+    h.push([now, dram.used]);
+    while (h.length && h[0][0] < now - HISTORY_S) h.shift();
+    history.set(d.id, h);
+  }
+}
+
+/** Whether an update changes which chips or processes there are (then the snapshot is read
+ * again), else applies its figures to `devices`. */
+function applyUpdate(devices, u) {
+  const known = new Set(devices.map((d) => d.id));
+  if (u.process_changes.length || u.devices.some((d) => !known.has(d.id)) || u.devices.length !== known.size) {
+    return true;
+  }
+  for (const d of u.devices) {
+    Object.assign(devices.find((x) => x.id === d.id), { categories: d.categories, processes: d.processes });
+  }
+  return false;
 }
 
 function renderAlerts() {
@@ -458,23 +489,10 @@ function connect() {
   es.addEventListener("error", () => { $("#status").textContent = "disconnected; reconnecting…"; });
   es.addEventListener("update", (ev) => {
     const u = JSON.parse(ev.data);
-    const now = u.timestamp_ns / 1e9;
-    for (const d of u.devices) {
-      const dram = d.categories.find((c) => c.name === "DRAM");
-      if (!dram) continue;
-      const h = state.history.get(d.id) ?? [];
-      h.push([now, dram.used]);
-      while (h.length && h[0][0] < now - HISTORY_S) h.shift();
-      state.history.set(d.id, h);
-    }
-    const known = new Set(state.devices.map((d) => d.id));
-    if (u.process_changes.length || u.devices.some((d) => !known.has(d.id)) || u.devices.length !== known.size) {
+    extendHistory(state.history, u);
+    if (applyUpdate(state.devices, u)) {
       loadSnapshot().catch(showError);
       return;
-    }
-    for (const d of u.devices) {
-      const mine = state.devices.find((x) => x.id === d.id);
-      Object.assign(mine, { categories: d.categories, processes: d.processes });
     }
     renderChips();
     // The chip page's charts follow live while they show a window up to now.
@@ -488,6 +506,95 @@ function connect() {
     else state.alerts.set(fingerprint(a), a);
     renderAlerts();
   });
+}
+
+// Other hosts: the daemon's config names peer daemons, and this daemon forwards their public
+// answers under /api/v1/peers/{name}/… (the browser never talks to a peer itself).
+
+/** Lists the peers (the daemon asks each for its health) and follows the reachable ones. */
+async function loadPeers() {
+  const { peers } = await getJson("/api/v1/peers");
+  $("#hosts").hidden = peers.length === 0;
+  if (peers.length) $("#chips-title").textContent = "This host's chips";
+  for (const info of peers) {
+    const old = state.peers.get(info.name);
+    if (old?.live) continue;
+    const peer = { info, devices: [], processes: 0, history: new Map(), alerts: new Map(), live: null };
+    state.peers.set(info.name, peer);
+    if (info.reachable) followPeer(peer).catch((e) => peerDown(peer, e.message));
+  }
+  renderPeers();
+}
+
+const peerPath = (peer, endpoint) => `/api/v1/peers/${encodeURIComponent(peer.info.name)}/${endpoint}`;
+
+async function loadPeerSnapshot(peer) {
+  const snap = await getJson(peerPath(peer, "snapshot?detail=totals"));
+  peer.devices = snap.devices;
+  peer.processes = snap.processes.filter((p) => p.state !== "exited").length;
+  renderPeers();
+}
+
+async function followPeer(peer) {
+  await loadPeerSnapshot(peer);
+  const { active } = await getJson(peerPath(peer, "alerts"));
+  for (const a of active) peer.alerts.set(fingerprint(a), a);
+  const es = new EventSource(peerPath(peer, "stream"));
+  peer.live = es;
+  es.addEventListener("open", () => { peer.status = "live"; renderPeers(); });
+  es.addEventListener("error", () => {
+    // A stream that cannot come back (the peer went away) is retried through the listing,
+    // which asks the peer's health first.
+    if (es.readyState === EventSource.CLOSED) peerDown(peer, "its stream ended");
+    else { peer.status = "reconnecting…"; renderPeers(); }
+  });
+  es.addEventListener("update", (ev) => {
+    const u = JSON.parse(ev.data);
+    extendHistory(peer.history, u);
+    if (applyUpdate(peer.devices, u)) loadPeerSnapshot(peer).catch((e) => peerDown(peer, e.message));
+    else renderPeers();
+  });
+  es.addEventListener("alert", (ev) => {
+    const a = JSON.parse(ev.data);
+    if (a.state === "resolved") peer.alerts.delete(fingerprint(a));
+    else peer.alerts.set(fingerprint(a), a);
+    renderPeers();
+  });
+  const from = Math.floor(Date.now() / 1000) - HISTORY_S;
+  await Promise.all(peer.devices.map(async (d) => {
+    const h = await getJson(peerPath(peer, `history?device=${d.id}&category=DRAM&from=${from}`)).catch(() => null);
+    if (h) peer.history.set(d.id, [...h.points, ...(peer.history.get(d.id) ?? [])].sort((a, b) => a[0] - b[0]));
+  }));
+  renderPeers();
+}
+
+function peerDown(peer, why) {
+  peer.live?.close();
+  peer.live = null;
+  peer.info = { ...peer.info, reachable: false, error: why };
+  renderPeers();
+  clearTimeout(state.peerRetry);
+  state.peerRetry = setTimeout(() => loadPeers().catch(showError), 15000);
+}
+
+function renderPeers() {
+  $("#host-list").replaceChildren(...[...state.peers.values()].map((peer) => {
+    const { info } = peer;
+    const firing = [...peer.alerts.values()].filter((a) => a.state === "firing");
+    const status = info.reachable
+      ? el("span", { class: "badge", text: peer.status ?? "connecting…" })
+      : el("span", { class: "badge down", title: info.error ?? "", text: `unreachable: ${info.error ?? "no answer"}` });
+    const alerts = firing.length
+      ? [el("span", { class: "badge firing", title: firing.map((a) => `${a.rule}: ${a.summary}`).join("\n"),
+                      text: `${firing.length} alert${firing.length === 1 ? "" : "s"} firing` })]
+      : [];
+    return el("article", { class: "host", "data-peer": info.name, "aria-label": `host ${info.name}` },
+      el("h3", {}, el("a", { href: `${info.url}/`, text: info.hostname || info.name }), " ", status, ...alerts),
+      el("p", { class: "meta", text: info.reachable
+        ? `${info.name} · ${info.url} · v${info.version ?? "?"} · ${peer.devices.length} chip${peer.devices.length === 1 ? "" : "s"}, ${peer.processes} running process${peer.processes === 1 ? "" : "es"}`
+        : `${info.name} · ${info.url}` }),
+      el("div", { class: "chips" }, ...peer.devices.map((d) => chipCard(d, peer.history.get(d.id) ?? [], info))));
+  }));
 }
 
 function showError(e) {
@@ -533,6 +640,7 @@ async function main() {
   route();
   // Live first; the history lines fill in as their answers come.
   connect();
+  loadPeers().catch(showError);
   await loadHistory();
 }
 

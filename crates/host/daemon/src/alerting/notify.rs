@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use ttmem_model::api::{Alert, AlertState};
 
+use crate::outbound::Target;
+
 /// Where alerts go.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -364,74 +366,6 @@ fn exec(command: &[String], body: &[u8], env: &[(String, String)], timeout: Dura
     }
 }
 
-/// An `http://host:port/path` target.
-#[derive(Clone, Debug)]
-struct Target {
-    authority: String,
-    path: String,
-}
-
-impl Target {
-    fn parse(url: &str) -> Result<Target, String> {
-        let uri: hyper::Uri = url.parse().map_err(|e| format!("url {url:?}: {e}"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(format!(
-                "url {url:?}: only http:// is supported (put a TLS proxy in front of a remote https endpoint)"
-            ));
-        }
-        let authority = uri.authority().ok_or_else(|| format!("url {url:?} names no host"))?;
-        let authority = if authority.port().is_some() {
-            authority.to_string()
-        } else {
-            format!("{authority}:80")
-        };
-        Ok(Target {
-            authority,
-            path: uri.path().trim_end_matches('/').to_string(),
-        })
-    }
-
-    /// POSTs JSON to the target's path followed by `suffix`; a 2xx is success, a 4xx is
-    /// `refused:` (not worth retrying), anything else an error worth retrying.
-    async fn post(&self, suffix: &str, body: Vec<u8>, timeout: Duration) -> Result<(), String> {
-        let path = match format!("{}{suffix}", self.path) {
-            p if p.is_empty() => "/".to_string(),
-            p => p,
-        };
-        let attempt = async {
-            let stream = tokio::net::TcpStream::connect(&self.authority)
-                .await
-                .map_err(|e| format!("cannot connect to {}: {e}", self.authority))?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(conn);
-            let request = hyper::Request::post(path.as_str())
-                .header(hyper::header::HOST, self.authority.as_str())
-                .header(hyper::header::CONTENT_TYPE, "application/json")
-                .header(hyper::header::USER_AGENT, concat!("ttmem/", env!("CARGO_PKG_VERSION")))
-                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-                .map_err(|e| e.to_string())?;
-            let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-            let status = response.status();
-            if status.is_success() {
-                Ok(())
-            } else if status.is_client_error() {
-                Err(format!("refused: {} answered {status}", self.authority))
-            } else {
-                Err(format!("{} answered {status}", self.authority))
-            }
-        };
-        tokio::time::timeout(timeout, attempt).await.unwrap_or_else(|_| {
-            Err(format!(
-                "{} did not answer within {} s",
-                self.authority,
-                timeout.as_secs()
-            ))
-        })
-    }
-}
-
 /// `unix_ns` as an RFC 3339 UTC time with milliseconds (what Alertmanager reads).
 pub fn rfc3339(unix_ns: u64) -> String {
     let secs = unix_ns / 1_000_000_000;
@@ -500,8 +434,5 @@ mod tests {
                 .check()
                 .is_ok()
         );
-        let t = Target::parse("http://localhost:9093/").unwrap();
-        assert_eq!((t.authority.as_str(), t.path.as_str()), ("localhost:9093", ""));
-        assert_eq!(Target::parse("http://am").unwrap().authority, "am:80");
     }
 }

@@ -52,7 +52,7 @@ fn bad_input_says_what_is_wrong() {
     std::fs::write(&file, "regoin_dir = \"/typo\"\n").unwrap();
     let e = Config::load(
         &Overrides {
-            config_file: Some(file),
+            config_file: Some(file.clone()),
             ..Default::default()
         },
         &env(&[]),
@@ -77,6 +77,17 @@ fn bad_input_says_what_is_wrong() {
     )
     .unwrap_err();
     assert!(e.to_string().starts_with("cannot read config file /nonexistent.toml"));
+    std::fs::write(&file, "[[peers]]\nname = \"b\"\nurl = \"https://b:9477\"\n").unwrap();
+    let e = Config::load(
+        &Overrides {
+            config_file: Some(file),
+            ..Default::default()
+        },
+        &env(&[]),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("invalid [[peers]]: peer b"), "{e}");
+    assert!(e.to_string().contains("only http://"), "{e}");
 }
 
 #[test]
@@ -122,6 +133,11 @@ fn the_example_config_is_valid_and_documents_every_key() {
     assert_eq!(f.flight_recorder_events, Some(DEFAULT_FLIGHT_RECORDER_EVENTS));
     assert!(f.api_token_file.is_some() && f.api_tcp_detail == Some(false));
     assert_eq!(f.hostname.as_deref(), Some(""));
+    let peers = crate::api::peers::check(f.peers.clone().unwrap()).unwrap();
+    assert_eq!(
+        (peers[0].name.as_str(), peers[0].target.authority.as_str()),
+        ("tt-host-b", "tt-host-b:9477")
+    );
     // The rules written out are exactly the built-in ones.
     let alerts = crate::alerting::AlertsConfig::from_section(f.alerts.clone().unwrap()).unwrap();
     assert_eq!(alerts.rules, ttmem_alerts::default_rules());

@@ -1,0 +1,248 @@
+//! Other hosts on this dashboard: the config's `[[peers]]` name other hosts' daemons, and the
+//! page shows their chips beside this host's. The browser never talks to a peer itself (that
+//! would need CORS on every daemon, and open its API to any page a user visits): it reads
+//! `/api/v1/peers/{name}/{endpoint}`, and this daemon forwards the request.
+//!
+//! What a peer shows through here is what it shows any TCP client without a token: aggregates
+//! and the process list, no detail and no command lines. No credential is forwarded, so no one
+//! who can reach this daemon sees more of a peer than the peer shows everyone. Only the
+//! read-only endpoints in [`FORWARDED`] pass, and only to the configured peers (no URL comes
+//! from a request).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use http_body_util::{BodyExt as _, Limited};
+use serde::Deserialize;
+use ttmem_model::api;
+
+use super::extract::P;
+use super::{ApiError, Shared, bad, not_found};
+use crate::outbound::Target;
+
+/// Peers a config may name: more than a page shows well.
+pub const MAX_PEERS: usize = 32;
+
+/// The endpoints read through a peer: what the page's host sections need, all of them what the
+/// peer shows everyone.
+pub const FORWARDED: &[&str] = &[
+    "health",
+    "devices",
+    "processes",
+    "snapshot",
+    "history",
+    "alerts",
+    "forecast",
+    "stream",
+];
+
+/// How long a peer has to accept and send an answer's head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a peer has to send a whole answer (the stream excepted).
+const BODY_TIMEOUT: Duration = Duration::from_secs(15);
+/// The largest answer taken from a peer (the stream excepted): a snapshot of a big host is a
+/// few megabytes.
+const MAX_BODY: usize = 64 << 20;
+/// How long the listing waits for a peer's health.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest query string forwarded.
+const MAX_QUERY: usize = 2048;
+
+/// A `[[peers]]` entry as the config file gives it.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSection {
+    /// A short name: letters, digits, `.`, `_` and `-` (it is a path segment).
+    pub name: String,
+    /// `http://HOST:PORT` of the peer's TCP API (its `http` setting), optionally with a path
+    /// prefix where a proxy serves it.
+    pub url: String,
+}
+
+/// A peer daemon, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerHost {
+    /// Its name (see [`PeerSection::name`]).
+    pub name: String,
+    /// Its URL as configured.
+    pub url: String,
+    /// Where requests go.
+    pub target: Target,
+}
+
+/// Checks the config's `[[peers]]`: names unique and path-safe, URLs plain `http://`.
+pub fn check(sections: Vec<PeerSection>) -> Result<Vec<PeerHost>, String> {
+    if sections.len() > MAX_PEERS {
+        return Err(format!("{} peers; at most {MAX_PEERS}", sections.len()));
+    }
+    let mut out: Vec<PeerHost> = Vec::with_capacity(sections.len());
+    for s in sections {
+        let name = s.name.trim().to_string();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(format!(
+                "peer name {name:?}: use 1 to 64 letters, digits, '.', '_' or '-'"
+            ));
+        }
+        if out.iter().any(|p| p.name == name) {
+            return Err(format!("peer name {name:?} appears twice"));
+        }
+        let url = s.url.trim().trim_end_matches('/').to_string();
+        let target = Target::parse(&url).map_err(|e| format!("peer {name}: {e}"))?;
+        out.push(PeerHost { name, url, target });
+    }
+    Ok(out)
+}
+
+/// `GET /api/v1/peers`: each peer with its health, asked now (all at once).
+pub(super) async fn list(State(s): State<Arc<Shared>>) -> Json<api::PeersAnswer> {
+    let probes = s.peers.iter().map(|p| async move {
+        match probe(&p.target).await {
+            Ok(h) => api::PeerStatus {
+                name: p.name.clone(),
+                url: p.url.clone(),
+                reachable: true,
+                hostname: Some(h.hostname).filter(|h| !h.is_empty()),
+                version: Some(h.version),
+                error: None,
+            },
+            Err(e) => api::PeerStatus {
+                name: p.name.clone(),
+                url: p.url.clone(),
+                reachable: false,
+                hostname: None,
+                version: None,
+                error: Some(e),
+            },
+        }
+    });
+    Json(api::PeersAnswer {
+        peers: futures_util::future::join_all(probes).await,
+    })
+}
+
+async fn probe(target: &Target) -> Result<api::Health, String> {
+    let read = async {
+        let r = target.get("/api/v1/health", "application/json", PROBE_TIMEOUT).await?;
+        if !r.status().is_success() {
+            return Err(format!("its health answered {}", r.status()));
+        }
+        let body = Limited::new(r.into_body(), 1 << 20)
+            .collect()
+            .await
+            .map_err(|e| format!("reading its health: {e}"))?
+            .to_bytes();
+        serde_json::from_slice::<api::Health>(&body).map_err(|e| format!("its health is not a ttmem daemon's: {e}"))
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, read)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())))
+}
+
+/// `GET /api/v1/peers/{name}/{endpoint}`: the peer's answer to `/api/v1/{endpoint}` with the
+/// same query, its status and type kept; the stream is passed through as it comes.
+pub(super) async fn forward(
+    State(s): State<Arc<Shared>>,
+    P((name, endpoint)): P<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let peer = s
+        .peers
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| not_found(format!("no peer named {name:?} (the config's [[peers]] name them)")))?;
+    if !FORWARDED.contains(&endpoint.as_str()) {
+        return Err(not_found(format!(
+            "/api/v1/{endpoint} is not read through a peer (these are: {})",
+            FORWARDED.join(", ")
+        )));
+    }
+    let query = query.unwrap_or_default();
+    if query.len() > MAX_QUERY {
+        return Err(bad(format!("a query of at most {MAX_QUERY} bytes is forwarded")));
+    }
+    let suffix = match query.as_str() {
+        "" => format!("/api/v1/{endpoint}"),
+        q => format!("/api/v1/{endpoint}?{q}"),
+    };
+    let streaming = endpoint == "stream";
+    let accept = if streaming {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    let gateway = |status: StatusCode, why: String| ApiError(status, format!("peer {name} ({}): {why}", peer.url));
+    let answer = peer
+        .target
+        .get(&suffix, accept, HEAD_TIMEOUT)
+        .await
+        .map_err(|e| gateway(StatusCode::BAD_GATEWAY, e))?;
+    let status = answer.status();
+    let content_type = answer
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    let body = if streaming && status.is_success() {
+        axum::body::Body::new(answer.into_body())
+    } else {
+        let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(answer.into_body(), MAX_BODY).collect())
+            .await
+            .map_err(|_| {
+                gateway(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("its answer took over {} s", BODY_TIMEOUT.as_secs()),
+                )
+            })?
+            .map_err(|e| gateway(StatusCode::BAD_GATEWAY, format!("reading its answer: {e}")))?;
+        axum::body::Body::from(collected.to_bytes())
+    };
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(body)
+        .map_err(|e| gateway(StatusCode::BAD_GATEWAY, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(name: &str, url: &str) -> PeerSection {
+        PeerSection {
+            name: name.into(),
+            url: url.into(),
+        }
+    }
+
+    #[test]
+    fn peers_are_checked_with_reasons() {
+        let ok = check(vec![
+            section("tt-host-b", "http://10.0.0.2:9477/"),
+            section("c_1.x", "http://c"),
+        ])
+        .unwrap();
+        assert_eq!(ok[0].url, "http://10.0.0.2:9477");
+        assert_eq!(ok[0].target.authority, "10.0.0.2:9477");
+        assert_eq!(ok[1].target.authority, "c:80");
+        let err = |v: Vec<PeerSection>| check(v).unwrap_err();
+        assert!(err(vec![section("a/b", "http://h:1")]).contains("letters, digits"));
+        assert!(err(vec![section("", "http://h:1")]).contains("letters, digits"));
+        assert!(err(vec![section("a", "http://h:1"), section("a", "http://g:1")]).contains("twice"));
+        assert!(err(vec![section("a", "https://h:1")]).contains("only http://"));
+        assert!(err(vec![section("a", "h:1")]).contains("peer a"));
+        let many = (0..=MAX_PEERS)
+            .map(|i| section(&format!("p{i}"), "http://h:1"))
+            .collect();
+        assert!(err(many).contains("at most"));
+    }
+}
