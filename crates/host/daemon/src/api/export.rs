@@ -90,7 +90,10 @@ fn gather(s: &Shared, viewer: Viewer, pid: u32, since_s: Option<u64>) -> Result<
         let dk = c.ledger_device(id);
         for cat in &device.categories {
             let category = cat.name.clone();
+            // A window that starts after now holds no history (the query would carry the last
+            // value to its start, a sample in the future).
             let points = crate::collector::series_key(&table, id, &category, process)
+                .filter(|_| from <= now_s)
                 .map(|k| c.history().query(&k, 0, from, now_s))
                 .unwrap_or_default();
             if !used.contains(&(id, category.as_str())) && points.iter().all(|p| p.1 == 0) {
