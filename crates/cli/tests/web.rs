@@ -270,6 +270,25 @@ fn dram_label(dev: &Value) -> String {
     )
 }
 
+/// A server on a free port that answers every request with an HTML page holding a script.
+fn html_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut head = [0u8; 4096];
+            let _ = std::io::Read::read(&mut conn, &mut head);
+            let body = "<html><script>alert(document.cookie)</script></html>";
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
 #[test]
 fn the_dashboard_shows_other_hosts_through_its_own_daemon() {
     if !have_tools(
@@ -278,11 +297,13 @@ fn the_dashboard_shows_other_hosts_through_its_own_daemon() {
     ) {
         return;
     }
-    // Host B runs a workload; host A runs none and names B (and a host that is down) as peers.
+    // Host B runs a workload; host A runs none and names B, a host that is down and a server
+    // that is no ttmem daemon (it answers every request with a page and a script) as peers.
     let (port_a, port_b, port_down) = (free_port(), free_port(), free_port());
+    let port_evil = html_server();
     let b_host = Daemon::start_with(&format!("http = \"127.0.0.1:{port_b}\"\nhostname = \"tt-host-b\"\n"));
     let a_host = Daemon::start_with(&format!(
-        "http = \"127.0.0.1:{port_a}\"\nhostname = \"tt-host-a\"\n[[peers]]\nname = \"b\"\nurl = \"http://127.0.0.1:{port_b}/\"\n[[peers]]\nname = \"down\"\nurl = \"http://127.0.0.1:{port_down}\"\n"
+        "http = \"127.0.0.1:{port_a}\"\nhostname = \"tt-host-a\"\n[[peers]]\nname = \"b\"\nurl = \"http://127.0.0.1:{port_b}/\"\n[[peers]]\nname = \"down\"\nurl = \"http://127.0.0.1:{port_down}\"\n[[peers]]\nname = \"evil\"\nurl = \"http://127.0.0.1:{port_evil}\"\n"
     ));
     let held = hold(&b_host.regions, "training", "n300", 0, 3);
     let want: Vec<Value> = (0..2)
@@ -324,6 +345,17 @@ fn the_dashboard_shows_other_hosts_through_its_own_daemon() {
     assert!(refused("/api/v1/peers/nobody/devices").contains("no peer named"));
     let down = refused("/api/v1/peers/down/devices");
     assert!(down.contains("502") && down.contains("peer down"), "{down}");
+    // What is not a daemon's answer never passes (a page would run in A's origin).
+    assert_eq!(peers["peers"][2]["reachable"], false, "{peers}");
+    assert!(
+        peers["peers"][2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a ttmem daemon's"),
+        "{peers}"
+    );
+    let evil = refused("/api/v1/peers/evil/devices");
+    assert!(evil.contains("502") && evil.contains("not application/json"), "{evil}");
 
     // The page shows B's chips with B's exact figures, live.
     let mut b = Browser::start();
@@ -332,6 +364,7 @@ fn the_dashboard_shows_other_hosts_through_its_own_daemon() {
     b.wait_for("document.querySelectorAll('[data-peer=b] [data-peer-device]').length === 2");
     b.wait_for("document.querySelector('[data-peer=b] h3 .badge').textContent === 'live'");
     b.wait_for("document.querySelector('[data-peer=down] .badge.down').textContent.startsWith('unreachable')");
+    b.wait_for("document.querySelector('[data-peer=evil] .badge.down').textContent.startsWith('unreachable')");
     assert_eq!(
         b.eval("document.querySelector('[data-peer=b] h3 a').textContent"),
         "tt-host-b"

@@ -186,11 +186,28 @@ pub(super) async fn forward(
         .await
         .map_err(|e| gateway(StatusCode::BAD_GATEWAY, e))?;
     let status = answer.status();
+    if !(status.is_success() || status.is_client_error() || status.is_server_error()) {
+        return Err(gateway(StatusCode::BAD_GATEWAY, format!("it answered {status}")));
+    }
+    // Only what a daemon answers passes: JSON, and the stream's events. Anything else (a page
+    // that would run in this daemon's origin, say) is refused.
+    let expected = if streaming && status.is_success() {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
     let content_type = answer
         .headers()
         .get(header::CONTENT_TYPE)
-        .cloned()
-        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type.split(';').next().map(str::trim) != Some(expected) {
+        return Err(gateway(
+            StatusCode::BAD_GATEWAY,
+            format!("it answered {content_type:?}, not {expected} (is it a ttmem daemon?)"),
+        ));
+    }
+    let content_type = HeaderValue::from_static(expected);
     let body = if streaming && status.is_success() {
         axum::body::Body::new(answer.into_body())
     } else {
@@ -209,6 +226,11 @@ pub(super) async fn forward(
         .status(status)
         .header(header::CONTENT_TYPE, content_type)
         .header(header::CACHE_CONTROL, "no-store")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        )
         .body(body)
         .map_err(|e| gateway(StatusCode::BAD_GATEWAY, e.to_string()))
 }
