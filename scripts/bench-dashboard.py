@@ -6,7 +6,10 @@ of its own; then
   - page ready: from navigation start to the page showing all 32 chips live (the browser's own
     Performance API clock), median of 5 loads;
   - daemon CPU: the daemon's share of a core over --seconds with no dashboard, then with five
-    dashboards open, side by side in one run.
+    dashboards open, side by side in one run;
+  - the same two through a peer: a second daemon whose config names the first in [[peers]]
+    (docs/deploy.md), its page showing the first host's 32 chips live, and that front daemon's
+    CPU with five such pages open (it forwards their streams) next to none.
 
 Usage: cargo build --release && scripts/bench-dashboard.py [--seconds 60] [--ttmem PATH]
 Needs Debian's chromium (scripts/setup.sh installs it). Standard library only.
@@ -116,6 +119,7 @@ def main():
          "--api-socket", f"{tmp}/api.sock", "--db", f"{tmp}/db", "--http", f"127.0.0.1:{port}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers = []
+    daemons = [daemon]
     browser = None
     try:
         for _ in range(100):
@@ -155,10 +159,10 @@ def main():
         print(f"page ready (32 chips, 100 processes): median {statistics.median(ready):.0f} ms "
               f"(loads: {', '.join(f'{x:.0f}' for x in ready)})")
 
-        def share(seconds):
-            c0, t0 = cpu_seconds(daemon.pid), time.time()
+        def share(seconds, pid=daemon.pid):
+            c0, t0 = cpu_seconds(pid), time.time()
             time.sleep(seconds)
-            return 100 * (cpu_seconds(daemon.pid) - c0) / (time.time() - t0)
+            return 100 * (cpu_seconds(pid) - c0) / (time.time() - t0)
 
         # The five test pages above stay open; close them for the baseline.
         for t in browser.call("Target.getTargets")["targetInfos"]:
@@ -172,6 +176,55 @@ def main():
         watched = share(a.seconds)
         print(f"daemon CPU over {a.seconds:.0f} s: {idle:.2f} % of a core with no dashboard, "
               f"{watched:.2f} % with five open (+{watched - idle:.2f} %)")
+
+        # Through a peer: a front daemon names this one, and its pages follow it.
+        for t in browser.call("Target.getTargets")["targetInfos"]:
+            if t["type"] == "page":
+                browser.call("Target.closeTarget", {"targetId": t["targetId"]})
+        front_port = free_port()
+        front_base = f"http://127.0.0.1:{front_port}"
+        with open(f"{tmp}/front.toml", "w") as f:
+            f.write(f'[[peers]]\nname = "bench"\nurl = "{base}"\n')
+        front = subprocess.Popen(
+            [a.ttmem, "serve", "--config", f"{tmp}/front.toml", "--no-legacy-socket", "--no-tt-metal",
+             "--dir", f"{tmp}/front-regions", "--api-socket", f"{tmp}/front.sock", "--db", f"{tmp}/front.db",
+             "--http", f"127.0.0.1:{front_port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        daemons.append(front)
+        for _ in range(100):
+            try:
+                get(front_base + "/api/v1/health")
+                break
+            except OSError:
+                time.sleep(0.1)
+        ready = []
+        for _ in range(5):
+            s = browser.page()
+            browser.call("Page.navigate", {"url": front_base + "/"}, s)
+            deadline = time.time() + 30
+            while True:
+                v = browser.eval(s, "document.querySelectorAll('[data-peer=bench] [data-peer-device]').length === 32 && "
+                                    "document.querySelector('[data-peer=bench] h3 .badge').textContent === 'live' && performance.now()")
+                if v:
+                    ready.append(v)
+                    break
+                if time.time() > deadline:
+                    sys.exit("the front daemon's page never showed the peer's 32 chips live: "
+                             + str(browser.eval(s, "document.querySelector('#hosts').outerHTML.slice(0, 2000)")))
+                time.sleep(0.01)
+        print(f"through a peer, page ready (32 chips, 100 processes): median {statistics.median(ready):.0f} ms "
+              f"(loads: {', '.join(f'{x:.0f}' for x in ready)})")
+        for t in browser.call("Target.getTargets")["targetInfos"]:
+            if t["type"] == "page":
+                browser.call("Target.closeTarget", {"targetId": t["targetId"]})
+        idle = share(a.seconds, front.pid)
+        for _ in range(5):
+            s = browser.page()
+            browser.call("Page.navigate", {"url": front_base + "/"}, s)
+        time.sleep(2)
+        watched = share(a.seconds, front.pid)
+        print(f"front daemon CPU over {a.seconds:.0f} s: {idle:.2f} % of a core with no dashboard, "
+              f"{watched:.2f} % with five following the peer (+{watched - idle:.2f} %)")
     finally:
         if browser:
             browser.close()
@@ -179,8 +232,10 @@ def main():
             w.kill()
         for w in workers:
             w.wait()
-        daemon.terminate()
-        daemon.wait()
+        for d in daemons:
+            d.terminate()
+        for d in daemons:
+            d.wait()
         subprocess.run(["rm", "-rf", tmp])
 
 

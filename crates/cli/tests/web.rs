@@ -319,8 +319,14 @@ fn the_dashboard_shows_other_hosts_through_its_own_daemon() {
     };
     wait_until(|| dram(&b_host) == want);
 
-    // The listing asks each peer's health; the one that is down says why.
-    let peers = a_host.get("/api/v1/peers");
+    // The listing says how A's link to each peer stands; the ones down say why.
+    let mut peers = Value::Null;
+    wait_until(|| {
+        peers = a_host.get("/api/v1/peers");
+        peers["peers"][0]["reachable"] == true
+            && peers["peers"][1]["error"].is_string()
+            && peers["peers"][2]["error"].is_string()
+    });
     assert_eq!(peers["peers"][0]["name"], "b");
     assert_eq!(peers["peers"][0]["reachable"], true, "{peers}");
     assert_eq!(peers["peers"][0]["hostname"], "tt-host-b");
@@ -342,6 +348,7 @@ fn the_dashboard_shows_other_hosts_through_its_own_daemon() {
     let refused = |path: &str| get_json::<Value>(&a_ep, path).unwrap_err().to_string();
     assert!(refused(&format!("/api/v1/peers/b/processes/{}/allocations", pid(&held))).contains("404"));
     assert!(refused("/api/v1/peers/b/legacy").contains("not read through a peer"));
+    assert!(refused("/api/v1/peers/b/stream").contains("not read through a peer"));
     assert!(refused("/api/v1/peers/nobody/devices").contains("no peer named"));
     let down = refused("/api/v1/peers/down/devices");
     assert!(down.contains("502") && down.contains("peer down"), "{down}");
@@ -356,6 +363,42 @@ fn the_dashboard_shows_other_hosts_through_its_own_daemon() {
     );
     let evil = refused("/api/v1/peers/evil/devices");
     assert!(evil.contains("502") && evil.contains("not application/json"), "{evil}");
+
+    // A's own stream carries B's link and B's updates, with B's figures.
+    let mut events = ttmem_apiclient::sse::open(
+        &a_host.ep(),
+        "/api/v1/stream?peers=true",
+        std::time::Duration::from_secs(20),
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut b_update = Value::Null;
+    while b_update.is_null() || !seen.contains(&"down down".to_string()) || !seen.contains(&"evil down".to_string()) {
+        let e = events.next_event().unwrap().expect("the stream goes on");
+        if e.event != "peer" {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&e.data).unwrap();
+        seen.push(format!(
+            "{} {}",
+            v["peer"].as_str().unwrap(),
+            v["kind"].as_str().unwrap()
+        ));
+        if v["peer"] == "b" && v["kind"] == "update" {
+            b_update = v["data"].clone();
+        }
+    }
+    assert_eq!(seen[0], "b up", "a page learns each link's state first: {seen:?}");
+    let b_devices = b_host.get("/api/v1/devices");
+    for (streamed, dev) in b_update["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(b_devices["devices"].as_array().unwrap())
+    {
+        assert_eq!(streamed["id"], dev["id"]);
+        assert_eq!(streamed["categories"], dev["categories"]);
+    }
 
     // The page shows B's chips with B's exact figures, live.
     let mut b = Browser::start();
@@ -409,7 +452,17 @@ fn the_dashboard_shows_other_hosts_through_its_own_daemon() {
     b.screenshot("dashboard-hosts");
     b.check_console();
     assert!(b.errors.is_empty(), "browser console: {:#?}", b.errors);
+    // B goes away: the page says so (A's link tries again; nothing the page asks for fails).
     drop(second);
+    drop(held);
+    drop(b_host);
+    b.wait_for("document.querySelector('[data-peer=b] .badge.down')?.textContent.startsWith('unreachable') ?? false");
+    assert_eq!(
+        b.eval("document.querySelectorAll('[data-peer=b] [data-peer-device]').length"),
+        0
+    );
+    b.check_console();
+    assert!(b.errors.is_empty(), "browser console: {:#?}", b.errors);
 }
 
 #[test]

@@ -457,8 +457,7 @@ pub struct StreamUpdate {
 }
 
 /// `GET /api/v1/peers`: the other hosts' daemons this daemon's dashboard shows beside its own
-/// (the config's `[[peers]]`), each asked for its health as the answer is made, so a page opens
-/// live streams only to the ones that answer.
+/// (the config's `[[peers]]`), as this daemon's one link to each finds them.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PeersAnswer {
     /// In the config's order.
@@ -472,17 +471,45 @@ pub struct PeerStatus {
     pub name: String,
     /// The URL it is reached at (a link to its own dashboard, where the browser can reach it).
     pub url: String,
-    /// Whether its health answered just now.
+    /// Whether this daemon follows its stream now.
     pub reachable: bool,
-    /// Its host name, from its health.
+    /// Its host name, from its health when the link came up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
-    /// Its version, from its health.
+    /// Its version, likewise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
-    /// Why it did not answer.
+    /// Why the link is down (None while it is up, or before the first try ended).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// A `peer` event of `GET /api/v1/stream?peers=true`: what a peer's link did, or what the
+/// peer's own stream said, checked and passed on.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PeerEvent {
+    /// The peer's name in the config (`*` for [`PeerEventKind::Resync`]).
+    pub peer: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: PeerEventKind,
+}
+
+/// What a [`PeerEvent`] says, as `{"kind": ..., "data": ...}`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
+pub enum PeerEventKind {
+    /// The link is up: the peer's figures follow (read its snapshot through
+    /// `/api/v1/peers/{name}/snapshot` to start from).
+    Up,
+    /// The link is down, and why; it is tried again.
+    Down(String),
+    /// The peer's `update` event.
+    Update(StreamUpdate),
+    /// The peer's `alert` event.
+    Alert(Alert),
+    /// This stream fell behind and lost peer events: read every peer's snapshot again.
+    Resync,
 }
 
 /// An error answer: `{"error": "..."}`.

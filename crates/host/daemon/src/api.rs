@@ -21,10 +21,13 @@ pub mod access;
 mod export;
 mod extract;
 mod space;
+mod stream;
 use space::{fit, forecast, fragmentation, incomplete, map, maps};
+use stream::stream;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;
+pub mod peer_hub;
 pub mod peers;
 mod web;
 pub use access::{Peer, TcpAccess, Viewer};
@@ -53,8 +56,9 @@ pub struct Shared {
     pub notifiers: crate::alerting::Notifiers,
     /// The host's name in metrics and alerts.
     pub hostname: String,
-    /// Other hosts' daemons the dashboard shows beside this one (see [`peers`]).
-    pub peers: Vec<peers::PeerHost>,
+    /// Other hosts' daemons the dashboard shows beside this one, and the links to them (see
+    /// [`peers`]; None without `[[peers]]`).
+    pub peers: Option<Arc<peer_hub::PeerHub>>,
 }
 
 impl Shared {
@@ -72,7 +76,7 @@ impl Shared {
             daemon_uid: nix::unistd::geteuid().as_raw(),
             notifiers: crate::alerting::Notifiers::start(&[], ""),
             hostname: crate::hostname(),
-            peers: Vec::new(),
+            peers: None,
         }
     }
 }
@@ -547,97 +551,6 @@ async fn leaks(State(s): State<Arc<Shared>>, viewer: Viewer, Q(q): Q<LeakQuery>)
         allocations,
         incomplete: incomplete(&s, &c, None),
     }))
-}
-
-/// (pid, start time) → (name, state) of every process the daemon knows.
-type ProcStates = std::collections::BTreeMap<(u32, u64), (String, ttmem_model::ProcState)>;
-
-/// The part of the state the stream reports: device totals and which processes run.
-fn stream_state(c: &Collector) -> (Vec<api::StreamDevice>, ProcStates) {
-    let (views, _) = c.merged_views();
-    let devices = c
-        .table_of(&views)
-        .rows()
-        .into_iter()
-        .map(|d| api::StreamDevice {
-            id: d.id,
-            name: d.name,
-            categories: d.categories,
-            processes: d.processes,
-        })
-        .collect();
-    let procs = views
-        .iter()
-        .map(|v| ((v.id.pid, v.id.start_time), (v.id.name.clone(), v.state)))
-        .collect();
-    (devices, procs)
-}
-
-/// `GET /api/v1/stream`: Server-Sent Events. The first `update` carries the whole state; later
-/// ones come when something changed (checked twice a second): device totals, and processes
-/// that started or exited. An `alert` event carries each alert that changed state (the first
-/// ones: every alert pending or firing when the stream began).
-async fn stream(
-    State(s): State<Arc<Shared>>,
-) -> axum::response::sse::Sse<
-    impl tokio_stream::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
-> {
-    use axum::response::sse::{Event, KeepAlive, Sse};
-    use futures_util::StreamExt as _;
-    let mut last_devices: Option<Vec<api::StreamDevice>> = None;
-    let mut last_procs = ProcStates::new();
-    let mut alert_seq: Option<u64> = None;
-    let ticks =
-        tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(std::time::Duration::from_millis(500)));
-    let updates = ticks.flat_map(move |_| {
-        let mut events = Vec::new();
-        let c = s.collector.read();
-        let alerts = match alert_seq {
-            None => (c.alerts().seq(), c.alerts().active()),
-            Some(seq) => c.alerts().changes_since(seq),
-        };
-        let (devices, procs) = stream_state(&c);
-        drop(c);
-        let change = |k: &(u32, u64), name: &str, state| api::ProcessChange {
-            pid: k.0,
-            start_time: k.1,
-            name: name.to_string(),
-            state,
-        };
-        let mut changes = Vec::new();
-        for (k, (name, state)) in &procs {
-            if last_procs.get(k).map(|(_, st)| st) != Some(state) {
-                let state = match state {
-                    ttmem_model::ProcState::Running => api::ProcessChangeState::Running,
-                    ttmem_model::ProcState::Exited => api::ProcessChangeState::Exited,
-                };
-                changes.push(change(k, name, state));
-            }
-        }
-        for (k, (name, _)) in &last_procs {
-            if !procs.contains_key(k) {
-                changes.push(change(k, name, api::ProcessChangeState::Forgotten));
-            }
-        }
-        if last_devices.as_ref() != Some(&devices) || !changes.is_empty() {
-            last_devices = Some(devices.clone());
-            last_procs = procs;
-            let update = api::StreamUpdate {
-                timestamp_ns: ttmem_model::now_ns(),
-                devices,
-                process_changes: changes,
-            };
-            let data = serde_json::to_string(&update).expect("an update serializes");
-            events.push(Ok(Event::default().event("update").data(data)));
-        }
-        alert_seq = Some(alerts.0);
-        for a in alerts.1 {
-            let data = serde_json::to_string(&a).expect("an alert serializes");
-            events.push(Ok(Event::default().event("alert").data(data)));
-        }
-        futures_util::stream::iter(events)
-    });
-    Sse::new(updates).keep_alive(KeepAlive::default())
 }
 
 /// `GET /api/v1/alerts`: alerts pending and firing, those resolved lately, and the rules.

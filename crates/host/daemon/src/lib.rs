@@ -154,7 +154,9 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
     if let Some(h) = &config.hostname {
         shared.hostname = h.clone();
     }
-    shared.peers = config.peers.clone();
+    if !config.peers.is_empty() {
+        shared.peers = Some(Arc::new(api::peer_hub::PeerHub::new(config.peers.clone())));
+    }
     shared.notifiers = alerting::Notifiers::start(&config.alerts.notify, &shared.hostname);
     let shared = Arc::new(shared);
     open_store(&shared, &config);
@@ -208,6 +210,9 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
         };
         tracing::info!(socket = %config.api_socket.display(), http = ?config.http, regions = %config.region_dir.display(), "ttmem serve ready");
         notify_systemd("READY=1\nSTATUS=serving");
+        if let Some(hub) = &shared.peers {
+            hub.start();
+        }
         let router = api::router(shared.clone());
         let limits = http_server::Limits {
             max_connections: config.api_max_connections,

@@ -39,7 +39,7 @@ const state = {
   page: { pid: 0, offset: 0, sort: "size", limit: 50 },
   chart: { window: 600, from: null, to: null }, // the chip page's history window (null: up to now)
   hover: null,       // { key, frac }: the overview line hovered, kept across redraws
-  peers: new Map(),  // peer name → { info, devices, history, alerts, live } (the config's [[peers]])
+  peers: new Map(),  // peer name → { info, up, error, devices, history, alerts, … } (the config's [[peers]])
 };
 
 const HISTORY_S = 600;
@@ -484,7 +484,8 @@ function route() {
 }
 
 function connect() {
-  const es = new EventSource("/api/v1/stream");
+  const es = new EventSource("/api/v1/stream?peers=true");
+  es.addEventListener("peer", onPeerEvent);
   es.addEventListener("open", () => { $("#status").textContent = "live"; });
   es.addEventListener("error", () => { $("#status").textContent = "disconnected; reconnecting…"; });
   es.addEventListener("update", (ev) => {
@@ -508,92 +509,103 @@ function connect() {
   });
 }
 
-// Other hosts: the daemon's config names peer daemons, and this daemon forwards their public
-// answers under /api/v1/peers/{name}/… (the browser never talks to a peer itself).
+// Other hosts: the daemon's config names peer daemons. Their figures come through this
+// daemon: snapshots under /api/v1/peers/{name}/…, live events as `peer` events of this page's
+// one stream (a browser keeps at most six connections to a host, so not a stream per peer).
 
-/** Lists the peers (the daemon asks each for its health) and follows the reachable ones. */
+const peerPath = (peer, endpoint) => `/api/v1/peers/${encodeURIComponent(peer.info.name)}/${endpoint}`;
+
+/** The peer of this name, made on first sight (its events may come before the listing). */
+function peerNamed(name) {
+  let peer = state.peers.get(name);
+  if (!peer) {
+    peer = { info: { name, url: "", reachable: false }, up: null, error: null, devices: [], processes: 0,
+             history: new Map(), alerts: new Map(), loaded: false, loading: null };
+    state.peers.set(name, peer);
+  }
+  return peer;
+}
+
+/** Lists the peers: names, URLs, and what their hosts call themselves. */
 async function loadPeers() {
   const { peers } = await getJson("/api/v1/peers");
   $("#hosts").hidden = peers.length === 0;
   if (peers.length) $("#chips-title").textContent = "This host's chips";
   for (const info of peers) {
-    const old = state.peers.get(info.name);
-    if (old?.live) continue;
-    const peer = { info, devices: [], processes: 0, history: new Map(), alerts: new Map(), live: null };
-    state.peers.set(info.name, peer);
-    if (info.reachable) followPeer(peer).catch((e) => peerDown(peer, e.message));
+    const peer = peerNamed(info.name);
+    peer.info = info;
+    if (peer.up === null && (info.reachable || info.error)) {
+      peer.up = info.reachable;
+      peer.error = info.error ?? null;
+    }
+    if (peer.up && !peer.loaded) loadPeer(peer);
   }
   renderPeers();
 }
 
-const peerPath = (peer, endpoint) => `/api/v1/peers/${encodeURIComponent(peer.info.name)}/${endpoint}`;
-
-async function loadPeerSnapshot(peer) {
-  const snap = await getJson(peerPath(peer, "snapshot?detail=totals"));
-  peer.devices = snap.devices;
-  peer.processes = snap.processes.filter((p) => p.state !== "exited").length;
-  renderPeers();
+/** Reads a peer's snapshot, alerts and DRAM history, which its events then move on. */
+function loadPeer(peer) {
+  peer.loading ??= (async () => {
+    const snap = await getJson(peerPath(peer, "snapshot?detail=totals"));
+    peer.devices = snap.devices;
+    peer.processes = snap.processes.filter((p) => p.state !== "exited").length;
+    const { active } = await getJson(peerPath(peer, "alerts"));
+    peer.alerts = new Map(active.map((a) => [fingerprint(a), a]));
+    const from = Math.floor(Date.now() / 1000) - HISTORY_S;
+    await Promise.all(peer.devices.map(async (d) => {
+      const h = await getJson(peerPath(peer, `history?device=${d.id}&category=DRAM&from=${from}`)).catch(() => null);
+      if (!h) return;
+      const last = h.points.at(-1)?.[0] ?? 0;
+      peer.history.set(d.id, [...h.points, ...(peer.history.get(d.id) ?? []).filter((p) => p[0] > last)]);
+    }));
+    peer.loaded = true;
+  })().catch((e) => { peer.error = e.message; })
+    .finally(() => { peer.loading = null; renderPeers(); });
+  return peer.loading;
 }
 
-async function followPeer(peer) {
-  await loadPeerSnapshot(peer);
-  const { active } = await getJson(peerPath(peer, "alerts"));
-  for (const a of active) peer.alerts.set(fingerprint(a), a);
-  const es = new EventSource(peerPath(peer, "stream"));
-  peer.live = es;
-  es.addEventListener("open", () => { peer.status = "live"; renderPeers(); });
-  es.addEventListener("error", () => {
-    // A stream that cannot come back (the peer went away) is retried through the listing,
-    // which asks the peer's health first.
-    if (es.readyState === EventSource.CLOSED) peerDown(peer, "its stream ended");
-    else { peer.status = "reconnecting…"; renderPeers(); }
-  });
-  es.addEventListener("update", (ev) => {
-    const u = JSON.parse(ev.data);
-    extendHistory(peer.history, u);
-    if (applyUpdate(peer.devices, u)) loadPeerSnapshot(peer).catch((e) => peerDown(peer, e.message));
-    else renderPeers();
-  });
-  es.addEventListener("alert", (ev) => {
-    const a = JSON.parse(ev.data);
-    if (a.state === "resolved") peer.alerts.delete(fingerprint(a));
-    else peer.alerts.set(fingerprint(a), a);
-    renderPeers();
-  });
-  const from = Math.floor(Date.now() / 1000) - HISTORY_S;
-  await Promise.all(peer.devices.map(async (d) => {
-    const h = await getJson(peerPath(peer, `history?device=${d.id}&category=DRAM&from=${from}`)).catch(() => null);
-    if (h) peer.history.set(d.id, [...h.points, ...(peer.history.get(d.id) ?? [])].sort((a, b) => a[0] - b[0]));
-  }));
+/** A `peer` event of the stream: a link up or down, or a peer's own update or alert. */
+function onPeerEvent(ev) {
+  const e = JSON.parse(ev.data);
+  if (e.kind === "resync") {
+    for (const p of state.peers.values()) if (p.up) loadPeer(p);
+    return;
+  }
+  const peer = peerNamed(e.peer);
+  if (e.kind === "up") {
+    Object.assign(peer, { up: true, error: null });
+    loadPeer(peer);
+    loadPeers().catch(showError); // its host name and version, read as the link came up
+  } else if (e.kind === "down") {
+    Object.assign(peer, { up: false, error: e.data, loaded: false });
+  } else if (e.kind === "update") {
+    extendHistory(peer.history, e.data);
+    if (!peer.loaded || applyUpdate(peer.devices, e.data)) loadPeer(peer);
+  } else if (e.kind === "alert") {
+    if (e.data.state === "resolved") peer.alerts.delete(fingerprint(e.data));
+    else peer.alerts.set(fingerprint(e.data), e.data);
+  }
   renderPeers();
-}
-
-function peerDown(peer, why) {
-  peer.live?.close();
-  peer.live = null;
-  peer.info = { ...peer.info, reachable: false, error: why };
-  renderPeers();
-  clearTimeout(state.peerRetry);
-  state.peerRetry = setTimeout(() => loadPeers().catch(showError), 15000);
 }
 
 function renderPeers() {
   $("#host-list").replaceChildren(...[...state.peers.values()].map((peer) => {
     const { info } = peer;
     const firing = [...peer.alerts.values()].filter((a) => a.state === "firing");
-    const status = info.reachable
-      ? el("span", { class: "badge", text: peer.status ?? "connecting…" })
-      : el("span", { class: "badge down", title: info.error ?? "", text: `unreachable: ${info.error ?? "no answer"}` });
-    const alerts = firing.length
+    const status = peer.up === false
+      ? el("span", { class: "badge down", title: peer.error ?? "", text: `unreachable: ${peer.error ?? "no answer"}` })
+      : el("span", { class: "badge", text: peer.up ? "live" : "connecting…" });
+    const alerts = peer.up && firing.length
       ? [el("span", { class: "badge firing", title: firing.map((a) => `${a.rule}: ${a.summary}`).join("\n"),
                       text: `${firing.length} alert${firing.length === 1 ? "" : "s"} firing` })]
       : [];
+    const devices = peer.up ? peer.devices : [];
     return el("article", { class: "host", "data-peer": info.name, "aria-label": `host ${info.name}` },
       el("h3", {}, el("a", { href: `${info.url}/`, text: info.hostname || info.name }), " ", status, ...alerts),
-      el("p", { class: "meta", text: info.reachable
-        ? `${info.name} · ${info.url} · v${info.version ?? "?"} · ${peer.devices.length} chip${peer.devices.length === 1 ? "" : "s"}, ${peer.processes} running process${peer.processes === 1 ? "" : "es"}`
+      el("p", { class: "meta", text: peer.up
+        ? `${info.name} · ${info.url} · v${info.version ?? "?"} · ${devices.length} chip${devices.length === 1 ? "" : "s"}, ${peer.processes} running process${peer.processes === 1 ? "" : "es"}`
         : `${info.name} · ${info.url}` }),
-      el("div", { class: "chips" }, ...peer.devices.map((d) => chipCard(d, peer.history.get(d.id) ?? [], info))));
+      el("div", { class: "chips" }, ...devices.map((d) => chipCard(d, peer.history.get(d.id) ?? [], info))));
   }));
 }
 

@@ -1,7 +1,8 @@
 //! Other hosts on this dashboard: the config's `[[peers]]` name other hosts' daemons, and the
 //! page shows their chips beside this host's. The browser never talks to a peer itself (that
 //! would need CORS on every daemon, and open its API to any page a user visits): it reads
-//! `/api/v1/peers/{name}/{endpoint}`, and this daemon forwards the request.
+//! `/api/v1/peers/{name}/{endpoint}`, and this daemon forwards the request; the peers' live
+//! events come in this daemon's own stream (`/api/v1/stream?peers=true`, [`super::peer_hub`]).
 //!
 //! What a peer shows through here is what it shows any TCP client without a token: aggregates
 //! and the process list, no detail and no command lines. No credential is forwarded, so no one
@@ -28,7 +29,8 @@ use crate::outbound::Target;
 pub const MAX_PEERS: usize = 32;
 
 /// The endpoints read through a peer: what the page's host sections need, all of them what the
-/// peer shows everyone.
+/// peer shows everyone. The stream is not among them: the peers' events come in this daemon's
+/// own stream ([`super::peer_hub`]), over one link per peer however many pages follow it.
 pub const FORWARDED: &[&str] = &[
     "health",
     "devices",
@@ -37,18 +39,14 @@ pub const FORWARDED: &[&str] = &[
     "history",
     "alerts",
     "forecast",
-    "stream",
 ];
 
 /// How long a peer has to accept and send an answer's head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a peer has to send a whole answer (the stream excepted).
+/// How long a peer has to send a whole answer.
 const BODY_TIMEOUT: Duration = Duration::from_secs(15);
-/// The largest answer taken from a peer (the stream excepted): a snapshot of a big host is a
-/// few megabytes.
+/// The largest answer taken from a peer: a snapshot of a big host is a few megabytes.
 const MAX_BODY: usize = 64 << 20;
-/// How long the listing waits for a peer's health.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest query string forwarded.
 const MAX_QUERY: usize = 2048;
 
@@ -102,53 +100,15 @@ pub fn check(sections: Vec<PeerSection>) -> Result<Vec<PeerHost>, String> {
     Ok(out)
 }
 
-/// `GET /api/v1/peers`: each peer with its health, asked now (all at once).
+/// `GET /api/v1/peers`: each peer as this daemon's link to it stands.
 pub(super) async fn list(State(s): State<Arc<Shared>>) -> Json<api::PeersAnswer> {
-    let probes = s.peers.iter().map(|p| async move {
-        match probe(&p.target).await {
-            Ok(h) => api::PeerStatus {
-                name: p.name.clone(),
-                url: p.url.clone(),
-                reachable: true,
-                hostname: Some(h.hostname).filter(|h| !h.is_empty()),
-                version: Some(h.version),
-                error: None,
-            },
-            Err(e) => api::PeerStatus {
-                name: p.name.clone(),
-                url: p.url.clone(),
-                reachable: false,
-                hostname: None,
-                version: None,
-                error: Some(e),
-            },
-        }
-    });
     Json(api::PeersAnswer {
-        peers: futures_util::future::join_all(probes).await,
+        peers: s.peers.as_ref().map(|h| h.statuses()).unwrap_or_default(),
     })
 }
 
-async fn probe(target: &Target) -> Result<api::Health, String> {
-    let read = async {
-        let r = target.get("/api/v1/health", "application/json", PROBE_TIMEOUT).await?;
-        if !r.status().is_success() {
-            return Err(format!("its health answered {}", r.status()));
-        }
-        let body = Limited::new(r.into_body(), 1 << 20)
-            .collect()
-            .await
-            .map_err(|e| format!("reading its health: {e}"))?
-            .to_bytes();
-        serde_json::from_slice::<api::Health>(&body).map_err(|e| format!("its health is not a ttmem daemon's: {e}"))
-    };
-    tokio::time::timeout(PROBE_TIMEOUT, read)
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())))
-}
-
 /// `GET /api/v1/peers/{name}/{endpoint}`: the peer's answer to `/api/v1/{endpoint}` with the
-/// same query, its status and type kept; the stream is passed through as it comes.
+/// same query, its status kept.
 pub(super) async fn forward(
     State(s): State<Arc<Shared>>,
     P((name, endpoint)): P<(String, String)>,
@@ -157,6 +117,7 @@ pub(super) async fn forward(
     let peer = s
         .peers
         .iter()
+        .flat_map(|h| h.peers())
         .find(|p| p.name == name)
         .ok_or_else(|| not_found(format!("no peer named {name:?} (the config's [[peers]] name them)")))?;
     if !FORWARDED.contains(&endpoint.as_str()) {
@@ -173,29 +134,19 @@ pub(super) async fn forward(
         "" => format!("/api/v1/{endpoint}"),
         q => format!("/api/v1/{endpoint}?{q}"),
     };
-    let streaming = endpoint == "stream";
-    let accept = if streaming {
-        "text/event-stream"
-    } else {
-        "application/json"
-    };
     let gateway = |status: StatusCode, why: String| ApiError(status, format!("peer {name} ({}): {why}", peer.url));
     let answer = peer
         .target
-        .get(&suffix, accept, HEAD_TIMEOUT)
+        .get(&suffix, "application/json", HEAD_TIMEOUT)
         .await
         .map_err(|e| gateway(StatusCode::BAD_GATEWAY, e))?;
     let status = answer.status();
     if !(status.is_success() || status.is_client_error() || status.is_server_error()) {
         return Err(gateway(StatusCode::BAD_GATEWAY, format!("it answered {status}")));
     }
-    // Only what a daemon answers passes: JSON, and the stream's events. Anything else (a page
-    // that would run in this daemon's origin, say) is refused.
-    let expected = if streaming && status.is_success() {
-        "text/event-stream"
-    } else {
-        "application/json"
-    };
+    // Only what a daemon answers passes: JSON. Anything else (a page that would run in this
+    // daemon's origin, say) is refused.
+    let expected = "application/json";
     let content_type = answer
         .headers()
         .get(header::CONTENT_TYPE)
@@ -208,20 +159,16 @@ pub(super) async fn forward(
         ));
     }
     let content_type = HeaderValue::from_static(expected);
-    let body = if streaming && status.is_success() {
-        axum::body::Body::new(answer.into_body())
-    } else {
-        let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(answer.into_body(), MAX_BODY).collect())
-            .await
-            .map_err(|_| {
-                gateway(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!("its answer took over {} s", BODY_TIMEOUT.as_secs()),
-                )
-            })?
-            .map_err(|e| gateway(StatusCode::BAD_GATEWAY, format!("reading its answer: {e}")))?;
-        axum::body::Body::from(collected.to_bytes())
-    };
+    let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(answer.into_body(), MAX_BODY).collect())
+        .await
+        .map_err(|_| {
+            gateway(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("its answer took over {} s", BODY_TIMEOUT.as_secs()),
+            )
+        })?
+        .map_err(|e| gateway(StatusCode::BAD_GATEWAY, format!("reading its answer: {e}")))?;
+    let body = axum::body::Body::from(collected.to_bytes());
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, content_type)
