@@ -98,6 +98,47 @@ def get(url):
         return json.load(r)
 
 
+def wait_health(base):
+    """Waits up to 10 s for a daemon's API to answer."""
+    for _ in range(100):
+        try:
+            return get(base + "/api/v1/health")
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"no daemon answered at {base}")
+
+
+def wait_ready(browser, url, ready_js, what):
+    """Loads `url` in 5 new pages; returns each one's ready time (ms, the page's own clock)."""
+    ready = []
+    for _ in range(5):
+        s = browser.page()
+        browser.call("Page.navigate", {"url": url}, s)
+        deadline = time.time() + 30
+        while True:
+            v = browser.eval(s, f"({ready_js}) && performance.now()")
+            if v:
+                ready.append(v)
+                break
+            if time.time() > deadline:
+                sys.exit(f"the page never showed {what}")
+            time.sleep(0.01)
+    return ready
+
+
+def close_pages(browser):
+    for t in browser.call("Target.getTargets")["targetInfos"]:
+        if t["type"] == "page":
+            browser.call("Target.closeTarget", {"targetId": t["targetId"]})
+
+
+def open_pages(browser, url):
+    for _ in range(5):
+        s = browser.page()
+        browser.call("Page.navigate", {"url": url}, s)
+    time.sleep(2)
+
+
 def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -122,12 +163,7 @@ def main():
     daemons = [daemon]
     browser = None
     try:
-        for _ in range(100):
-            try:
-                get(base + "/api/v1/health")
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_health(base)
         run_s = str(int(a.seconds * 2 + 120))
         # The writers take their region directory from TTMEM_DIR, as every client does.
         env = {**os.environ, "TTMEM_DIR": f"{tmp}/regions"}
@@ -145,17 +181,8 @@ def main():
             time.sleep(0.2)
 
         browser = Browser()
-        ready = []
-        for _ in range(5):
-            s = browser.page()
-            browser.call("Page.navigate", {"url": base + "/"}, s)
-            while True:
-                v = browser.eval(s, "document.querySelectorAll('[data-device]').length === 32 && "
-                                    "document.querySelector('#status').textContent === 'live' && performance.now()")
-                if v:
-                    ready.append(v)
-                    break
-                time.sleep(0.01)
+        ready = wait_ready(browser, base + "/", "document.querySelectorAll('[data-device]').length === 32 && "
+                           "document.querySelector('#status').textContent === 'live'", "32 chips live")
         print(f"page ready (32 chips, 100 processes): median {statistics.median(ready):.0f} ms "
               f"(loads: {', '.join(f'{x:.0f}' for x in ready)})")
 
@@ -165,22 +192,15 @@ def main():
             return 100 * (cpu_seconds(pid) - c0) / (time.time() - t0)
 
         # The five test pages above stay open; close them for the baseline.
-        for t in browser.call("Target.getTargets")["targetInfos"]:
-            if t["type"] == "page":
-                browser.call("Target.closeTarget", {"targetId": t["targetId"]})
+        close_pages(browser)
         idle = share(a.seconds)
-        for _ in range(5):
-            s = browser.page()
-            browser.call("Page.navigate", {"url": base + "/"}, s)
-        time.sleep(2)
+        open_pages(browser, base + "/")
         watched = share(a.seconds)
         print(f"daemon CPU over {a.seconds:.0f} s: {idle:.2f} % of a core with no dashboard, "
               f"{watched:.2f} % with five open (+{watched - idle:.2f} %)")
 
         # Through a peer: a front daemon names this one, and its pages follow it.
-        for t in browser.call("Target.getTargets")["targetInfos"]:
-            if t["type"] == "page":
-                browser.call("Target.closeTarget", {"targetId": t["targetId"]})
+        close_pages(browser)
         front_port = free_port()
         front_base = f"http://127.0.0.1:{front_port}"
         with open(f"{tmp}/front.toml", "w") as f:
@@ -191,37 +211,16 @@ def main():
              "--http", f"127.0.0.1:{front_port}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         daemons.append(front)
-        for _ in range(100):
-            try:
-                get(front_base + "/api/v1/health")
-                break
-            except OSError:
-                time.sleep(0.1)
-        ready = []
-        for _ in range(5):
-            s = browser.page()
-            browser.call("Page.navigate", {"url": front_base + "/"}, s)
-            deadline = time.time() + 30
-            while True:
-                v = browser.eval(s, "document.querySelectorAll('[data-peer=bench] [data-peer-device]').length === 32 && "
-                                    "document.querySelector('[data-peer=bench] h3 .badge').textContent === 'live' && performance.now()")
-                if v:
-                    ready.append(v)
-                    break
-                if time.time() > deadline:
-                    sys.exit("the front daemon's page never showed the peer's 32 chips live: "
-                             + str(browser.eval(s, "document.querySelector('#hosts').outerHTML.slice(0, 2000)")))
-                time.sleep(0.01)
+        wait_health(front_base)
+        ready = wait_ready(browser, front_base + "/",
+                           "document.querySelectorAll('[data-peer=bench] [data-peer-device]').length === 32 && "
+                           "document.querySelector('[data-peer=bench] h3 .badge').textContent === 'live'",
+                           "the peer's 32 chips live")
         print(f"through a peer, page ready (32 chips, 100 processes): median {statistics.median(ready):.0f} ms "
               f"(loads: {', '.join(f'{x:.0f}' for x in ready)})")
-        for t in browser.call("Target.getTargets")["targetInfos"]:
-            if t["type"] == "page":
-                browser.call("Target.closeTarget", {"targetId": t["targetId"]})
+        close_pages(browser)
         idle = share(a.seconds, front.pid)
-        for _ in range(5):
-            s = browser.page()
-            browser.call("Page.navigate", {"url": front_base + "/"}, s)
-        time.sleep(2)
+        open_pages(browser, front_base + "/")
         watched = share(a.seconds, front.pid)
         print(f"front daemon CPU over {a.seconds:.0f} s: {idle:.2f} % of a core with no dashboard, "
               f"{watched:.2f} % with five following the peer (+{watched - idle:.2f} %)")

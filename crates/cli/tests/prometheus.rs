@@ -11,14 +11,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use ttmem_apiclient::{Endpoint, get_json};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A real Prometheus with the configuration `yaml`, its files in `dir`, and its API.
 fn start_prometheus(dir: &std::path::Path, yaml: &str) -> (Killed, Endpoint) {
     let port = free_port();

@@ -98,6 +98,15 @@ pub fn regions_in(dir: &Path) -> usize {
     })
 }
 
+/// A TCP port on loopback that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Polls `f` until it holds, for at most 20 seconds.
 pub fn wait_until(mut f: impl FnMut() -> bool) {
     let start = Instant::now();

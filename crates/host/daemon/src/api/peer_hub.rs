@@ -157,21 +157,7 @@ impl PeerHub {
     /// One link: the peer's health, then its stream until it ends or breaks.
     async fn read(&self, peer: &PeerHost) -> Result<(), String> {
         let health = health(peer).await?;
-        let answer = peer
-            .target
-            .get("/api/v1/stream", "text/event-stream", CONNECT_TIMEOUT)
-            .await?;
-        if !answer.status().is_success() {
-            return Err(format!("its stream answered {}", answer.status()));
-        }
-        let content_type = answer
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        if !content_type.starts_with("text/event-stream") {
-            return Err(format!("its stream answered {content_type:?}, not text/event-stream"));
-        }
+        let answer = open(peer, "/api/v1/stream", "text/event-stream").await?;
         {
             let mut links = self.links.lock();
             let l = links.entry(peer.name.clone()).or_default();
@@ -213,16 +199,27 @@ impl PeerHub {
     }
 }
 
+/// A GET of one of the peer's endpoints whose answer is a success of the type asked for.
+async fn open(peer: &PeerHost, path: &str, accept: &str) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+    let answer = peer.target.get(path, accept, CONNECT_TIMEOUT).await?;
+    if !answer.status().is_success() {
+        return Err(format!("its {path} answered {}", answer.status()));
+    }
+    let content_type = answer
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !content_type.starts_with(accept) {
+        return Err(format!("its {path} answered {content_type:?}, not {accept}"));
+    }
+    Ok(answer)
+}
+
 /// The peer's health, which also proves it a ttmem daemon.
 async fn health(peer: &PeerHost) -> Result<api::Health, String> {
     let read = async {
-        let r = peer
-            .target
-            .get("/api/v1/health", "application/json", CONNECT_TIMEOUT)
-            .await?;
-        if !r.status().is_success() {
-            return Err(format!("its health answered {}", r.status()));
-        }
+        let r = open(peer, "/api/v1/health", "application/json").await?;
         let body = Limited::new(r.into_body(), 1 << 20)
             .collect()
             .await
