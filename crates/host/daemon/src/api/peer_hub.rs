@@ -131,21 +131,25 @@ impl PeerHub {
                 Ok(()) => "its stream ended".to_string(),
                 Err(e) => e,
             };
-            let was_up = {
+            let (was_up, same) = {
                 let mut links = self.links.lock();
                 let l = links.entry(peer.name.clone()).or_default();
                 let was_up = l.up;
+                let same = l.error.as_deref() == Some(why.as_str());
                 l.up = false;
                 l.error = Some(why.clone());
                 l.last_update = None;
-                was_up
+                (was_up, same)
             };
             if was_up {
                 tracing::info!(peer = %peer.name, "the link to the peer is down: {why}");
             } else {
                 tracing::debug!(peer = %peer.name, "the peer did not answer: {why}");
             }
-            self.send(&peer.name, PeerEventKind::Down(why));
+            // A peer that stays down the same way is not news to a page.
+            if was_up || !same {
+                self.send(&peer.name, PeerEventKind::Down(why));
+            }
             if started.elapsed() > Duration::from_secs(30) {
                 pause = Duration::from_secs(1);
             }
