@@ -417,6 +417,10 @@ fn the_dashboard_shows_other_hosts_through_its_own_daemon() {
         3
     );
     b.screenshot("dashboard-hosts");
+    // On a phone the hosts stack, nothing wider than the screen.
+    b.viewport(390, 844, true);
+    b.wait_for("document.documentElement.scrollWidth <= window.innerWidth");
+    b.viewport(1280, 800, false);
     b.check_console();
     assert!(b.errors.is_empty(), "browser console: {:#?}", b.errors);
     // B goes away: the page says so (A's link tries again; nothing the page asks for fails).
