@@ -110,6 +110,21 @@ impl Target {
     }
 }
 
+/// Checks that an answer is of the media type `expected` (parameters such as `charset`
+/// aside); the error says what it was instead ("answered \"text/html\", not ...").
+pub fn expect_type<B>(answer: &hyper::Response<B>, expected: &str) -> Result<(), String> {
+    let content_type = answer
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type.split(';').next().map(str::trim) == Some(expected) {
+        Ok(())
+    } else {
+        Err(format!("answered {content_type:?}, not {expected}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +145,22 @@ mod tests {
         ] {
             assert!(Target::parse(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn an_answer_is_of_its_type_whatever_its_parameters() {
+        let answer = |t: Option<&str>| {
+            let mut r = hyper::Response::builder();
+            if let Some(t) = t {
+                r = r.header(hyper::header::CONTENT_TYPE, t);
+            }
+            r.body(()).unwrap()
+        };
+        assert!(expect_type(&answer(Some("application/json")), "application/json").is_ok());
+        assert!(expect_type(&answer(Some("application/json; charset=utf-8")), "application/json").is_ok());
+        let e = expect_type(&answer(Some("text/html")), "application/json").unwrap_err();
+        assert_eq!(e, "answered \"text/html\", not application/json");
+        assert!(expect_type(&answer(Some("text/event-streamer")), "text/event-stream").is_err());
+        assert!(expect_type(&answer(None), "application/json").is_err());
     }
 }

@@ -209,14 +209,7 @@ async fn open(peer: &PeerHost, path: &str, accept: &str) -> Result<hyper::Respon
     if !answer.status().is_success() {
         return Err(format!("its {path} answered {}", answer.status()));
     }
-    let content_type = answer
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if !content_type.starts_with(accept) {
-        return Err(format!("its {path} answered {content_type:?}, not {accept}"));
-    }
+    crate::outbound::expect_type(&answer, accept).map_err(|e| format!("its {path} {e}"))?;
     Ok(answer)
 }
 

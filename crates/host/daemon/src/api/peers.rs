@@ -147,17 +147,8 @@ pub(super) async fn forward(
     // Only what a daemon answers passes: JSON. Anything else (a page that would run in this
     // daemon's origin, say) is refused.
     let expected = "application/json";
-    let content_type = answer
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if content_type.split(';').next().map(str::trim) != Some(expected) {
-        return Err(gateway(
-            StatusCode::BAD_GATEWAY,
-            format!("it answered {content_type:?}, not {expected} (is it a ttmem daemon?)"),
-        ));
-    }
+    crate::outbound::expect_type(&answer, expected)
+        .map_err(|e| gateway(StatusCode::BAD_GATEWAY, format!("it {e} (is it a ttmem daemon?)")))?;
     let content_type = HeaderValue::from_static(expected);
     let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(answer.into_body(), MAX_BODY).collect())
         .await
